@@ -1,0 +1,1 @@
+"""Gymnasium environments backed by video world models (registered on import)."""

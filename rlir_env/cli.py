@@ -1,0 +1,40 @@
+"""The ``rlir`` command line: ``rlir <command> ...``; ``rlir <command> --help`` for details."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+
+from worldmodels.errors import RlirError
+
+# Each module registers its subcommand; modules stay light and import heavy parts inside their handlers.
+COMMAND_MODULES = ("rlir_env.commands.actions",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlir",
+        description="Video world models as Gymnasium environments, ranked by action-following and improved with RLIR.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RlirError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
