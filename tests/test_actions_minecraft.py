@@ -249,8 +249,10 @@ def test_env_format_lines_pass_through():
     action = minecraft.from_vpt_jsonl(env_line)
     assert action["forward"] == 1 and action["camera"].tolist() == [0.0, 5.0]
     assert not minecraft.is_null_vpt_line(env_line)
-    with pytest.raises(ActionError, match="lacks 'mouse'"):
-        minecraft.from_vpt_jsonl({"keyboard": {"keys": []}})
+    with pytest.raises(ActionError, match="lacks 'dx'"):
+        minecraft.from_vpt_jsonl({"keyboard": {"keys": []}, "mouse": {"dy": 0, "buttons": []}})
+    idle = minecraft.from_vpt_jsonl({"keyboard": None, "mouse": None})  # old recorders: null = no input
+    assert idle["camera"].tolist() == [0.0, 0.0] and not any(idle[k] for k in minecraft.BUTTON_KEYS)
 
 
 # --- domains and the CLI ------------------------------------------------------------------------------------------

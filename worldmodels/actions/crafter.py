@@ -33,7 +33,7 @@ def validate_compact(compact: ArrayLike) -> np.ndarray:
     """Check Crafter actions (any shape of integers in ``[0, 17)``) and return them as ``int64``."""
     array = np.asarray(compact)
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        if array.dtype == object or not np.all(np.mod(array, 1) == 0):
+        if array.dtype.kind not in "fb" or not np.all(np.mod(array, 1) == 0):
             raise ActionError(f"Crafter actions must be integers in [0, {N_ACTIONS}), got dtype {array.dtype}")
     array = array.astype(np.int64)
     bad = (array < 0) | (array >= N_ACTIONS)

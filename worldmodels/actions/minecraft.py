@@ -215,7 +215,7 @@ def validate_compact(compact: ArrayLike) -> np.ndarray:
     if array.ndim == 0 or array.shape[-1] != len(COMPACT_NVEC):
         raise ActionError(f"compact Minecraft actions need a trailing dimension of 9, got shape {array.shape}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.mod(array, 1) == 0):
+        if array.dtype.kind not in "fb" or not np.all(np.mod(array, 1) == 0):
             raise ActionError(f"compact Minecraft actions must be integers, got dtype {array.dtype}")
     array = array.astype(np.int64)
     bad = (array < 0) | (array >= np.asarray(COMPACT_NVEC))
@@ -342,9 +342,11 @@ MINEWORLD_CONFLICTS: tuple[tuple[str, str], ...] = (
 
 
 def _vpt_fields(line: Mapping[str, Any]) -> tuple[list, float, float, list]:
+    # Recorder versions before 6.13 could write null for an idle mouse or keyboard: that means no input.
+    keyboard = line["keyboard"] if "keyboard" in line and line["keyboard"] is not None else {"keys": []}
+    mouse = line["mouse"] if "mouse" in line and line["mouse"] is not None else {"dx": 0, "dy": 0, "buttons": []}
     try:
-        keys = line["keyboard"]["keys"]
-        mouse = line["mouse"]
+        keys = keyboard["keys"]
         dx, dy, buttons = mouse["dx"], mouse["dy"], mouse["buttons"]
     except (KeyError, TypeError) as error:
         raise ActionError(

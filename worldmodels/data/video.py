@@ -145,7 +145,8 @@ def _frame_stream(
                 return
             except av.FFmpegError as e:
                 raise DataError(
-                    f"{path}: decoding failed after {decoded} frames ({e}); the file is corrupt - re-encode or replace it"
+                    f"{path}: decoding failed after {decoded} frames ({e}); the file is corrupt - re-encode or "
+                    "replace it"
                 ) from e
             if decoded == 0:
                 _check_size(path, frame.width, frame.height, expected_size)

@@ -1,0 +1,309 @@
+"""``WorldModelVectorEnv``: a natively batched Gymnasium vector env over one world model.
+
+One model, one device, ``num_envs`` environment slots decoded together: the batch is where a world model's RL
+throughput comes from. Each slot has its own numpy and torch generators, seeded at ``reset(seed=...)``
+(env ``i`` gets ``seed + i``, as in Gymnasium's ``SyncVectorEnv``), so a rollout is reproducible on the same device and
+independent of what the other slots do.
+
+Actions are the domain's compact form (``MultiDiscrete([21, 21, 10, 3, 3, 3, 3, 2, 3])`` for Minecraft,
+``Discrete(17)`` for Crafter); wrappers in :mod:`rlir_env.wrappers` offer MineRL dicts and named presets.
+A video world model has no reward or termination of its own: rewards are 0 and ``terminated`` is False unless
+wrappers add them; ``truncated`` comes from ``max_episode_steps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from rlir_env.scenes import Scene, SceneSource, resolve_scenes
+from worldmodels.actions import get_domain
+from worldmodels.errors import ConfigError, FrameError
+from worldmodels.protocol import WorldModel
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """Batched environments backed by one world model.
+
+    Args:
+        num_envs: number of environment slots decoded together.
+        checkpoint: registry name (e.g. ``"mineworld-300m-16f"``, ``"crafter-ar-small"``) or a checkpoint path.
+        model: an already built :class:`~worldmodels.protocol.WorldModel` (instead of ``checkpoint``).
+        config, vae_config: official-format config files for official checkpoints.
+        device, dtype: where and in which precision the model runs (fp32 on CPU).
+        decoding, window, temperature, top_p, top_k: sampling settings of autoregressive models.
+        context_frames: frames kept in the model's context when its window slides (model default if None).
+        scene_frames: real frames in each start scene drawn from ``scenes``.
+        obs_size: optional ``(height, width)`` to resize observations to (``render()`` stays native).
+        max_episode_steps: truncate episodes after this many steps (None: never).
+        scenes: source of start scenes (see :func:`rlir_env.scenes.resolve_scenes`).
+        autoreset_mode: Gymnasium autoreset mode, ``NEXT_STEP`` (default) or ``SAME_STEP``.
+        render_mode: ``"rgb_array"`` or None.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        checkpoint: str | None = None,
+        model: WorldModel | None = None,
+        config: str | None = None,
+        vae_config: str | None = None,
+        device: str = "cpu",
+        dtype: str | torch.dtype = "float32",
+        decoding: str = "naive",
+        window: int = 2,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        context_frames: int | None = None,
+        scene_frames: int = 1,
+        obs_size: tuple[int, int] | None = None,
+        max_episode_steps: int | None = None,
+        scenes: object = None,
+        autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
+        render_mode: str | None = None,
+    ):
+        if num_envs < 1:
+            raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
+        if (model is None) == (checkpoint is None):
+            raise ConfigError("pass exactly one of checkpoint= (a registry name or a path) or model= (a built model)")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        if self.autoreset_mode == AutoresetMode.DISABLED:
+            raise ConfigError("autoreset_mode DISABLED is not supported; use NEXT_STEP or SAME_STEP")
+        if render_mode not in (None, "rgb_array"):
+            raise ConfigError(f"render_mode={render_mode!r} is not supported by the vector env; use 'rgb_array'")
+        if model is None:
+            from worldmodels.registry import load_world_model
+
+            model = load_world_model(checkpoint, config=config, vae_config=vae_config, device=device, dtype=dtype)
+        self.model = model
+        self.sampling = dict(decoding=decoding, window=window, temperature=temperature, top_p=top_p, top_k=top_k)
+        self.context_frames = context_frames
+        self.spec_model = model.spec
+        self.domain = get_domain(model.spec.domain)
+        self.device = _model_device(model)
+
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self.frame_size = tuple(model.spec.frame_size)
+        self.obs_size = tuple(obs_size) if obs_size is not None else self.frame_size
+        self.metadata = dict(self.metadata, autoreset_mode=self.autoreset_mode, render_fps=model.spec.fps)
+        self.single_observation_space = gym.spaces.Box(0, 255, (*self.obs_size, 3), dtype=np.uint8)
+        self.single_action_space = self.domain.compact_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.scene_source: SceneSource | None = resolve_scenes(
+            scenes, domain=self.domain, frame_size=self.frame_size, context_frames=scene_frames
+        )
+
+        self._state: Any = None
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._generators = [torch.Generator(device=self.device) for _ in range(num_envs)]
+        self._episode_steps = np.zeros(num_envs, dtype=np.int64)
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._frames: torch.Tensor | None = None  # latest native frames, uint8[B, H, W, 3]
+
+    # -- reset -------------------------------------------------------------------------------------------------------
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset all envs (or those in ``options["reset_mask"]``).
+
+        ``options`` may carry a start scene for every env being reset: ``frames`` (``uint8[T, H, W, 3]`` shared, or
+        ``uint8[n, T, H, W, 3]`` one per env being reset) and ``actions`` (the ``T - 1`` compact actions between
+        them, same batching). Without it, scenes come from the ``scenes`` source.
+        """
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        if mask is None:
+            ids = np.arange(self.num_envs)
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
+                raise ConfigError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True")
+            if self._state is None:
+                raise ConfigError("the first reset must reset every env (no reset_mask)")
+            ids = np.flatnonzero(mask)
+        seeds = self._expand_seeds(seed, len(ids))
+        if seed is not None or self._np_random is None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed if isinstance(seed, int) else None)
+        self._reset_envs(ids, seeds, options)
+        return self._observations(), {}
+
+    def _expand_seeds(self, seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+        if seed is None:
+            return [None] * n
+        if isinstance(seed, (int, np.integer)):
+            return [int(seed) + i for i in range(n)]
+        seeds = list(seed)
+        if len(seeds) != n:
+            raise ConfigError(f"got {len(seeds)} seeds for {n} environments being reset")
+        return seeds
+
+    def _reset_envs(self, ids: np.ndarray, seeds: Sequence[int | None], options: dict[str, Any]) -> None:
+        for env_id, seed in zip(ids, seeds):
+            if seed is not None or self._rngs[env_id] is None:
+                self._rngs[env_id] = np.random.default_rng(seed)
+            self._generators[env_id].manual_seed(int(self._rngs[env_id].integers(2**63 - 1)))
+        scenes = self._scenes_for(ids, options)
+        by_length: dict[int, list[int]] = {}
+        for k, scene in enumerate(scenes):
+            by_length.setdefault(len(scene.frames), []).append(k)
+        for group in by_length.values():
+            env_ids = [int(ids[k]) for k in group]
+            frames = torch.as_tensor(np.stack([scenes[k].frames for k in group]), device=self.device)
+            actions = torch.as_tensor(np.stack([scenes[k].actions for k in group]), device=self.device)
+            generators = [self._generators[i] for i in env_ids]
+            if self._state is None and len(env_ids) == self.num_envs and env_ids == list(range(self.num_envs)):
+                self._state = self.model.start(frames, actions, generators, **self._start_kwargs())
+                self._frames = frames[:, -1].clone()
+            else:
+                if self._state is None:  # first reset with scenes of different lengths: start from the first group
+                    raise ConfigError("the first reset needs start scenes of equal length for every env")
+                self.model.reset_slots(self._state, env_ids, frames, actions, generators)
+                self._frames[env_ids] = frames[:, -1]
+        self._episode_steps[ids] = 0
+        self._autoreset[ids] = False
+
+    def _start_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.sampling)
+        if self.context_frames is not None:
+            kwargs["reference_frames"] = self.context_frames
+        return kwargs
+
+    def _scenes_for(self, ids: np.ndarray, options: dict[str, Any]) -> list[Scene]:
+        unknown = set(options) - {"frames", "actions"}
+        if unknown:
+            raise ConfigError(f"unknown reset options {sorted(unknown)}; supported: frames, actions, reset_mask")
+        if "frames" in options:
+            frames = np.asarray(options["frames"])
+            per_env = frames.ndim == 5
+            actions = options.get("actions")
+            scenes = []
+            for k in range(len(ids)):
+                f = frames[k] if per_env else frames
+                a = None if actions is None else (np.asarray(actions)[k] if per_env else np.asarray(actions))
+                scenes.append(self._check_scene(f, a))
+            if per_env and len(frames) != len(ids):
+                raise FrameError(f"options['frames'] holds {len(frames)} scenes for {len(ids)} environments being reset")
+            return scenes
+        if self.scene_source is None:
+            raise ConfigError(
+                "no start scene: pass reset(options={'frames': uint8[T, H, W, 3], 'actions': [T - 1 actions]}) or "
+                "create the env with scenes=... (a list of Scene, a clip directory, or 'crafter' for Crafter models)"
+            )
+        return [self._check_scene(*_scene_tuple(self.scene_source.sample(self._rngs[i]))) for i in ids]
+
+    def _check_scene(self, frames: np.ndarray, actions: Any) -> Scene:
+        frames = np.asarray(frames)
+        h, w = self.frame_size
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (h, w, 3) or len(frames) < 1:
+            raise FrameError(
+                f"start frames must be uint8[T, {h}, {w}, 3] (the model's native size, RGB), got "
+                f"{frames.dtype}{list(frames.shape)}; resize explicitly before passing them"
+            )
+        n_actions = len(frames) - 1
+        if actions is None:
+            if n_actions:
+                raise ConfigError(f"{len(frames)} start frames need {n_actions} actions between them")
+            actions = np.zeros((0, *self.domain.compact_shape), dtype=np.int64)
+        actions = self.domain.validate(actions)
+        if actions.shape != (n_actions, *self.domain.compact_shape):
+            raise ConfigError(
+                f"{len(frames)} start frames need actions of shape {(n_actions, *self.domain.compact_shape)}, "
+                f"got {actions.shape}"
+            )
+        return Scene(frames=frames, actions=actions)
+
+    # -- step --------------------------------------------------------------------------------------------------------
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self._state is None:
+            raise ConfigError("call reset() before step()")
+        actions = self.domain.validate(actions)
+        if actions.shape != (self.num_envs, *self.domain.compact_shape):
+            raise ConfigError(
+                f"expected actions of shape {(self.num_envs, *self.domain.compact_shape)}, got {actions.shape}"
+            )
+        self._frames = self.model.step(self._state, torch.as_tensor(actions, device=self.device))
+        self._episode_steps += 1
+        rewards = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        truncated = np.zeros(self.num_envs, dtype=bool)
+        if self.max_episode_steps is not None:
+            truncated = self._episode_steps >= self.max_episode_steps
+        infos: dict[str, Any] = {}
+
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            # Envs that ended last step start over now; the frame just generated for them is discarded.
+            ids = np.flatnonzero(self._autoreset)
+            if ids.size:
+                self._reset_envs(ids, [None] * ids.size, {})
+                truncated[ids] = False
+            observations = self._observations()
+            self._autoreset = terminated | truncated
+        else:  # SAME_STEP
+            observations = self._observations()
+            ids = np.flatnonzero(terminated | truncated)
+            if ids.size:
+                final_obs = np.empty(self.num_envs, dtype=object)
+                for i in ids:
+                    final_obs[i] = observations[i].copy()
+                done = np.zeros(self.num_envs, dtype=bool)
+                done[ids] = True
+                infos = {"final_obs": final_obs, "_final_obs": done, "final_info": {}, "_final_info": done}
+                self._reset_envs(ids, [None] * ids.size, {})
+                observations = self._observations()
+        return observations, rewards, terminated, truncated, infos
+
+    # -- rendering ---------------------------------------------------------------------------------------------------
+
+    def _observations(self) -> np.ndarray:
+        frames = self._frames
+        if self.obs_size != self.frame_size:
+            frames = resize_frames(frames, self.obs_size)
+        return frames.cpu().numpy()
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """Native-size frames of every env (``rgb_array``), or None without a render mode."""
+        if self.render_mode is None or self._frames is None:
+            return None
+        return tuple(self._frames.cpu().numpy())
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self._state = None
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``uint8[B, H, W, 3]`` frames to ``size`` (antialiased bilinear, rounded back to uint8)."""
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _scene_tuple(scene: Scene) -> tuple[np.ndarray, np.ndarray | None]:
+    return scene.frames, scene.actions
+
+
+def _model_device(model: WorldModel) -> torch.device:
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            return tensor.device
+    return torch.device(getattr(model, "device", "cpu"))

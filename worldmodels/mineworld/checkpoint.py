@@ -1,0 +1,219 @@
+"""Reading official MineWorld checkpoints and writing/reading our safetensors exports.
+
+Official layout (``huggingface.co/microsoft/mineworld``, mineworld.md §1.2)::
+
+    checkpoints/<name>.ckpt          torch.save({"state_dict": {"transformer.*", "tokenizer.model.*"}, ...})
+    checkpoints/vae/config.json      diffusers VQModel config
+    checkpoints/vae/vae.ckpt         {"state_dict": {"model.*"}} or a plain dict (read only if <name>.ckpt lacks
+                                     tokenizer weights)
+    configs/<name>.yaml
+
+Pickles are read with ``torch.load(weights_only=True)``: plain tensors and containers only, never code (the
+official loader ran on torch 2.6, whose ``torch.load`` defaults to ``weights_only=True``, so official files load).
+Everything we write is safetensors with the configs as JSON metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from worldmodels.errors import CheckpointError, ConfigError, MissingFileError, UnsafePickleError
+from worldmodels.mineworld.config import MineWorldConfig, get_preset
+from worldmodels.mineworld.vq import load_vq_config
+
+if TYPE_CHECKING:
+    from worldmodels.mineworld.model import MineWorld
+
+SAFETENSORS_KIND = "rlir.mineworld"
+_SHOWN = 5
+
+
+def torch_load_weights(path: str | Path, what: str) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{what} {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafePickleError(
+            f"refusing to load {what} {str(path)!r}: its pickle references objects other than tensors and plain "
+            f"containers, which could run code ({str(err).splitlines()[0]}). Re-export the weights as a plain "
+            "state dict (or safetensors) from a trusted environment."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {what} {str(path)!r}: {err}") from None
+
+
+def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` of an official ``.ckpt`` (``torch.load(...)["state_dict"]``)."""
+    obj = torch_load_weights(path, "MineWorld checkpoint")
+    if not isinstance(obj, Mapping) or "state_dict" not in obj:
+        keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
+        raise CheckpointError(f"{path} has no 'state_dict' entry (found {keys}); expected an official MineWorld .ckpt")
+    return _tensor_dict(obj["state_dict"], path)
+
+
+def read_vae_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tokenizer weights from an official ``vae.ckpt``, renamed ``model.*`` -> ``tokenizer.model.*``.
+
+    Like the official ``VAE.init_from_ckpt``: the ``state_dict`` entry if present, else the whole dict; keys that
+    do not start with ``model.`` (e.g. training losses) are ignored, as ``load_state_dict(strict=False)`` does.
+    """
+    obj = torch_load_weights(path, "VQ tokenizer checkpoint")
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    weights = _tensor_dict(obj, path)
+    return {"tokenizer." + k: v for k, v in weights.items() if k.startswith("model.")}
+
+
+def _tensor_dict(obj: Any, path: str | Path) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a state dict (mapping of names to tensors), got {type(obj).__name__}")
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: state dict entries {bad[:_SHOWN]} are not tensors")
+    return dict(obj)
+
+
+def state_dict_diff(expected: Mapping[str, tuple[int, ...]], given: Mapping[str, torch.Tensor]) -> str:
+    """Readable description of missing / unexpected / mis-shaped keys ('' when they match)."""
+
+    def listing(title: str, items: list[str]) -> str:
+        more = f" ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+        return f"{len(items)} {title}: " + ", ".join(items[:_SHOWN]) + more
+
+    missing = sorted(k for k in expected if k not in given)
+    unexpected = sorted(k for k in given if k not in expected)
+    shapes = sorted(
+        f"{k} (checkpoint {list(given[k].shape)}, model {list(expected[k])})"
+        for k in expected
+        if k in given and tuple(given[k].shape) != tuple(expected[k])
+    )
+    parts = [
+        listing(title, items)
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes))
+        if items
+    ]
+    return "; ".join(parts)
+
+
+def load_weights(model: MineWorld, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+    """Strictly load ``state_dict`` into ``model`` (dtype converted); raises CheckpointError with the diff."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    diff = state_dict_diff(expected, state_dict)
+    if diff:
+        raise CheckpointError(
+            f"{source} does not match {model.config.name}: {diff}. Check that the config (yaml / preset) and the VQ "
+            "config.json belong to this checkpoint."
+        )
+    with torch.no_grad():
+        model.load_state_dict(state_dict, strict=True)
+
+
+def resolve_config(config: str | Path | MineWorldConfig | None, ckpt: Path) -> MineWorldConfig:
+    """A config from a :class:`MineWorldConfig`, a yaml path, a preset name, or (``None``) the official layout."""
+    if isinstance(config, MineWorldConfig):
+        return config
+    if config is None:
+        yaml_path = ckpt.parent.parent / "configs" / f"{ckpt.stem}.yaml"
+        if yaml_path.is_file():
+            return MineWorldConfig.from_yaml(yaml_path)
+        try:
+            return get_preset(ckpt.stem)
+        except ConfigError:
+            raise ConfigError(
+                f"no config for {ckpt}: pass config= (an official configs/*.yaml, a preset name or a "
+                f"MineWorldConfig), or put {yaml_path.name} at {yaml_path.parent}"
+            ) from None
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return MineWorldConfig.from_yaml(path)
+    return get_preset(str(config))
+
+
+def load_checkpoint(
+    ckpt: str | Path,
+    config: str | Path | MineWorldConfig | None = None,
+    *,
+    vae_config: str | Path | dict | None = None,
+) -> tuple[MineWorldConfig, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a checkpoint and everything needed to rebuild its model: ``(config, vq_config, state_dict)``."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise MissingFileError(
+            f"checkpoint {str(ckpt)!r} does not exist; put the file there (official MineWorld checkpoints are "
+            "checkpoints/<name>.ckpt of huggingface.co/microsoft/mineworld, see worldmodels.registry)"
+        )
+    if ckpt.suffix == ".safetensors":
+        state_dict, meta = read_safetensors(ckpt)
+        model_config = _config_from_meta(meta, ckpt) if config is None else resolve_config(config, ckpt)
+        if vae_config is None:
+            if "vq_config" not in meta:
+                raise ConfigError(f"{ckpt} stores no VQ config; pass vae_config=<path to config.json>")
+            vq_config = json.loads(meta["vq_config"])
+        else:
+            vq_config = vae_config if isinstance(vae_config, dict) else load_vq_config(vae_config)
+        return model_config, vq_config, state_dict
+
+    model_config = resolve_config(config, ckpt)
+    if isinstance(vae_config, dict):
+        vq_config, vae_dir = vae_config, ckpt.parent / "vae"
+    else:
+        vae_path = Path(vae_config) if vae_config is not None else ckpt.parent / "vae" / "config.json"
+        vq_config, vae_dir = load_vq_config(vae_path), vae_path.parent
+    state_dict = read_official_state_dict(ckpt)
+    if not any(k.startswith("tokenizer.") for k in state_dict):
+        vae_ckpt = vae_dir / "vae.ckpt"
+        if not vae_ckpt.is_file():
+            raise MissingFileError(
+                f"{ckpt.name} holds no tokenizer weights, so they are read from {vae_ckpt.name}, which is missing: "
+                f"put MineWorld's checkpoints/vae/vae.ckpt in {vae_dir}"
+            )
+        state_dict.update(read_vae_state_dict(vae_ckpt))
+    return model_config, vq_config, state_dict
+
+
+def _config_from_meta(meta: Mapping[str, str], path: Path) -> MineWorldConfig:
+    if meta.get("kind") != SAFETENSORS_KIND or "mineworld_config" not in meta:
+        raise ConfigError(f"{path} was not written by save_safetensors (no MineWorld config in its metadata); pass config=")
+    return MineWorldConfig.from_dict(json.loads(meta["mineworld_config"]))
+
+
+def save_safetensors(model: MineWorld, path: str | Path) -> Path:
+    """Write ``model``'s weights and configs to ``path`` (safetensors; configs as JSON metadata), so that
+    ``MineWorld.from_checkpoint(path)`` rebuilds it without any other file."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_safetensors writes .safetensors files, got {path.name!r}")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": "pt",
+        "kind": SAFETENSORS_KIND,
+        "mineworld_config": model.config.to_json(),
+        "vq_config": json.dumps(model.tokenizer.config, sort_keys=True),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(state_dict, metadata)`` of a safetensors file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {err}") from None
+    return tensors, meta

@@ -1,0 +1,311 @@
+"""MineWorld's Llama decoder (``microsoft/mineworld: lvm.py``) with a static, per-slot KV cache.
+
+Architecture: pre-norm decoder layers ``x + attn(norm(x))``, ``x + mlp(norm(x))``; RMSNorm in fp32; SwiGLU MLP;
+grouped-query attention (KV heads shared by consecutive query heads, as ``repeat_interleave``); 1-D rotary
+embeddings (``rotate_half`` convention, theta 10000) over absolute positions; untied ``lm_head``; no biases.
+
+Module names reproduce the official state-dict keys (``model.embed_tokens.weight``,
+``model.layers.{i}.self_attn.q_proj.weight``, ..., ``model.norm.weight``, ``lm_head.weight``); the rotary tables
+are non-persistent buffers and the KV cache lives outside the module (:class:`KVCache`), so ``state_dict()`` holds
+exactly the official keys.
+
+Three entry points:
+
+* :meth:`Transformer.forward` - teacher forcing over positions ``0..S-1`` (no cache; differentiable).
+* :meth:`Transformer.prefill` - the same, also writing K/V of every position into chosen cache slots.
+* :meth:`Transformer.decode` - a few new tokens per slot at arbitrary per-slot positions, attending to the slot's
+  cache at key positions ``<=`` the query position (the official mask: plain causal by position, over whatever the
+  cache holds there).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodels.mineworld.config import MineWorldConfig
+
+
+class RMSNorm(nn.Module):
+    """``weight * x * rsqrt(mean(x^2) + eps)``, normalised in fp32 and cast back before the weight (official)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class KVCache:
+    """Static key/value cache, one row ("slot") per environment.
+
+    ``k`` and ``v`` have shape ``[n_layers, slots, n_kv_heads, length, head_dim]``. Slots are independent: each is
+    written at its own positions, can be zeroed, re-prefilled or copied without touching the others.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        slots: int,
+        n_kv_heads: int,
+        length: int,
+        head_dim: int,
+        *,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
+        shape = (n_layers, slots, n_kv_heads, length, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.slots = slots
+        self.length = length
+        self.row_index = torch.arange(slots, device=device)[:, None]  # broadcast index for per-slot writes
+
+    def zero_(self, rows: torch.Tensor) -> None:
+        """Forget everything stored in ``rows`` (unwritten positions read as zeros, like a fresh official cache)."""
+        self.k[:, rows] = 0
+        self.v[:, rows] = 0
+
+    def copy_(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy whole slots ``src[i] -> dst[i]``."""
+        self.k[:, dst] = self.k[:, src]
+        self.v[:, dst] = self.v[:, src]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: MineWorldConfig):
+        super().__init__()
+        self.n_heads = config.num_attention_heads
+        self.n_kv = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.n_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.n_kv * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=False)
+
+    def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim)
+        k = self.k_proj(x).view(b, s, self.n_kv, self.head_dim)
+        v = self.v_proj(x).view(b, s, self.n_kv, self.head_dim)
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [b|1, s, 1, head_dim]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        return q, k, v  # [b, s, heads, head_dim]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layer_k: torch.Tensor | None = None,
+        layer_v: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Causal self-attention over the chunk itself (positions ``0..S-1``); with ``layer_k``/``layer_v`` the
+        chunk's keys and values are also stored in cache ``rows`` at positions ``0..S-1``."""
+        b, s, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if layer_k is not None:
+            layer_k[rows, :, :s] = k
+            layer_v[rows, :, :s] = v
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+    def decode(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        layer_k: torch.Tensor,
+        layer_v: torch.Tensor,
+        write_index: tuple[torch.Tensor, torch.Tensor],
+        read_rows: torch.Tensor | None,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Write the chunk's K/V at ``write_index = (rows [b, 1], positions [b, s])`` and attend to the cache.
+
+        ``mask`` is ``[b, 1, groups * s, kv_len]``: query heads are folded onto their KV head (head ``h`` uses
+        KV head ``h // groups``) so the cache is never expanded.
+        """
+        b, s, _ = x.shape
+        q, k, v = self._qkv(x, cos, sin)
+        layer_k[write_index[0], :, write_index[1]] = k
+        layer_v[write_index[0], :, write_index[1]] = v
+        kv_len = mask.shape[-1]
+        if read_rows is None:
+            keys, values = layer_k[:b, :, :kv_len], layer_v[:b, :, :kv_len]
+        else:
+            keys, values = layer_k[read_rows, :, :kv_len], layer_v[read_rows, :, :kv_len]
+        q = q.transpose(1, 2).reshape(b, self.n_kv, (self.n_heads // self.n_kv) * s, self.head_dim)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.view(b, self.n_heads, s, self.head_dim).transpose(1, 2).reshape(b, s, -1)
+        return self.o_proj(out)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: MineWorldConfig):
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, layer_k=None, layer_v=None, rows=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer_k, layer_v, rows)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def decode(self, x, cos, sin, layer_k, layer_v, write_index, read_rows, mask):
+        x = x + self.self_attn.decode(self.input_layernorm(x), cos, sin, layer_k, layer_v, write_index, read_rows, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    """Embedding, decoder layers and final norm (the official ``transformer.model``)."""
+
+    def __init__(self, config: MineWorldConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+        self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.reset_rope()
+
+    @torch.no_grad()
+    def reset_rope(self) -> None:
+        """(Re)compute the rotary tables (after ``to_empty``); fp32, like transformers' default rope init."""
+        config = self.config
+        device = self.embed_tokens.weight.device
+        dim = config.head_dim
+        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
+        t = torch.arange(config.max_position_embeddings, device=device, dtype=torch.float32)
+        emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
+        dtype = self.embed_tokens.weight.dtype
+        self.rope_cos = emb.cos().to(dtype)
+        self.rope_sin = emb.sin().to(dtype)
+
+
+class Transformer(nn.Module):
+    """The official ``LlamaForCausalLM`` of ``lvm.py``: ``model`` (embeddings, layers, norm) and ``lm_head``."""
+
+    def __init__(self, config: MineWorldConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+
+    def new_cache(self, slots: int) -> KVCache:
+        """An all-zero cache with ``slots`` rows covering ``max_position_embeddings`` positions."""
+        c = self.config
+        weight = self.lm_head.weight
+        return KVCache(
+            c.num_hidden_layers, slots, c.num_key_value_heads, c.max_position_embeddings, c.head_dim,
+            dtype=weight.dtype, device=weight.device,
+        )  # fmt: skip
+
+    def head(self, hidden: torch.Tensor, vocab_limit: int | None = None) -> torch.Tensor:
+        """Final norm and ``lm_head``; ``vocab_limit`` computes only the first ``vocab_limit`` logits."""
+        hidden = self.model.norm(hidden)
+        if vocab_limit is None:
+            return self.lm_head(hidden)
+        return F.linear(hidden, self.lm_head.weight[:vocab_limit])
+
+    def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.rope_cos[positions].to(dtype), self.model.rope_sin[positions].to(dtype)
+
+    def _check_length(self, s: int) -> None:
+        if s > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {s} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}"
+            )
+
+    def hidden_states(
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Hidden states (before the final norm) of ``ids [B, S]`` at positions ``0..S-1``; with ``cache``, K/V
+        are stored in slots ``rows`` (default ``0..B-1``)."""
+        b, s = ids.shape
+        self._check_length(s)
+        x = self.model.embed_tokens(ids)
+        cos, sin = self._rope(torch.arange(s, device=ids.device), x.dtype)
+        cos, sin = cos[None], sin[None]
+        if cache is not None and rows is None:
+            rows = torch.arange(b, device=ids.device)
+        for i, layer in enumerate(self.model.layers):
+            if cache is None:
+                x = layer(x, cos, sin)
+            else:
+                x = layer(x, cos, sin, cache.k[i], cache.v[i], rows)
+        return x
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits ``[B, S, vocab]`` of ``ids [B, S]`` at positions ``0..S-1`` (no cache)."""
+        return self.head(self.hidden_states(ids))
+
+    def prefill(
+        self, ids: torch.Tensor, cache: KVCache, rows: torch.Tensor, *, vocab_limit: int | None = None
+    ) -> torch.Tensor:
+        """Store K/V of ``ids [B, S]`` (positions ``0..S-1``) in cache slots ``rows``; returns the last logits
+        ``[B, vocab_limit or vocab]``."""
+        hidden = self.hidden_states(ids, cache, rows)
+        return self.head(hidden[:, -1], vocab_limit)
+
+    def decode(
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        kv_len: int,
+        *,
+        rows: torch.Tensor | None = None,
+        vocab_limit: int | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits of ``ids [B, S]`` placed at ``positions [B, S]`` of cache slots ``rows`` (default ``0..B-1``).
+
+        Each query attends to its slot's cache at key positions ``<= `` its own position (keys beyond ``kv_len``,
+        which must exceed every position, are skipped: they are masked anyway). Returns ``[B, S, V]`` or, with
+        ``last_only``, ``[B, V]``; ``V = vocab_limit or vocab_size``.
+        """
+        b, s = ids.shape
+        x = self.model.embed_tokens(ids)
+        cos, sin = self._rope(positions, x.dtype)
+        key_positions = torch.arange(kv_len, device=ids.device)
+        mask = key_positions <= positions[:, None, :, None]  # [b, 1, s, kv_len]
+        groups = self.config.num_attention_heads // self.config.num_key_value_heads
+        mask = mask.unsqueeze(2).expand(b, 1, groups, s, kv_len).reshape(b, 1, groups * s, kv_len)
+        write_rows = cache.row_index[:b] if rows is None else rows[:, None]
+        write_index = (write_rows, positions)
+        for i, layer in enumerate(self.model.layers):
+            x = layer.decode(x, cos, sin, cache.k[i], cache.v[i], write_index, rows, mask)
+        if last_only:
+            x = x[:, -1]
+        return self.head(x, vocab_limit)
