@@ -352,3 +352,54 @@ def array_to_env_actions(array: np.ndarray) -> list[dict[str, Any]]:
 
     keys = minecraft.BUTTON_KEYS
     return [{k: int(row[i]) for i, k in enumerate(keys)} | {"camera": np.array(row[-2:])} for row in np.asarray(array)]
+
+
+def suite_from_vpt_recordings(
+    source: str | Path,
+    *,
+    name: str = "vpt-af",
+    version: int = 1,
+    n_frames: int = 15,
+    frame_size: tuple[int, int] = (224, 384),
+    max_items: int | None = 500,
+    skip_gui: bool = True,
+    skip_null: bool = True,
+) -> Suite:
+    """Build a suite from VPT contractor recordings (640x360 mp4 + raw jsonl), MineWorld-style.
+
+    Each recording is cut into consecutive clips of ``n_frames + 1`` frames, squash-resized to ``frame_size`` with
+    OpenCV's INTER_LINEAR arithmetic (as MineWorld's demo does). Action line ``k`` of a clip is taken at frame ``k``;
+    the model is conditioned on lines ``0..n_frames-1`` and generates frames ``1..n_frames`` (frame ``k`` follows line
+    ``k-1``: the VPT convention). Clips with a GUI open (``isGuiOpen``) or a null action are skipped by default, as
+    MineWorld's training data filtering does.
+    """
+    import torch
+
+    from evaluation.idm.resize import resize_linear_uint8
+    from worldmodels.actions import minecraft
+    from worldmodels.data.clips import VPTDataset
+
+    items: list[SuiteItem] = []
+    for chunk in VPTDataset(source).iter_chunks(n_frames + 1, drop_last=True):
+        if skip_gui and any(line.get("isGuiOpen") for line in chunk.raw_lines):
+            continue
+        if skip_null and any(chunk.null[:n_frames]):
+            continue
+        frames = resize_linear_uint8(torch.from_numpy(np.ascontiguousarray(chunk.frames)), *frame_size).numpy()
+        actions = chunk.env_actions[:n_frames]
+        items.append(
+            SuiteItem(
+                id=f"{chunk.recording}-{chunk.start:06d}",
+                context_frames=frames[:1],
+                context_actions=np.zeros((0, 9), dtype=np.int64),
+                actions=minecraft.to_compact(actions),
+                ground_truth=frames[1:],
+                score_actions=env_actions_to_array(actions),
+            )
+        )
+        if max_items is not None and len(items) >= max_items:
+            break
+    protocol = {"offset": -1, "source": "vpt-recordings",
+                "alignment": "generated frame k (1..n) is conditioned on and scored against action line k-1"}  # fmt: skip
+    return make_suite(name, version, "minecraft", items, protocol=protocol, fps=20.0,
+                      description=f"VPT contractor clips from {Path(source).name}")  # fmt: skip

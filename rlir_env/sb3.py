@@ -26,7 +26,7 @@ class SB3VecEnv(VecEnv):
         if venv.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
             raise ConfigError(
                 "SB3VecEnv needs a vector env with autoreset_mode=SAME_STEP (SB3 resets finished envs in the same "
-                "step); create it with gym.make_vec(..., vector_kwargs={'autoreset_mode': 'SameStep'}) or "
+                "step); create it with gym.make_vec(..., autoreset_mode='SameStep') or "
                 "use make_sb3_env()"
             )
         self.venv = venv
@@ -87,8 +87,10 @@ class SB3VecEnv(VecEnv):
 
 def make_sb3_env(env_id: str, n_envs: int = 1, *, seed: int | None = None, **kwargs: Any) -> SB3VecEnv:
     """``gym.make_vec(env_id, n_envs)`` with same-step autoreset, adapted for stable-baselines3."""
-    vector_kwargs = dict(kwargs, autoreset_mode=AutoresetMode.SAME_STEP)
-    venv = gym.make_vec(env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", vector_kwargs=vector_kwargs)
+    venv = gym.make_vec(
+        env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", autoreset_mode=AutoresetMode.SAME_STEP,
+        **kwargs,
+    )  # fmt: skip
     env = SB3VecEnv(venv)
     if seed is not None:
         env.seed(seed)

@@ -87,7 +87,9 @@ class WorldModelVectorEnv(VectorEnv):
         if model is None:
             from worldmodels.registry import load_world_model
 
-            model = load_world_model(checkpoint, config=config, vae_config=vae_config, device=device, dtype=dtype)
+            model = load_world_model(
+                checkpoint, config=config, vae_config=vae_config, device=device, dtype=as_torch_dtype(dtype)
+            )
         self.model = model
         self.sampling = dict(decoding=decoding, window=window, temperature=temperature, top_p=top_p, top_k=top_k)
         self.context_frames = context_frames
@@ -183,9 +185,15 @@ class WorldModelVectorEnv(VectorEnv):
         self._autoreset[ids] = False
 
     def _start_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self.sampling)
-        if self.context_frames is not None:
-            kwargs["reference_frames"] = self.context_frames
+        """Model-specific start options built from the env's sampling kwargs."""
+        from worldmodels.mineworld import MineWorld
+        from worldmodels.mineworld.sampling import SamplingConfig
+
+        kwargs: dict[str, Any] = {}
+        if isinstance(self.model, MineWorld):
+            kwargs["sampling"] = SamplingConfig(**self.sampling)
+            if self.context_frames is not None:
+                kwargs["reference_frames"] = self.context_frames
         return kwargs
 
     def _scenes_for(self, ids: np.ndarray, options: dict[str, Any]) -> list[Scene]:
@@ -279,7 +287,7 @@ class WorldModelVectorEnv(VectorEnv):
         frames = self._frames
         if self.obs_size != self.frame_size:
             frames = resize_frames(frames, self.obs_size)
-        return frames.cpu().numpy()
+        return frames.cpu().numpy().copy()  # users keep observations; later in-place resets must not change them
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """Native-size frames of every env (``rgb_array``), or None without a render mode."""
@@ -289,6 +297,18 @@ class WorldModelVectorEnv(VectorEnv):
 
     def close_extras(self, **kwargs: Any) -> None:
         self._state = None
+
+
+def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"`` / ``"fp16"`` / ``torch.bfloat16`` ... -> a torch floating dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # fmt: skip
+    try:
+        return names[str(dtype).removeprefix("torch.")]
+    except KeyError:
+        raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(names)}") from None
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -127,7 +127,8 @@ def test_model_satisfies_protocol_and_spec(model):
     assert isinstance(model, WorldModel)
     assert model.spec.domain == "minecraft" and model.spec.frame_size == (32, 48)
     assert model.spec.context_frames == 4 and model.reference_frames == 2
-    assert list(model.transformer.state_dict()) == [k[len("transformer."):] for k in model.state_dict() if k.startswith("transformer.")]
+    prefixed = [k for k in model.state_dict() if k.startswith("transformer.")]
+    assert list(model.transformer.state_dict()) == [k[len("transformer.") :] for k in prefixed]
 
 
 # --- VQ tokenizer ------------------------------------------------------------------------------------------------
@@ -206,10 +207,21 @@ def test_gqa_heads_share_kv_like_repeat_interleave(model):
     attn = tf.model.layers[0].self_attn
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1, 7, TINY.hidden_size, generator=g)
-    cos, sin = tf.model.rope_cos[:7][None], tf.model.rope_sin[:7][None]
+    cos, sin = tf.model.rope_cos[:7][None, :, None], tf.model.rope_sin[:7][None, :, None]  # [1, s, 1, hd]
     with torch.no_grad():
         out = attn(x, cos, sin)
-        q, k, v = attn._qkv(x, cos, sin)  # [1, 7, heads, hd] after rotary
+        hd = TINY.head_dim
+
+        def project(linear, heads, rotate=True):
+            t = (x @ linear.weight.T).view(1, 7, heads, hd)
+            if not rotate:
+                return t
+            rotated_half = torch.cat([-t[..., hd // 2 :], t[..., : hd // 2]], -1)  # official rotate_half
+            return t * cos + rotated_half * sin
+
+        q = project(attn.q_proj, TINY.num_attention_heads)
+        k = project(attn.k_proj, TINY.num_key_value_heads)
+        v = project(attn.v_proj, TINY.num_key_value_heads, rotate=False)
         groups = TINY.num_attention_heads // TINY.num_key_value_heads
         k, v = k.repeat_interleave(groups, dim=2), v.repeat_interleave(groups, dim=2)
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / TINY.head_dim**0.5
@@ -499,3 +511,19 @@ def test_crafter_domain_model_runs():
     assert frames.shape == (2, 32, 48, 3)
     with pytest.raises(ActionError):
         model.step(state, np.array([3, 17]))
+
+
+def test_fused_inference_projections_follow_weight_updates():
+    model = _model(torch.float32)
+    tf = model.transformer
+    assert tf.model.layers[0].mlp.fused  # small model: fused q/k/v and gate/up matmuls at inference
+    ids = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = tf(ids)
+        tf.model.layers[0].self_attn.k_proj.weight.mul_(2.0)  # in place, as an optimizer step
+        tf.model.layers[1].mlp.up_proj.weight.add_(0.01)
+        fused = tf(ids)
+    separate = tf(ids)  # gradients enabled: separate projections
+    assert not torch.allclose(before, fused)
+    torch.testing.assert_close(fused, separate.detach(), rtol=1e-5, atol=1e-5)
+    assert separate.requires_grad

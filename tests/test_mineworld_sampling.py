@@ -79,7 +79,9 @@ def test_greedy_is_argmax_and_needs_no_uniforms():
         assert torch.equal(tokens, logits.argmax(-1)) and not logprobs.any()
 
 
-@pytest.mark.parametrize("config", [SamplingConfig(), SamplingConfig(top_p=0.7), SamplingConfig(top_k=5, temperature=2)])
+@pytest.mark.parametrize(
+    "config", [SamplingConfig(), SamplingConfig(top_p=0.7), SamplingConfig(top_k=5, temperature=2)]
+)
 def test_sampled_logprobs_equal_the_filtered_distribution(config):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(4, 3, 50, generator=g) * 3

@@ -125,7 +125,9 @@ def resolve_files(name: str) -> dict[str, Path]:
         elif spec.required:
             missing.append(spec)
     if missing:
-        lines = [f"  {base / f.path}  ({f.role}: put {Path(f.path).name!r} in {(base / f.path).parent})" for f in missing]
+        lines = [
+            f"  {base / f.path}  ({f.role}: put {Path(f.path).name!r} in {(base / f.path).parent})" for f in missing
+        ]
         where = "set $RLIR_HOME to use another directory" if entry.root is None else "the package is incomplete"
         raise MissingFileError(
             f"world model {name!r} is missing {len(missing)} file(s):\n" + "\n".join(lines) + f"\n({where}.) "

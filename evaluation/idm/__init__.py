@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from evaluation.idm.base import InverseDynamicsModel
+from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
 from evaluation.idm.resize import resize_linear_uint8
 from evaluation.idm.vpt import IDM_BUTTONS, VPTIDMConfig, VPTInverseDynamicsModel, argmax_agreement, window_plan
 
 __all__ = [
+    "CrafterIDM",
+    "CrafterIDMConfig",
     "IDM_BUTTONS",
     "InverseDynamicsModel",
     "VPTIDMConfig",

@@ -343,9 +343,9 @@ MINEWORLD_CONFLICTS: tuple[tuple[str, str], ...] = (
 
 def _vpt_fields(line: Mapping[str, Any]) -> tuple[list, float, float, list]:
     # Recorder versions before 6.13 could write null for an idle mouse or keyboard: that means no input.
-    keyboard = line["keyboard"] if "keyboard" in line and line["keyboard"] is not None else {"keys": []}
-    mouse = line["mouse"] if "mouse" in line and line["mouse"] is not None else {"dx": 0, "dy": 0, "buttons": []}
     try:
+        keyboard = {"keys": []} if line["keyboard"] is None else line["keyboard"]
+        mouse = {"dx": 0, "dy": 0, "buttons": []} if line["mouse"] is None else line["mouse"]
         keys = keyboard["keys"]
         dx, dy, buttons = mouse["dx"], mouse["dy"], mouse["buttons"]
     except (KeyError, TypeError) as error:

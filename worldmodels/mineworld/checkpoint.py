@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,8 +143,13 @@ def load_checkpoint(
     config: str | Path | MineWorldConfig | None = None,
     *,
     vae_config: str | Path | dict | None = None,
-) -> tuple[MineWorldConfig, dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a checkpoint and everything needed to rebuild its model: ``(config, vq_config, state_dict)``."""
+) -> tuple[MineWorldConfig, dict[str, Any], dict[str, torch.Tensor], Path | None]:
+    """Read a checkpoint and what is needed to rebuild its model.
+
+    Returns ``(config, vq_config, state_dict, vae_ckpt)``; ``vae_ckpt`` is where missing tokenizer weights would
+    come from (``vae.ckpt`` next to the VQ ``config.json``; ``None`` for safetensors), see
+    :func:`fill_tokenizer_weights`.
+    """
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise MissingFileError(
@@ -160,7 +165,7 @@ def load_checkpoint(
             vq_config = json.loads(meta["vq_config"])
         else:
             vq_config = vae_config if isinstance(vae_config, dict) else load_vq_config(vae_config)
-        return model_config, vq_config, state_dict
+        return model_config, vq_config, state_dict, None
 
     model_config = resolve_config(config, ckpt)
     if isinstance(vae_config, dict):
@@ -168,21 +173,34 @@ def load_checkpoint(
     else:
         vae_path = Path(vae_config) if vae_config is not None else ckpt.parent / "vae" / "config.json"
         vq_config, vae_dir = load_vq_config(vae_path), vae_path.parent
-    state_dict = read_official_state_dict(ckpt)
-    if not any(k.startswith("tokenizer.") for k in state_dict):
-        vae_ckpt = vae_dir / "vae.ckpt"
-        if not vae_ckpt.is_file():
-            raise MissingFileError(
-                f"{ckpt.name} holds no tokenizer weights, so they are read from {vae_ckpt.name}, which is missing: "
-                f"put MineWorld's checkpoints/vae/vae.ckpt in {vae_dir}"
-            )
-        state_dict.update(read_vae_state_dict(vae_ckpt))
-    return model_config, vq_config, state_dict
+    return model_config, vq_config, read_official_state_dict(ckpt), vae_dir / "vae.ckpt"
+
+
+def fill_tokenizer_weights(
+    state_dict: dict[str, torch.Tensor], expected: Sequence[str], vae_ckpt: Path | None, *, source: str
+) -> None:
+    """Take tokenizer weights missing from ``state_dict`` from ``vae_ckpt`` (in place).
+
+    The official loader reads ``vae.ckpt`` first and the main checkpoint on top of it, so the main checkpoint's
+    tokenizer weights win and ``vae.ckpt`` only matters for the ones it lacks.
+    """
+    missing = [k for k in expected if k.startswith("tokenizer.") and k not in state_dict]
+    if not missing or vae_ckpt is None:
+        return
+    if not vae_ckpt.is_file():
+        raise MissingFileError(
+            f"{source} lacks {len(missing)} tokenizer weights (e.g. {missing[0]}), which are then read from "
+            f"{vae_ckpt.name}, but it is missing: put MineWorld's checkpoints/vae/vae.ckpt in {vae_ckpt.parent}"
+        )
+    vae_weights = read_vae_state_dict(vae_ckpt)
+    state_dict.update({k: vae_weights[k] for k in missing if k in vae_weights})
 
 
 def _config_from_meta(meta: Mapping[str, str], path: Path) -> MineWorldConfig:
     if meta.get("kind") != SAFETENSORS_KIND or "mineworld_config" not in meta:
-        raise ConfigError(f"{path} was not written by save_safetensors (no MineWorld config in its metadata); pass config=")
+        raise ConfigError(
+            f"{path} was not written by save_safetensors (no MineWorld config in its metadata); pass config="
+        )
     return MineWorldConfig.from_dict(json.loads(meta["mineworld_config"]))
 
 

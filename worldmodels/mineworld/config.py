@@ -170,7 +170,8 @@ class MineWorldConfig:
         unknown = sorted(set(data) - fields)
         if unknown:
             raise ConfigError(f"unknown MineWorldConfig fields {unknown}; valid fields: {sorted(fields)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in data)
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = sorted(name for name in required if name not in data)
         if missing:
             raise ConfigError(f"MineWorldConfig is missing required fields {missing}")
         return cls(**data)

@@ -12,9 +12,13 @@ The remaining tokens follow a :class:`Schedule` of decode steps, each feeding on
   ``append_policy``), i.e. a stand-in for the unfinished last token of the row above. The last token of every
   row but the final one is therefore never fed to the model (its cache slot keeps the stand-in), and queries see
   the not-yet-written slots of the rows above as zeros: the official mask is plain causal by position. Both are
-  reproduced deliberately. Steps per frame (incl. the chunk): 24 + 13*window + 1 for the official 14x24 grid.
+  reproduced deliberately. Forwards per frame (incl. the chunk) on the official 14x24 grid: 24 + 13*window.
 
-The prompt frame is the oldest frame of the environment's context (frame 0 in the official evaluation).
+Deviations, documented: the prompt frame is the oldest frame of the environment's context (frame 0 in the
+official evaluation, the only case the official code covers); unwritten cache slots read as zeros because a slot is
+zeroed whenever it is (re)started, whereas ``inference.py`` never clears its cache between clips (stale values
+from the previous clip); the Gradio demo's variant (``img_diagd_prepare_inputs_for_gradio``, which repeats the
+row above's newest input as the stand-in) is not implemented.
 """
 
 from __future__ import annotations
@@ -168,12 +172,12 @@ class FrameDecoder:
         work = torch.empty(b, 2 * n, dtype=torch.long, device=device)  # [frame being generated | prompt frame]
         work[:, n:] = prompt
         logprobs = torch.empty(b, n, device=device) if return_logprobs else None
-        finite = torch.empty(self.schedule.n_steps + 1, dtype=torch.bool, device=device)
+        sums = []  # one reduction per step; NaN/inf in any logit makes its sum non-finite (checked once per frame)
 
         logits = self._decode(
             chunk_ids, chunk_pos, cache, start_max + chunk_len, vocab_limit=self.image_vocab, last_only=True
         )
-        finite[0] = torch.isfinite(logits).all()
+        sums.append(logits.sum(dtype=torch.float32))
         u = None if uniforms is None else uniforms[:, 0]
         token, lp = sample(logits, u, config, return_logprobs=return_logprobs)
         work[:, 0] = token
@@ -185,12 +189,13 @@ class FrameDecoder:
                 work[:, src], base_col + pos, cache, base_max + self._max_pos[step - 1] + 1,
                 vocab_limit=self.image_vocab,
             )  # fmt: skip
-            finite[step] = torch.isfinite(logits).all()
+            sums.append(logits.sum(dtype=torch.float32))
             u = None if uniforms is None else uniforms[:, out]
             token, lp = sample(logits, u, config, return_logprobs=return_logprobs)
             work[:, out] = token
             if logprobs is not None:
                 logprobs[:, out] = lp
+        finite = torch.isfinite(torch.stack(sums))
         if not bool(finite.all()):
             step = int((~finite).nonzero()[0, 0])
             where = "the boundary chunk (action tokens)" if step == 0 else f"decode step {step}"

@@ -34,6 +34,17 @@ from worldmodels.mineworld.vq import VQTokenizer
 from worldmodels.protocol import ModelSpec
 
 
+def _is_empty(actions: Any) -> bool:
+    """``None``, an empty array, or lists of empty lists (no context actions)."""
+    if actions is None:
+        return True
+    if isinstance(actions, (torch.Tensor, np.ndarray)):
+        return actions.size == 0 if isinstance(actions, np.ndarray) else actions.numel() == 0
+    if isinstance(actions, (list, tuple)):
+        return all(_is_empty(a) for a in actions)
+    return False
+
+
 @dataclass
 class MineWorldState:
     """Rollout state of ``B`` environment slots (opaque to envs; see :class:`MineWorld`)."""
@@ -65,10 +76,11 @@ class MineWorld(nn.Module):
     Args:
         config: architecture and token layout.
         vq_config: diffusers ``VQModel`` config dict (the official ``checkpoints/vae/config.json``).
-        reference_frames: frames kept when a slot's context is full (official demo: 8). Default: 8, or half the
-            context for models with at most 16 frames of context... capped so that a new frame fits.
+        reference_frames: frames kept when a slot's context is full (official demo: 8). Default:
+            ``min(8, context_frames // 2)``, at least 1; at most what leaves room for one new frame.
         sampling: default :class:`SamplingConfig` for :meth:`start`.
         compile: ``torch.compile`` the per-token decode step (optional; results equal up to float rounding).
+        fused_projections: see :class:`Transformer` (default: on up to 100M parameters).
     """
 
     def __init__(
@@ -79,10 +91,11 @@ class MineWorld(nn.Module):
         reference_frames: int | None = None,
         sampling: SamplingConfig | None = None,
         compile: bool = False,
+        fused_projections: bool | None = None,
     ):
         super().__init__()
         self.config = config
-        self.transformer = Transformer(config)
+        self.transformer = Transformer(config, fused_projections=fused_projections)
         self.tokenizer = VQTokenizer(vq_config, config.frame_size)
         if self.tokenizer.grid != config.image_grid:
             raise ConfigError(
@@ -167,12 +180,14 @@ class MineWorld(nn.Module):
                 layout) or the one stored in a ``.safetensors``. Tokenizer weights missing from ``ckpt`` are read
                 from ``vae.ckpt`` next to it.
             device, dtype: where and in which precision to run (fp32 on CPU; the official code runs fp16 on GPU).
-            options: :class:`MineWorld` keyword arguments (``reference_frames``, ``sampling``, ``compile``).
+            options: :class:`MineWorld` keyword arguments (``reference_frames``, ``sampling``, ``compile``,
+                ``fused_projections``).
         """
-        from worldmodels.mineworld.checkpoint import load_checkpoint, load_weights
+        from worldmodels.mineworld.checkpoint import fill_tokenizer_weights, load_checkpoint, load_weights
 
-        model_config, vq_config, state_dict = load_checkpoint(ckpt, config, vae_config=vae_config)
+        model_config, vq_config, state_dict, vae_ckpt = load_checkpoint(ckpt, config, vae_config=vae_config)
         model = cls.empty(model_config, vq_config, device=device, dtype=dtype, **options)
+        fill_tokenizer_weights(state_dict, list(model.state_dict()), vae_ckpt, source=Path(ckpt).name)
         load_weights(model, state_dict, source=str(ckpt))
         return model.eval()
 
@@ -277,8 +292,10 @@ class MineWorld(nn.Module):
         return ids.reshape(n, t, -1)
 
     def _context_actions(self, actions: Any, n: int, t: int) -> torch.Tensor:
-        if t == 1 and (actions is None or np.size(np.asarray(actions, dtype=object)) == 0):
+        if t == 1 and _is_empty(actions):
             return torch.empty(n, 0, self.config.tokens_per_action, dtype=torch.long, device=self.device)
+        if actions is None:
+            raise ActionError(f"a context of {t} frames needs the {t - 1} actions between them, got None")
         return self.action_tokens(actions, (n, t - 1))
 
     def _load_context(

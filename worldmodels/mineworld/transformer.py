@@ -36,12 +36,39 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # same ops without the no-op casts (the decode step is dispatch-bound)
+            return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
 
 
-class MLP(nn.Module):
+class _Fusable(nn.Module):
+    """Runs several projections of the same input as one matmul at inference time.
+
+    The concatenated weight is a cache, rebuilt whenever a source weight is replaced or modified in place (its
+    version counter moves), so training and ``load_state_dict`` keep it correct. With gradients enabled, or when
+    ``fused`` is off (large models: the copy would cost memory), the projections run separately.
+    """
+
+    fused: bool = True
+
+    def _project(self, x: torch.Tensor, layers: tuple[nn.Linear, ...]) -> torch.Tensor:
+        weights = tuple(layer.weight for layer in layers)
+        if not self.fused or torch.is_grad_enabled():
+            return torch.cat([F.linear(x, w) for w in weights], dim=-1)
+        key = tuple((id(w), w.data_ptr(), w._version, w.dtype, w.device) for w in weights)
+        cached = self.__dict__.get("_fused_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, torch.cat(weights).detach())
+            self.__dict__["_fused_cache"] = cached
+        return F.linear(x, cached[1])
+
+    def clear_fused(self) -> None:
+        self.__dict__.pop("_fused_cache", None)
+
+
+class MLP(_Fusable):
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
@@ -49,7 +76,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self._project(x, (self.gate_proj, self.up_proj)).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -60,8 +88,9 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class KVCache:
     """Static key/value cache, one row ("slot") per environment.
 
-    ``k`` and ``v`` have shape ``[n_layers, slots, n_kv_heads, length, head_dim]``. Slots are independent: each is
-    written at its own positions, can be zeroed, re-prefilled or copied without touching the others.
+    ``kv`` has shape ``[n_layers, slots, 2 * n_kv_heads, length, head_dim]``: keys in the first ``n_kv_heads``
+    heads, values in the rest (one write per layer and step). Slots are independent: each is written at its own
+    positions, and can be zeroed, re-prefilled or copied without touching the others.
     """
 
     def __init__(
@@ -75,25 +104,32 @@ class KVCache:
         dtype: torch.dtype,
         device: torch.device | str,
     ):
-        shape = (n_layers, slots, n_kv_heads, length, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.kv = torch.zeros((n_layers, slots, 2 * n_kv_heads, length, head_dim), dtype=dtype, device=device)
+        self.n_kv_heads = n_kv_heads
         self.slots = slots
         self.length = length
         self.row_index = torch.arange(slots, device=device)[:, None]  # broadcast index for per-slot writes
 
+    @property
+    def k(self) -> torch.Tensor:
+        """Keys ``[n_layers, slots, n_kv_heads, length, head_dim]`` (a view)."""
+        return self.kv[:, :, : self.n_kv_heads]
+
+    @property
+    def v(self) -> torch.Tensor:
+        """Values ``[n_layers, slots, n_kv_heads, length, head_dim]`` (a view)."""
+        return self.kv[:, :, self.n_kv_heads :]
+
     def zero_(self, rows: torch.Tensor) -> None:
         """Forget everything stored in ``rows`` (unwritten positions read as zeros, like a fresh official cache)."""
-        self.k[:, rows] = 0
-        self.v[:, rows] = 0
+        self.kv[:, rows] = 0
 
     def copy_(self, src: torch.Tensor, dst: torch.Tensor) -> None:
         """Copy whole slots ``src[i] -> dst[i]``."""
-        self.k[:, dst] = self.k[:, src]
-        self.v[:, dst] = self.v[:, src]
+        self.kv[:, dst] = self.kv[:, src]
 
 
-class Attention(nn.Module):
+class Attention(_Fusable):
     def __init__(self, config: MineWorldConfig):
         super().__init__()
         self.n_heads = config.num_attention_heads
@@ -106,33 +142,34 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, hidden, bias=False)
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Rotated queries ``[b, s, heads, hd]`` and keys|values ``[b, s, 2 * kv_heads, hd]``."""
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(b, s, self.n_kv, self.head_dim)
-        v = self.v_proj(x).view(b, s, self.n_kv, self.head_dim)
-        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [b|1, s, 1, head_dim]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        return q, k, v  # [b, s, heads, head_dim]
+        qkv = self._project(x, (self.q_proj, self.k_proj, self.v_proj)).view(b, s, -1, self.head_dim)
+        rotated = self.n_heads + self.n_kv
+        qk = qkv[:, :, :rotated]
+        qk = qk * cos + _rotate_half(qk) * sin  # cos, sin: [b|1, s, 1, hd]
+        kv = torch.cat([qk[:, :, self.n_heads :], qkv[:, :, rotated:]], dim=2)
+        return qk[:, :, : self.n_heads], kv
 
     def forward(
         self,
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        layer_k: torch.Tensor | None = None,
-        layer_v: torch.Tensor | None = None,
+        layer_kv: torch.Tensor | None = None,
         rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Causal self-attention over the chunk itself (positions ``0..S-1``); with ``layer_k``/``layer_v`` the
-        chunk's keys and values are also stored in cache ``rows`` at positions ``0..S-1``."""
+        """Causal self-attention over the chunk itself (positions ``0..S-1``); with ``layer_kv`` the chunk's keys
+        and values are also stored in cache ``rows`` at positions ``0..S-1``."""
         b, s, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if layer_k is not None:
-            layer_k[rows, :, :s] = k
-            layer_v[rows, :, :s] = v
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads)
+        q, kv = self._qkv(x, cos, sin)
+        kv = kv.transpose(1, 2)  # [b, 2 * kv_heads, s, hd]
+        if layer_kv is not None:
+            layer_kv[rows, :, :s] = kv
+        k, v = kv[:, : self.n_kv], kv[:, self.n_kv :]
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k, v, is_causal=True, enable_gqa=self.n_kv != self.n_heads
+        )
         return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
     def decode(
@@ -140,8 +177,7 @@ class Attention(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        layer_k: torch.Tensor,
-        layer_v: torch.Tensor,
+        layer_kv: torch.Tensor,
         write_index: tuple[torch.Tensor, torch.Tensor],
         read_rows: torch.Tensor | None,
         mask: torch.Tensor,
@@ -149,19 +185,15 @@ class Attention(nn.Module):
         """Write the chunk's K/V at ``write_index = (rows [b, 1], positions [b, s])`` and attend to the cache.
 
         ``mask`` is ``[b, 1, groups * s, kv_len]``: query heads are folded onto their KV head (head ``h`` uses
-        KV head ``h // groups``) so the cache is never expanded.
+        KV head ``h // groups``, as ``repeat_interleave``) so the cache is never expanded.
         """
         b, s, _ = x.shape
-        q, k, v = self._qkv(x, cos, sin)
-        layer_k[write_index[0], :, write_index[1]] = k
-        layer_v[write_index[0], :, write_index[1]] = v
+        q, kv = self._qkv(x, cos, sin)
+        layer_kv[write_index[0], :, write_index[1]] = kv
         kv_len = mask.shape[-1]
-        if read_rows is None:
-            keys, values = layer_k[:b, :, :kv_len], layer_v[:b, :, :kv_len]
-        else:
-            keys, values = layer_k[read_rows, :, :kv_len], layer_v[read_rows, :, :kv_len]
+        cached = layer_kv[:b, :, :kv_len] if read_rows is None else layer_kv[read_rows, :, :kv_len]
         q = q.transpose(1, 2).reshape(b, self.n_kv, (self.n_heads // self.n_kv) * s, self.head_dim)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = F.scaled_dot_product_attention(q, cached[:, : self.n_kv], cached[:, self.n_kv :], attn_mask=mask)
         out = out.view(b, self.n_heads, s, self.head_dim).transpose(1, 2).reshape(b, s, -1)
         return self.o_proj(out)
 
@@ -174,12 +206,12 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x, cos, sin, layer_k=None, layer_v=None, rows=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer_k, layer_v, rows)
+    def forward(self, x, cos, sin, layer_kv=None, rows=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer_kv, rows)
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def decode(self, x, cos, sin, layer_k, layer_v, write_index, read_rows, mask):
-        x = x + self.self_attn.decode(self.input_layernorm(x), cos, sin, layer_k, layer_v, write_index, read_rows, mask)
+    def decode(self, x, cos, sin, layer_kv, write_index, read_rows, mask):
+        x = x + self.self_attn.decode(self.input_layernorm(x), cos, sin, layer_kv, write_index, read_rows, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -194,6 +226,7 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.register_buffer("rope_cos", torch.empty(0), persistent=False)
         self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.register_buffer("key_positions", torch.empty(0, dtype=torch.long), persistent=False)
         self.reset_rope()
 
     @torch.no_grad()
@@ -202,22 +235,47 @@ class LlamaModel(nn.Module):
         config = self.config
         device = self.embed_tokens.weight.device
         dim = config.head_dim
-        inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim))
+        exponents = torch.arange(0, dim, 2, dtype=torch.int64, device=device).float() / dim
+        inv_freq = 1.0 / (config.rope_theta**exponents)
         t = torch.arange(config.max_position_embeddings, device=device, dtype=torch.float32)
         emb = torch.cat([torch.outer(t, inv_freq)] * 2, dim=-1)
         dtype = self.embed_tokens.weight.dtype
         self.rope_cos = emb.cos().to(dtype)
         self.rope_sin = emb.sin().to(dtype)
+        self.key_positions = torch.arange(config.max_position_embeddings, device=device)
 
 
 class Transformer(nn.Module):
-    """The official ``LlamaForCausalLM`` of ``lvm.py``: ``model`` (embeddings, layers, norm) and ``lm_head``."""
+    """The official ``LlamaForCausalLM`` of ``lvm.py``: ``model`` (embeddings, layers, norm) and ``lm_head``.
 
-    def __init__(self, config: MineWorldConfig):
+    Args:
+        config: the architecture.
+        fused_projections: at inference, run q/k/v and gate/up as one matmul each from cached concatenated weights
+            (fewer, larger kernels: the per-token step of small models is overhead-bound). The cache doubles those
+            weights in memory, so the default (``None``) enables it only up to 100M parameters.
+    """
+
+    def __init__(self, config: MineWorldConfig, *, fused_projections: bool | None = None):
         super().__init__()
         self.config = config
         self.model = LlamaModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if fused_projections is None:
+            fused_projections = sum(p.numel() for p in self.parameters()) <= 100_000_000
+        self.set_fused_projections(fused_projections)
+
+    def set_fused_projections(self, enabled: bool) -> None:
+        """Turn the inference-time fused q/k/v and gate/up matmuls on or off (see the class docstring)."""
+        for module in self.modules():
+            if isinstance(module, _Fusable):
+                module.fused = bool(enabled)
+                module.clear_fused()
+
+    def _apply(self, fn, recurse=True):
+        for module in self.modules():
+            if isinstance(module, _Fusable):
+                module.clear_fused()
+        return super()._apply(fn, recurse)
 
     def new_cache(self, slots: int) -> KVCache:
         """An all-zero cache with ``slots`` rows covering ``max_position_embeddings`` positions."""
@@ -256,14 +314,14 @@ class Transformer(nn.Module):
         self._check_length(s)
         x = self.model.embed_tokens(ids)
         cos, sin = self._rope(torch.arange(s, device=ids.device), x.dtype)
-        cos, sin = cos[None], sin[None]
+        cos, sin = cos[None, :, None], sin[None, :, None]  # [1, s, 1, hd]
         if cache is not None and rows is None:
             rows = torch.arange(b, device=ids.device)
         for i, layer in enumerate(self.model.layers):
             if cache is None:
                 x = layer(x, cos, sin)
             else:
-                x = layer(x, cos, sin, cache.k[i], cache.v[i], rows)
+                x = layer(x, cos, sin, cache.kv[i], rows)
         return x
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -298,14 +356,16 @@ class Transformer(nn.Module):
         b, s = ids.shape
         x = self.model.embed_tokens(ids)
         cos, sin = self._rope(positions, x.dtype)
-        key_positions = torch.arange(kv_len, device=ids.device)
-        mask = key_positions <= positions[:, None, :, None]  # [b, 1, s, kv_len]
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [b, s, 1, hd]
+        visible = self.model.key_positions[:kv_len] <= positions[:, None, :, None]  # [b, 1, s, kv_len]
+        # additive mask (0 / -inf), built once per step: SDPA would convert a boolean mask in every layer
+        mask = visible.to(x.dtype).log_()
         groups = self.config.num_attention_heads // self.config.num_key_value_heads
         mask = mask.unsqueeze(2).expand(b, 1, groups, s, kv_len).reshape(b, 1, groups * s, kv_len)
         write_rows = cache.row_index[:b] if rows is None else rows[:, None]
         write_index = (write_rows, positions)
         for i, layer in enumerate(self.model.layers):
-            x = layer.decode(x, cos, sin, cache.k[i], cache.v[i], write_index, rows, mask)
+            x = layer.decode(x, cos, sin, cache.kv[i], write_index, rows, mask)
         if last_only:
             x = x[:, -1]
         return self.head(x, vocab_limit)

@@ -1,0 +1,33 @@
+"""``rlir record crafter``: record real Crafter trajectories into training shards."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("record", help="record ground-truth trajectories for training")
+    sub = parser.add_subparsers(dest="record_command", required=True)
+    crafter = sub.add_parser("crafter", help="record real Crafter with a behaviour policy into .npz shards")
+    crafter.add_argument("out", help="output directory (shards + manifest.json)")
+    crafter.add_argument("--frames", type=int, required=True, help="total frames to record")
+    crafter.add_argument("--seed", type=int, default=0)
+    crafter.add_argument("--workers", type=int, default=1, help="parallel processes (the result does not depend on it)")
+    crafter.add_argument("--policy", default="mixture", choices=("mixture", "explorer", "random", "uniform"))
+    crafter.add_argument("--size", type=int, default=72, help="frame side; 72 makes every Crafter tile 8x8 pixels")
+    crafter.add_argument("--shard-frames", type=int, default=5000)
+    crafter.add_argument("--overwrite", action="store_true")
+    crafter.set_defaults(func=_crafter)
+
+
+def _crafter(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rlir_env.crafter.record import record
+
+    manifest = record(
+        args.out, n_frames=args.frames, shard_frames=args.shard_frames, workers=args.workers, seed=args.seed,
+        policy=args.policy, size=args.size, progress=True, overwrite=args.overwrite,
+    )  # fmt: skip
+    Console().print(f"recorded {sum(s['frames'] for s in manifest['shards'])} frames into {args.out}")
+    return 0

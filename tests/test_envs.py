@@ -1,0 +1,179 @@
+"""World-model envs over the real tiny MineWorld model: Gymnasium API, batching, seeding, autoreset, wrappers, SB3."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
+
+import rlir_env  # noqa: F401  (registers the env ids)
+from rlir_env.env import WorldModelEnv
+from rlir_env.scenes import Scene
+from rlir_env.vector import WorldModelVectorEnv
+from rlir_env.wrappers import (
+    ActionRepeat,
+    MineRLDictActions,
+    NamedDiscreteActions,
+    VectorMineRLDictActions,
+    VectorNamedDiscreteActions,
+)
+from tests.world_models import tiny_mineworld, tiny_scenes
+from worldmodels.actions import minecraft
+from worldmodels.errors import ActionError, ConfigError, FrameError
+from worldmodels.mineworld import save_safetensors
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_mineworld()
+
+
+@pytest.fixture(scope="module")
+def scenes(model):
+    return tiny_scenes(model, n=4)
+
+
+def rollout(env, actions, seed):
+    obs, _ = env.reset(seed=seed)
+    frames = [obs]
+    for action in actions:
+        obs, *_ = env.step(action)
+        frames.append(obs)
+    return np.stack(frames)
+
+
+def test_check_env_passes(model, scenes):
+    env = WorldModelEnv(model=model, scenes=scenes, render_mode="rgb_array")
+    check_env(env, skip_render_check=True)  # render is checked below; check_env's render check needs a spec
+    assert env.observation_space == gym.spaces.Box(0, 255, (32, 48, 3), np.uint8)
+    assert env.action_space == minecraft.COMPACT_SPACE
+
+
+def test_same_seed_same_rollout_and_single_equals_vector(model, scenes):
+    rng = np.random.default_rng(0)
+    actions = minecraft.COMPACT_SPACE.nvec * rng.random((5, 3, 9))
+    actions = actions.astype(np.int64)
+    single = WorldModelEnv(model=model, scenes=scenes)
+    a = rollout(single, actions[:, 1], seed=11)
+    b = rollout(single, actions[:, 1], seed=11)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, rollout(single, actions[:, 1], seed=12))
+    # env i of a vector env reset with seed s behaves as a single env reset with seed s + i
+    venv = WorldModelVectorEnv(3, model=model, scenes=scenes)
+    batched = rollout(venv, actions, seed=10)
+    assert np.array_equal(batched[:, 1], a)
+
+
+def test_reset_options_scene_and_errors(model):
+    env = WorldModelEnv(model=model)
+    with pytest.raises(ConfigError, match="no start scene"):
+        env.reset(seed=0)
+    frames = np.zeros((2, 32, 48, 3), dtype=np.uint8)
+    obs, _ = env.reset(seed=0, options={"frames": frames, "actions": [minecraft.to_compact(minecraft.noop())]})
+    assert np.array_equal(obs, frames[-1])
+    with pytest.raises(FrameError, match=r"uint8\[T, 32, 48, 3\]"):
+        env.reset(options={"frames": np.zeros((1, 64, 64, 3), dtype=np.uint8)})
+    with pytest.raises(FrameError, match="uint8"):
+        env.reset(options={"frames": frames.astype(np.float32)})
+    with pytest.raises(ConfigError, match="need 1 actions"):
+        env.reset(options={"frames": frames})
+    env.reset(options={"frames": frames[:1]})
+    with pytest.raises(ActionError, match="outside slot 'pitch'"):
+        env.step(np.array([21, 0, 0, 0, 0, 0, 0, 0, 0]))
+    with pytest.raises(ConfigError, match="unknown reset options"):
+        env.reset(options={"scene": "x"})
+
+
+def test_truncation_and_autoreset_modes(model, scenes):
+    noop = minecraft.to_compact([minecraft.noop()] * 2)
+    next_step = WorldModelVectorEnv(2, model=model, scenes=scenes, max_episode_steps=2)
+    next_step.reset(seed=0)
+    truncations = [next_step.step(noop)[3].tolist() for _ in range(5)]
+    # step 3 is the reset step of Gymnasium's NEXT_STEP mode (no episode step, action ignored)
+    assert truncations == [[False, False], [True, True], [False, False], [False, False], [True, True]]
+
+    same_step = WorldModelVectorEnv(2, model=model, scenes=scenes, max_episode_steps=2, autoreset_mode="SameStep")
+    same_step.reset(seed=0)
+    same_step.step(noop)
+    obs, _, terminated, truncated, info = same_step.step(noop)
+    assert truncated.all() and not terminated.any()
+    assert info["_final_obs"].all() and info["final_obs"][0].shape == (32, 48, 3)
+    assert any(np.array_equal(obs[0], s.frames[-1]) for s in scenes)  # already restarted from a scene
+    with pytest.raises(ConfigError, match="DISABLED"):
+        WorldModelVectorEnv(2, model=model, scenes=scenes, autoreset_mode="Disabled")
+
+
+def test_partial_reset_leaves_other_envs_untouched(model, scenes):
+    actions = np.tile(minecraft.to_compact(minecraft.noop() | {"forward": 1}), (2, 1))
+    plain = WorldModelVectorEnv(2, model=model, scenes=scenes)
+    plain.reset(seed=3)
+    reference = [plain.step(actions)[0][1] for _ in range(3)]
+
+    venv = WorldModelVectorEnv(2, model=model, scenes=scenes)
+    venv.reset(seed=3)
+    venv.step(actions)
+    obs, _ = venv.reset(options={"reset_mask": np.array([True, False])})
+    assert np.array_equal(obs[1], reference[0])
+    for expected in reference[1:]:
+        assert np.array_equal(venv.step(actions)[0][1], expected)
+
+
+def test_obs_resize_and_render(model, scenes):
+    env = WorldModelEnv(model=model, scenes=scenes, obs_size=(64, 64), render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (64, 64, 3) and env.render().shape == (32, 48, 3)
+
+
+def test_dict_and_discrete_wrappers(model, scenes):
+    env = MineRLDictActions(WorldModelEnv(model=model, scenes=scenes))
+    assert env.action_space == minecraft.ACTION_SPACE
+    env.reset(seed=0)
+    env.step(minecraft.noop() | {"forward": 1, "camera": np.array([-5.0, 12.0], dtype=np.float32)})
+    env.step(env.action_space.sample())
+
+    discrete = NamedDiscreteActions(WorldModelEnv(model=model, scenes=scenes), "basic")
+    assert "turn_left" in discrete.action_meanings()
+    assert discrete.action(discrete.action_meanings().index("turn_right")).tolist()[:2] == [10, 14]  # 13.67 deg bin
+    repeated = ActionRepeat(discrete, 3)
+    repeated.reset(seed=0)
+    repeated.step(0)
+    with pytest.raises(ActionError, match="outside Discrete"):
+        discrete.step(99)
+
+    venv = VectorMineRLDictActions(WorldModelVectorEnv(2, model=model, scenes=scenes))
+    venv.reset(seed=0)
+    venv.step([minecraft.noop(), minecraft.noop() | {"jump": 1}])
+    vdiscrete = VectorNamedDiscreteActions(WorldModelVectorEnv(2, model=model, scenes=scenes))
+    vdiscrete.reset(seed=0)
+    vdiscrete.step(np.array([1, 2]))
+
+
+def test_make_and_make_vec_by_checkpoint_path(model, scenes, tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    save_safetensors(model, path)
+    env = gym.make("RLIR-MineWorld-v0", checkpoint=str(path), scenes=scenes)
+    obs, _ = env.reset(seed=0)
+    env.step(env.action_space.sample())
+    venv = gym.make_vec("RLIR-MineWorld-v0", num_envs=2, checkpoint=str(path), scenes=scenes)
+    assert isinstance(venv.unwrapped, WorldModelVectorEnv) and venv.num_envs == 2
+    venv.reset(seed=0)
+
+
+def test_sb3_ppo_trains_through_the_adapter(model, scenes, tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+
+    from rlir_env.sb3 import SB3VecEnv
+
+    venv = WorldModelVectorEnv(
+        4, model=model, scenes=scenes, obs_size=(48, 48), max_episode_steps=16, autoreset_mode=AutoresetMode.SAME_STEP
+    )
+    env = SB3VecEnv(venv)
+    agent = PPO("CnnPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    agent.learn(total_timesteps=256)
+    agent.save(tmp_path / "ppo")
+    assert (tmp_path / "ppo.zip").is_file()
+    with pytest.raises(ConfigError, match="SAME_STEP"):
+        SB3VecEnv(WorldModelVectorEnv(2, model=model, scenes=scenes))
