@@ -9,7 +9,6 @@ when known (the official MineWorld hashes are not published, so they are ``None`
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from worldmodels import hashing
 from worldmodels.errors import ConfigError, IntegrityError, MissingFileError
 
 
@@ -104,12 +104,16 @@ def sha256_file(path: str | Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = hashing.sha256_file(path)
     return _HASHES[key]
+
+
+def resolve_checkpoint_path(name_or_path: str | Path) -> Path | None:
+    """The checkpoint file behind a registered name or a path (``None`` if there is none)."""
+    if isinstance(name_or_path, str) and name_or_path in REGISTRY:
+        return resolve_files(name_or_path).get("checkpoint")
+    path = Path(name_or_path).expanduser()
+    return path if path.is_file() else None
 
 
 def resolve_files(name: str) -> dict[str, Path]:

@@ -17,11 +17,16 @@ class InverseDynamicsModel(Protocol):
             (``"minecraft"`` or ``"crafter"``).
         sha256: hex digest of the weights file the model was loaded from, or ``None`` when it was not loaded from
             a file.
+        context_frames: real frames the evaluator puts before the generated ones. ``0`` for the VPT IDM (MineWorld's
+            protocol scores the generated frames alone, prediction ``k`` against action ``k``); ``1`` for
+            transition-aligned IDMs such as the Crafter ones (prediction ``k`` is the action that led from frame
+            ``k`` to frame ``k + 1``, so the real context frame is needed to read the first generated frame).
     """
 
     name: str
     domain: str
     sha256: str | None
+    context_frames: int
 
     def predict_actions(self, frames: np.ndarray) -> object:
         """Predict the action taken at every frame.

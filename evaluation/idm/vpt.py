@@ -714,6 +714,7 @@ class VPTInverseDynamicsModel:
     """
 
     domain = "minecraft"
+    context_frames = 0  # MineWorld's protocol: the IDM sees the generated frames only
 
     def __init__(
         self,

@@ -19,16 +19,33 @@ official evaluation, the only case the official code covers); unwritten cache sl
 zeroed whenever it is (re)started, whereas ``inference.py`` never clears its cache between clips (stale values
 from the previous clip); the Gradio demo's variant (``img_diagd_prepare_inputs_for_gradio``, which repeats the
 row above's newest input as the stand-in) is not implemented.
+
+* **speculative** (Leviathan et al. 2023, Chen et al. 2023, with a copy draft): the draft for grid token ``j`` is
+  the previous frame's token ``j`` (consecutive frames are mostly identical token for token). Each forward feeds
+  every slot's current token plus the next ``draft_len - 1`` drafts at consecutive positions, which gives the
+  model's distribution ``p`` at ``draft_len`` consecutive grid indices; walking left to right, every index is
+  decided once by :func:`~worldmodels.mineworld.sampling.speculative_sample` (keep the draft with probability
+  ``p(draft)``, else draw from the residual) until the first index whose draft is not kept. The boundary chunk
+  carries the first drafts too. Tokens are distributed exactly as in naive decoding (same ``SamplingConfig``),
+  and greedy speculative equals greedy naive token for token. Slots advance at their own pace (per-slot
+  positions); a slot that is done feeds no-ops until the slowest slot finishes.
+
+  Cache correctness: a query attends to key positions ``<=`` its own, and every forward writes its inputs' K/V
+  before attending, so the entries of rejected drafts (positions at or after the slot's first undecided token) are
+  never read before the forward that overwrites them with the decided token. No-op inputs (past a slot's last
+  grid index) all sit at the frame's last position, which holds no K/V in any decoding (the pending token) and is
+  written by the next frame's boundary chunk before anything reads it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from worldmodels.errors import ConfigError, NumericalError
-from worldmodels.mineworld.sampling import SamplingConfig, sample
+from worldmodels.mineworld.sampling import SamplingConfig, sample, speculative_sample
 from worldmodels.mineworld.transformer import KVCache, Transformer
 
 
@@ -95,8 +112,44 @@ def diagonal_schedule(grid: tuple[int, int], window: int) -> Schedule:
     return Schedule(src=tuple(src), pos=tuple(pos), out=tuple(out))
 
 
-def make_schedule(grid: tuple[int, int], config: SamplingConfig) -> Schedule:
+def make_schedule(grid: tuple[int, int], config: SamplingConfig) -> Schedule | None:
+    """The fixed schedule of naive or diagonal decoding; ``None`` for speculative (data-dependent steps)."""
+    if config.decoding == "speculative":
+        return None
     return naive_schedule(grid) if config.decoding == "naive" else diagonal_schedule(grid, config.window)
+
+
+@dataclass
+class DecodeStats:
+    """Counters of frame decoding, accumulated over calls (e.g. ``MineWorldState.decode_stats``)."""
+
+    calls: int = 0
+    """Batched frame decodes (one per ``step``)."""
+    frames: int = 0
+    """Frames decoded, over all slots."""
+    forwards: int = 0
+    """Sequential transformer forwards, boundary chunks included (one forward serves the whole batch)."""
+    slot_forwards: int = 0
+    """Forwards summed over slots, counting a slot only while it still had tokens to decide."""
+    tokens: int = 0
+    """Image tokens decided, over all slots."""
+    accepted: int = 0
+    """Tokens that kept their speculative draft."""
+
+    @property
+    def forwards_per_frame(self) -> float:
+        """Sequential forwards per batched frame (what latency scales with)."""
+        return self.forwards / max(self.calls, 1)
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Fraction of tokens that kept their draft (0 for naive and diagonal decoding)."""
+        return self.accepted / max(self.tokens, 1)
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Tokens a slot decided per forward it took part in."""
+        return self.tokens / max(self.slot_forwards, 1)
 
 
 class FrameDecoder:
@@ -126,15 +179,22 @@ class FrameDecoder:
         self.image_vocab = image_vocab
         self.config = config
         self.schedule = make_schedule(grid, config)
+        self._decode = transformer.decode
+        if compile:
+            self._decode = torch.compile(transformer.decode, dynamic=True)
+        if self.schedule is None:
+            return
         device = transformer.lm_head.weight.device
         as_tensor = lambda rows: [torch.tensor(r, dtype=torch.long, device=device) for r in rows]  # noqa: E731
         self._src = as_tensor(self.schedule.src)
         self._pos = as_tensor(self.schedule.pos)
         self._out = as_tensor(self.schedule.out)
         self._max_pos = [max(p) for p in self.schedule.pos]
-        self._decode = transformer.decode
-        if compile:
-            self._decode = torch.compile(transformer.decode, dynamic=True)
+
+    @property
+    def uniforms_per_token(self) -> int:
+        """Uniforms :meth:`decode` needs per image token (speculative: one to test the draft, one to resample)."""
+        return 2 if self.config.decoding == "speculative" else 1
 
     @torch.no_grad()
     def decode(
@@ -145,8 +205,10 @@ class FrameDecoder:
         prompt: torch.Tensor,
         uniforms: torch.Tensor | None,
         *,
+        draft: torch.Tensor | None = None,
         return_logprobs: bool = False,
         frame_label: str = "frame",
+        stats: DecodeStats | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Generate one frame in cache slots ``0..B-1``.
 
@@ -155,13 +217,22 @@ class FrameDecoder:
             chunk_ids: ``int64[B, 1 + A]`` previous frame's last token and the action tokens.
             chunk_start: ``int64[B]`` position of ``chunk_ids[:, 0]`` in each slot.
             prompt: ``int64[B, h*w]`` the prompt frame (diagonal decoding's row-start stand-ins).
-            uniforms: ``float32[B, h*w]`` one uniform per image token (``None`` for greedy).
+            uniforms: ``float32[B, h*w * uniforms_per_token]`` (``None`` for greedy); speculative decoding tests
+                token ``j``'s draft with ``uniforms[:, j]`` and resamples it with ``uniforms[:, h*w + j]``.
+            draft: ``int64[B, h*w]`` the newest frame of each slot's context (speculative decoding's drafts).
             return_logprobs: also return each token's log-probability under the sampling distribution.
             frame_label: names the frame in error messages.
+            stats: counters to add this frame's forwards and accepted drafts to.
 
         Returns:
             ``(tokens int64[B, h*w], logprobs float32[B, h*w] | None)``.
         """
+        if self.schedule is None:
+            if draft is None:
+                raise ConfigError("speculative decoding needs the previous frame's tokens as drafts (draft=[B, h*w])")
+            return self._decode_speculative(
+                cache, chunk_ids, chunk_start, draft, uniforms, return_logprobs, frame_label, stats
+            )
         b, chunk_len = chunk_ids.shape
         device = chunk_ids.device
         n, config = self.n, self.config
@@ -195,12 +266,96 @@ class FrameDecoder:
             work[:, out] = token
             if logprobs is not None:
                 logprobs[:, out] = lp
-        finite = torch.isfinite(torch.stack(sums))
-        if not bool(finite.all()):
-            step = int((~finite).nonzero()[0, 0])
-            where = "the boundary chunk (action tokens)" if step == 0 else f"decode step {step}"
-            raise NumericalError(
-                f"non-finite logits (NaN or inf) while decoding {frame_label}, at {where} of "
-                f"{self.schedule.n_steps + 1}; check the weights (e.g. fp16 overflow) and the inputs"
-            )
+        _check_finite(sums, frame_label)
+        if stats is not None:
+            steps = self.schedule.n_steps + 1
+            stats.calls += 1
+            stats.frames += b
+            stats.forwards += steps
+            stats.slot_forwards += b * steps
+            stats.tokens += b * n
         return work[:, :n], logprobs
+
+    def _decode_speculative(self, cache, chunk_ids, chunk_start, draft, uniforms, return_logprobs, frame_label, stats):
+        """Speculative decoding of one frame (see the module docstring); arguments as :meth:`decode`."""
+        b, chunk_len = chunk_ids.shape
+        device = chunk_ids.device
+        n, config = self.n, self.config
+        k_max = min(config.draft_len, n)
+        rows = torch.arange(b, device=device)
+        offsets = torch.arange(k_max, device=device)
+        # Per slot, indices below `counts` hold decided tokens and the rest their drafts (a kept draft needs no
+        # write); the padding past h*w absorbs the writes and reads of slots that are done.
+        width = n + k_max + 1
+        work = torch.zeros(b, width, dtype=torch.long, device=device)
+        work[:, :n] = draft
+        u_accept = u_resample = None
+        if uniforms is not None:
+            u_accept = torch.zeros(b, width, device=device)
+            u_resample = torch.zeros(b, width, device=device)
+            u_accept[:, :n], u_resample[:, :n] = uniforms[:, :n], uniforms[:, n : 2 * n]
+        logprobs = torch.zeros(b, width, device=device) if return_logprobs else None
+        starts = chunk_start.tolist()
+        base = chunk_start + chunk_len  # position of each slot's grid index 0
+        last_pos = (base + n - 1)[:, None]  # no-op inputs go here (the pending token's position, unwritten)
+        counts = torch.zeros(b, dtype=torch.long, device=device)
+        sums = []
+
+        # the boundary chunk, followed by the first drafts: its last k positions predict grid indices 0..k-1
+        k = k_max
+        ids = torch.cat([chunk_ids, draft[:, : k - 1]], dim=1)
+        positions = chunk_start[:, None] + torch.arange(chunk_len + k - 1, device=device)
+        logits = self._decode(ids, positions, cache, max(starts) + chunk_len + k - 1, vocab_limit=self.image_vocab)
+        logits = logits[:, chunk_len - 1 :]
+        forwards, slot_forwards = 1, b
+        while True:
+            sums.append(logits.sum(dtype=torch.float32))
+            index = counts[:, None] + offsets[:k]  # the grid index each query decides
+            drafts = work.gather(1, index)
+            tokens, accepted, lp = speculative_sample(
+                logits, drafts,
+                None if u_accept is None else u_accept.gather(1, index),
+                None if u_resample is None else u_resample.gather(1, index),
+                config, return_logprobs=return_logprobs,
+            )  # fmt: skip
+            # decided: the kept drafts up to the first rejection, plus the token drawn there (or the last kept)
+            decided = torch.minimum(accepted.cumprod(-1).sum(-1) + 1, (n - counts).clamp_(max=k))
+            last = (decided - 1).clamp_(min=0)
+            work[rows, counts + last] = tokens[rows, last]
+            if logprobs is not None:  # entries past the decided ones are rewritten when those indices are decided
+                logprobs.scatter_(1, index, lp)
+            counts += decided
+            counts_host = counts.cpu().numpy()
+            remaining = n - counts_host
+            if remaining.max() <= 0:
+                break
+            # next forward: each slot's newest decided token, then its drafts; no-ops past the grid
+            k = int(min(k_max, remaining.max()))
+            index = counts[:, None] - 1 + offsets[:k]
+            positions = torch.minimum(base[:, None] + index, last_pos)
+            kv_len = max(s + chunk_len + min(c - 1 + k - 1, n - 1) for s, c in zip(starts, counts_host.tolist())) + 1
+            logits = self._decode(work.gather(1, index), positions, cache, kv_len, vocab_limit=self.image_vocab)
+            forwards += 1
+            slot_forwards += int((remaining > 0).sum())
+        _check_finite(sums, frame_label)
+        tokens = work[:, :n]
+        if stats is not None:
+            stats.calls += 1
+            stats.frames += b
+            stats.forwards += forwards
+            stats.slot_forwards += slot_forwards
+            stats.tokens += b * n
+            stats.accepted += int((tokens == draft).sum())  # a resampled token never equals its draft
+        return tokens, None if logprobs is None else logprobs[:, :n]
+
+
+def _check_finite(sums: list[torch.Tensor], frame_label: str) -> None:
+    """One sum of logits per forward; NaN or inf anywhere makes it non-finite (checked once per frame)."""
+    finite = torch.isfinite(torch.stack(sums))
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0, 0])
+        where = "the boundary chunk (action tokens)" if step == 0 else f"decode step {step}"
+        raise NumericalError(
+            f"non-finite logits (NaN or inf) while decoding {frame_label}, at {where} of {len(sums)}; "
+            "check the weights (e.g. fp16 overflow) and the inputs"
+        )

@@ -27,8 +27,8 @@ from torch import nn
 
 from worldmodels.errors import ActionError, ConfigError, FrameError
 from worldmodels.mineworld.config import MineWorldConfig
-from worldmodels.mineworld.decoding import FrameDecoder
-from worldmodels.mineworld.sampling import SamplingConfig, check_generators, draw_uniforms
+from worldmodels.mineworld.decoding import DecodeStats, FrameDecoder
+from worldmodels.mineworld.sampling import DEFAULT_DRAFT_LEN, SamplingConfig, check_generators, draw_uniforms
 from worldmodels.mineworld.transformer import KVCache, Transformer
 from worldmodels.mineworld.vq import VQTokenizer
 from worldmodels.protocol import ModelSpec
@@ -60,6 +60,8 @@ class MineWorldState:
     steps: int = 0
     slides: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """``int64[B]`` how many times each slot's context slid (for logging and tests)."""
+    decode_stats: DecodeStats = field(default_factory=DecodeStats)
+    """Forwards per frame and speculative acceptance, accumulated over this state's steps."""
 
     @property
     def batch_size(self) -> int:
@@ -429,12 +431,16 @@ class MineWorld(nn.Module):
         pending = state.seq.gather(1, (lengths - 1)[:, None])
         chunk_ids = torch.cat([pending, action_tokens], dim=1)
         prompt = state.seq[:, :hw]
+        decoder = self._decoder(state.sampling)
+        draft = None
+        if state.sampling.decoding == "speculative":  # the newest frame of each context (its last token pending)
+            draft = state.seq.gather(1, (lengths - hw)[:, None] + torch.arange(hw, device=device))
         uniforms = None
         if not state.sampling.greedy:
-            uniforms = draw_uniforms(state.generators, hw, device)
-        tokens, logprobs = self._decoder(state.sampling).decode(
-            state.cache, chunk_ids, lengths - 1, prompt, uniforms,
-            return_logprobs=return_logprobs, frame_label=f"the frame of step call {state.steps}",
+            uniforms = draw_uniforms(state.generators, hw * decoder.uniforms_per_token, device)
+        tokens, logprobs = decoder.decode(
+            state.cache, chunk_ids, lengths - 1, prompt, uniforms, draft=draft, return_logprobs=return_logprobs,
+            frame_label=f"the frame of step call {state.steps}", stats=state.decode_stats,
         )  # fmt: skip
         index = lengths[:, None] + torch.arange(a + hw, device=device)
         state.seq.scatter_(1, index, torch.cat([action_tokens, tokens], dim=1))
@@ -501,6 +507,7 @@ class MineWorld(nn.Module):
         *,
         decoding: str = "naive",
         window: int = 2,
+        draft_len: int = DEFAULT_DRAFT_LEN,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -517,14 +524,16 @@ class MineWorld(nn.Module):
             first_frame_ids: ``int64[B, h, w]`` tokens of the conditioning frame.
             actions: ``n`` actions per environment: compact ``[B, n, ...]`` or, for Minecraft, MineRL dicts
                 (a list over ``B`` of lists over ``n``).
-            decoding, window, temperature, top_k, top_p: see :class:`SamplingConfig`.
+            decoding, window, draft_len, temperature, top_k, top_p: see :class:`SamplingConfig`.
             generators: one per environment; required unless greedy (``temperature=0`` or ``top_k=1``).
             return_logprobs: also return the log-probability of every sampled token.
 
         Returns:
             ``int64[B, n, h, w]`` (and ``float32[B, n, h, w]`` log-probs with ``return_logprobs``).
         """
-        sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, decoding=decoding, window=window)
+        sampling = SamplingConfig(
+            temperature=temperature, top_k=top_k, top_p=top_p, decoding=decoding, window=window, draft_len=draft_len
+        )
         if first_frame_ids.ndim != 3 or tuple(first_frame_ids.shape[1:]) != self.config.image_grid:
             raise FrameError(
                 f"first_frame_ids must be int64[B, {self.config.image_grid[0]}, {self.config.image_grid[1]}], got "

@@ -15,6 +15,12 @@ one generator call per environment per frame. The sampled distribution is the sa
 
 ``top_k=1`` is treated as greedy (argmax; with exactly tied logits the official sampler would pick among the
 ties at random).
+
+Speculative decoding (``decoding="speculative"``) draws each token with :func:`speculative_sample` instead: a
+draft token ``d`` (the previous frame's token at the same grid index) is kept with probability ``p(d)``, otherwise
+the token is drawn from ``p`` without ``d``, renormalised (the residual ``(p - q)+`` of a point-mass draft ``q``).
+Together the two branches draw exactly from ``p`` (Leviathan et al. 2023, Chen et al. 2023), with two uniforms per
+token, so the decoder can test several drafts in one forward and still sample naive decoding's distribution.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import torch
 
 from worldmodels.errors import ConfigError
 
-DECODINGS = ("naive", "diagonal")
+DECODINGS = ("naive", "diagonal", "speculative")
+DEFAULT_DRAFT_LEN = 8
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,12 @@ class SamplingConfig:
         temperature: softmax temperature; 0 means greedy.
         top_k: keep the k most likely tokens (ties with the k-th included); ``1`` means greedy.
         top_p: nucleus sampling threshold in ``(0, 1]``; exclusive with ``top_k``.
-        decoding: ``"naive"`` (one token per forward, raster order) or ``"diagonal"`` (arXiv 2503.14070).
+        decoding: ``"naive"`` (one token per forward, raster order), ``"diagonal"`` (arXiv 2503.14070; a different
+            distribution) or ``"speculative"`` (several tokens per forward, drafted by copying the previous frame;
+            the same distribution as naive, see :func:`speculative_sample`).
         window: diagonal decoding starts row ``r + 1`` once row ``r`` holds ``window`` tokens.
+        draft_len: speculative decoding feeds each slot's current token plus ``draft_len - 1`` drafts per forward,
+            so one forward decides between 1 and ``draft_len`` tokens.
     """
 
     temperature: float = 1.0
@@ -46,6 +57,7 @@ class SamplingConfig:
     top_p: float | None = None
     decoding: str = "naive"
     window: int = 2
+    draft_len: int = DEFAULT_DRAFT_LEN
 
     def __post_init__(self) -> None:
         if self.top_k is not None and self.top_p is not None:
@@ -62,6 +74,8 @@ class SamplingConfig:
             raise ConfigError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if isinstance(self.window, bool) or int(self.window) != self.window or self.window < 1:
             raise ConfigError(f"window must be an integer >= 1, got {self.window}")
+        if isinstance(self.draft_len, bool) or int(self.draft_len) != self.draft_len or self.draft_len < 1:
+            raise ConfigError(f"draft_len must be an integer >= 1 (tokens fed per forward), got {self.draft_len}")
 
     @property
     def greedy(self) -> bool:
@@ -163,3 +177,42 @@ def sample(
     if not return_logprobs:
         return tokens, None
     return tokens, torch.log_softmax(x, dim=-1).gather(-1, index).squeeze(-1)
+
+
+def speculative_sample(
+    logits: torch.Tensor,
+    drafts: torch.Tensor,
+    u_accept: torch.Tensor | None,
+    u_resample: torch.Tensor | None,
+    config: SamplingConfig,
+    *,
+    return_logprobs: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Decide one token per row of ``logits [..., V]`` given a draft token per row (``drafts int64[...]``).
+
+    The draft is accepted iff ``u_accept < p(draft)``; otherwise the token is drawn by inverse CDF (``u_resample``)
+    from ``p`` with the draft removed and renormalised. ``p`` is the sampling distribution of :func:`sample` (after
+    temperature and top-k / top-p), so the token is distributed exactly as ``sample`` would draw it. Greedy: the
+    argmax, "accepted" when it equals the draft (no uniforms needed).
+
+    Returns ``(tokens int64[...], accepted bool[...], logprobs float32[...] | None)``; ``tokens == drafts`` exactly
+    where ``accepted``; the log-probability is that of the token under ``p`` (0 for greedy).
+    """
+    if config.greedy:
+        tokens = logits.argmax(-1)
+        logprobs = torch.zeros(tokens.shape, device=logits.device) if return_logprobs else None
+        return tokens, tokens == drafts, logprobs
+    logp = filtered_logprobs(logits, config)
+    draft_logp = logp.gather(-1, drafts.unsqueeze(-1))
+    accepted = u_accept < draft_logp.squeeze(-1).exp()
+    residual = logp.exp().scatter_(-1, drafts.unsqueeze(-1), 0.0)
+    cdf = residual.cumsum(-1)
+    total = cdf[..., -1:]
+    # zero-probability tokens never match (the cdf does not rise at them); the clamp only guards rounding
+    index = torch.searchsorted(cdf, u_resample.unsqueeze(-1) * total, right=True).clamp_(max=logits.shape[-1] - 1)
+    # p(draft) may round below 1 with nothing else left to draw: then the draft is the only token
+    accepted |= total.squeeze(-1) <= 0
+    tokens = torch.where(accepted, drafts, index.squeeze(-1))
+    if not return_logprobs:
+        return tokens, accepted, None
+    return tokens, accepted, torch.where(accepted, draft_logp, logp.gather(-1, index)).squeeze(-1)

@@ -90,9 +90,10 @@ class VQTokenizer(nn.Module):
     Args:
         config: a diffusers ``VQModel`` config dict (the official ``checkpoints/vae/config.json``).
         frame_size: ``(H, W)`` of the frames this tokenizer accepts.
-        chunk: frames per encoder/decoder call. Convolution kernels pick algorithms by batch size, so a frame's
-            pixels (truncated to uint8) and, rarely, its nearest codes can differ by one step between batch
-            compositions; ``chunk=1`` makes every frame's result independent of the batch it came in.
+        chunk: frames per encoder/decoder call. Every call is padded to exactly ``chunk`` frames: convolution
+            kernels pick algorithms by batch size, and a frame's truncated pixels (rarely even its nearest code)
+            could otherwise differ by one step between batch compositions. With a fixed call size a frame's
+            result does not depend on the batch it came in.
     """
 
     def __init__(self, config: dict[str, Any], frame_size: tuple[int, int], *, chunk: int = 16):
@@ -131,11 +132,11 @@ class VQTokenizer(nn.Module):
         self._check_frames(frames)
         param = self.model.quant_conv.weight
         out = []
-        for part in frames.split(chunk or self.chunk):
+        for part, n in _fixed_size_parts(frames, chunk or self.chunk):
             x = part.to(param.device).permute(0, 3, 1, 2).float() / 255.0
             x = ((x - 0.5) / 0.5).to(param.dtype)
             h = self.model.quant_conv(self.model.encoder(x))
-            out.append(self._nearest_code(h))
+            out.append(self._nearest_code(h)[:n])
         return torch.cat(out)
 
     def _nearest_code(self, latents: torch.Tensor) -> torch.Tensor:
@@ -154,11 +155,21 @@ class VQTokenizer(nn.Module):
             )
         quantize = self.model.quantize
         out = []
-        for part in ids.split(chunk or self.chunk):
+        for part, n in _fixed_size_parts(ids, chunk or self.chunk):
             part = part.to(quantize.embedding.weight.device)
             quant = quantize.get_codebook_entry(part.reshape(-1), (part.shape[0], *self.grid, self.embed_dim))
             spatial = quant if self.model.config.norm_type == "spatial" else None
             dec = self.model.decoder(self.model.post_quant_conv(quant), spatial)
             pixels = (dec.clamp(-1.0, 1.0) + 1.0) / 2.0 * 255.0
-            out.append(pixels.to(torch.uint8).permute(0, 2, 3, 1).contiguous())  # truncates, as numpy astype
+            out.append(pixels[:n].to(torch.uint8).permute(0, 2, 3, 1).contiguous())  # truncates, as numpy astype
         return torch.cat(out)
+
+
+def _fixed_size_parts(batch: torch.Tensor, size: int):
+    """Split ``batch`` into parts of exactly ``size`` rows (the last padded by repeating its final row); yields
+    ``(part, n_real_rows)``."""
+    for part in batch.split(size):
+        n = len(part)
+        if n < size:
+            part = torch.cat([part, part[-1:].expand(size - n, *part.shape[1:])])
+        yield part, n

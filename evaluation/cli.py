@@ -1,0 +1,106 @@
+"""``rlir eval`` (generate and score a suite) and ``rlir eval score-videos DIR`` (score existing videos)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from worldmodels.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a world model's action-following on a suite (or score existing videos)",
+        description="rlir eval --model NAME --suite SUITE --idm IDM --out DIR  |  "
+        "rlir eval score-videos DIR --suite SUITE --idm IDM --out DIR",
+    )
+    parser.add_argument("mode", nargs="?", choices=("score-videos",), help="score already generated videos")
+    parser.add_argument("videos", nargs="?", help="with score-videos: directory of <item>.mp4 (official layout)")
+    parser.add_argument("--model", help="registered model name or checkpoint path")
+    parser.add_argument("--checkpoint", help="checkpoint path (same as --model PATH)")
+    parser.add_argument("--config", help="official MineWorld yaml (for official .ckpt files)")
+    parser.add_argument("--vae-config", help="official VQ config.json")
+    parser.add_argument("--model-name", help="name recorded in the bundle (default: the model argument)")
+    parser.add_argument("--suite", required=True, help="registered suite name or suite directory")
+    parser.add_argument("--idm", required=True, help="IDM name (vpt-4x-idm, crafter-idm-heldout) or file")
+    parser.add_argument("--out", required=True, help="bundle directory")
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decoding", default="naive", choices=("naive", "diagonal", "speculative"))
+    parser.add_argument("--window", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--no-videos", action="store_true", help="do not store the generated frames")
+    parser.add_argument("--no-resume", action="store_true", help="regenerate items already done in --out")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from evaluation.views import print_bundle_summary
+
+    console = Console()
+    if args.mode == "score-videos":
+        bundle = _score_videos(args)
+    else:
+        bundle = _generate(args)
+    if bundle is not None:
+        print_bundle_summary(bundle, console)
+        console.print(f"bundle written to {Path(args.out) / 'bundle.json'}")
+    return 0
+
+
+def _generate(args: argparse.Namespace):
+    from evaluation.evaluator import EvalSettings, evaluate, model_info_for
+    from evaluation.idm.registry import load_idm
+    from evaluation.suites import load_suite
+    from worldmodels.registry import load_world_model, resolve_checkpoint_path
+
+    target = args.checkpoint or args.model
+    if target is None or args.videos is not None:
+        raise ConfigError("pass --model NAME or --checkpoint PATH (or use `rlir eval score-videos DIR ...`)")
+    suite = load_suite(args.suite)
+    model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device)
+    idm = load_idm(args.idm, device=args.device)
+    settings = EvalSettings(
+        num_envs=args.num_envs, seed=args.seed, decoding=args.decoding, window=args.window,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, save_videos=not args.no_videos,
+    )  # fmt: skip
+    info = model_info_for(model, args.model_name or str(target), resolve_checkpoint_path(target))
+    return evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=not args.no_resume)
+
+
+def _score_videos(args: argparse.Namespace):
+    import numpy as np
+
+    from evaluation.bundle import ModelInfo
+    from evaluation.evaluator import EvalSettings, assemble_bundle, score_videos, taxonomy_for
+    from evaluation.evaluator import _write_json_atomic as write_record
+    from evaluation.idm.registry import load_idm
+    from evaluation.suites import load_suite
+    from worldmodels.data.video import read_video
+
+    if args.videos is None:
+        raise ConfigError("score-videos needs the directory of generated videos: rlir eval score-videos DIR ...")
+    suite = load_suite(args.suite)
+    idm = load_idm(args.idm, device=args.device)
+    directory = Path(args.videos)
+    h, w = suite.frame_size
+    videos = []
+    for item_id in suite.item_ids:
+        path = directory / f"{item_id}.mp4"
+        if not path.is_file():
+            raise ConfigError(f"video {path} for suite item {item_id!r} is missing; every suite item needs one")
+        frames = read_video(path, expected_size=(h, w))
+        # MineWorld's protocol: the first n_frames frames are the generated ones
+        videos.append((item_id, np.ascontiguousarray(frames[: suite.n_frames])))
+    out = Path(args.out)
+    for record in score_videos(videos, suite, idm):
+        write_record(out / "items" / f"{record.id}.json", record.model_dump(mode="json"))
+    info = ModelInfo(name=args.model_name or directory.name, description=f"scored from videos in {directory}")
+    settings = EvalSettings(num_envs=0, save_videos=False)
+    return assemble_bundle(suite, out, taxonomy=taxonomy_for(suite), model_info=info, idm=idm, settings=settings)

@@ -1,0 +1,362 @@
+"""The evaluator: run a suite through a world model's batched env, read the actions back with an IDM, score, bundle.
+
+Per item: the env is reset to the item's context with a seed derived from ``(seed, item id)``, steps through the
+item's action script, and the generated frames are scored on their own: IDM labels against the commanded actions,
+PSNR/SSIM against ground truth, and the sha256 of the frames. Each record is written atomically to
+``<out>/items/<id>.json`` as soon as it is done, so a crashed run resumes where it stopped (``resume=True`` skips
+done items) and ends with the same numbers. Under ``torchrun`` (gloo or nccl) items are split over ranks; rank 0
+assembles the bundle once every rank is done.
+
+Because an item's seed depends only on its id, neither the batch an item lands in, nor the number of envs, nor
+the sharding changes its frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evaluation.bundle import (
+    EVALUATOR_VERSION,
+    IdmRef,
+    ItemRecord,
+    ModelInfo,
+    ResultBundle,
+    Runtime,
+    SuiteRef,
+    Throughput,
+    compute_metrics,
+    save_bundle,
+    save_video,
+)
+from evaluation.metrics.taxonomy import Taxonomy, get_taxonomy
+from evaluation.metrics.video import psnr_per_frame, ssim_per_frame
+from evaluation.suites import Suite, SuiteItem, array_to_env_actions
+from worldmodels import __version__
+from worldmodels.errors import ConfigError, DataError
+from worldmodels.hashing import sha256_array
+from worldmodels.protocol import WorldModel
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a suite is generated (recorded in the bundle's ``runtime``)."""
+
+    num_envs: int = 8
+    seed: int = 0
+    decoding: str = "naive"
+    window: int = 2
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    save_videos: bool = True
+    video_metrics: bool = True
+
+
+def item_seed(seed: int, item_id: str) -> int:
+    """The generation seed of one item: a function of the run seed and the item id only."""
+    digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def taxonomy_for(suite: Suite) -> Taxonomy:
+    return get_taxonomy(suite.domain)
+
+
+def target_actions(item: SuiteItem, domain: str) -> Any:
+    """What the IDM's reading is scored against: the recorded env actions when the suite keeps them (Minecraft),
+    else the compact actions the model was conditioned on."""
+    if item.score_actions is not None:
+        return array_to_env_actions(item.score_actions)
+    if domain == "minecraft":
+        from worldmodels.actions import minecraft
+
+        return minecraft.from_compact(item.actions)
+    return item.actions
+
+
+def score_item(
+    item: SuiteItem,
+    generated: np.ndarray,
+    seed: int,
+    *,
+    idm: Any,
+    taxonomy: Taxonomy,
+    domain: str,
+    video_metrics: bool = True,
+) -> ItemRecord:
+    """Score one item's generated frames ``uint8[F, H, W, 3]`` (IDM labels, PSNR/SSIM, sha256)."""
+    if generated.shape != (len(item.actions), *item.context_frames.shape[1:]):
+        raise DataError(
+            f"item {item.id!r}: generated frames have shape {list(generated.shape)}, expected "
+            f"{[len(item.actions), *item.context_frames.shape[1:]]}"
+        )
+    context = item.context_frames[len(item.context_frames) - idm.context_frames :] if idm.context_frames else None
+    video = generated if context is None else np.concatenate([context, generated])
+    predicted = idm.predict_actions(video[None])[0]
+    gt_labels = taxonomy.labels(target_actions(item, domain))
+    pred_labels = taxonomy.labels(predicted)
+    psnr = ssim = None
+    if video_metrics and item.ground_truth is not None:
+        psnr = psnr_per_frame(generated[None], item.ground_truth[None])[0].tolist()
+        ssim = ssim_per_frame(generated[None], item.ground_truth[None])[0].tolist()
+    return ItemRecord(
+        id=item.id,
+        seed=seed,
+        gt_labels=gt_labels.tolist(),
+        pred_labels=pred_labels.tolist(),
+        psnr=psnr,
+        ssim=ssim,
+        video_sha256=sha256_array(generated),
+    )
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)``; initialises torch.distributed (gloo on CPU) when launched by torchrun."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _write_json_atomic(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_record(path: Path) -> ItemRecord | None:
+    try:
+        return ItemRecord.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # torn or foreign file: the item is generated again
+
+
+def evaluate(
+    model: WorldModel,
+    suite: Suite,
+    idm: Any,
+    out_dir: str | Path,
+    *,
+    model_info: ModelInfo,
+    settings: EvalSettings = EvalSettings(),
+    resume: bool = True,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_item: Callable[[ItemRecord], None] | None = None,
+) -> ResultBundle | None:
+    """Evaluate ``model`` on ``suite`` with ``idm``; writes ``<out_dir>/bundle.json`` and returns the bundle.
+
+    Args:
+        model: any :class:`~worldmodels.protocol.WorldModel` of the suite's domain and frame size.
+        suite: a loaded (verified) suite.
+        idm: an :class:`~evaluation.idm.base.InverseDynamicsModel` of the suite's domain.
+        out_dir: bundle directory (``items/`` holds per-item records while the run is in progress).
+        model_info: name, checkpoint sha256 and parameter count recorded in the bundle.
+        settings: generation settings.
+        resume: skip items whose record already exists in ``out_dir/items``.
+        progress: show a rich progress bar.
+        stop_after: stop after generating this many items (to simulate a crash in tests); returns None.
+        on_item: called with each new record.
+
+    Returns:
+        The bundle (on rank 0; other ranks return None).
+    """
+    from rlir_env.vector import WorldModelVectorEnv
+
+    if model.spec.domain != suite.domain or tuple(model.spec.frame_size) != suite.frame_size:
+        raise ConfigError(
+            f"model {model.spec.name!r} ({model.spec.domain}, frames {tuple(model.spec.frame_size)}) cannot run suite "
+            f"{suite.name!r} ({suite.domain}, frames {suite.frame_size})"
+        )
+    if idm.domain != suite.domain:
+        raise ConfigError(f"IDM {idm.name!r} reads {idm.domain!r} actions, suite {suite.name!r} is {suite.domain!r}")
+    out_dir = Path(out_dir)
+    items_dir = out_dir / "items"
+    rank, world = _distributed()
+    taxonomy = taxonomy_for(suite)
+    mine = [i for i in range(len(suite)) if i % world == rank]
+    todo = [i for i in mine if not (resume and _read_record(items_dir / f"{suite[i].id}.json"))]
+
+    env = WorldModelVectorEnv(
+        min(settings.num_envs, max(len(todo), 1)),
+        model=model,
+        decoding=settings.decoding,
+        window=settings.window,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+    )
+    generation_seconds, generated_frames, done = 0.0, 0, 0
+    bar = _progress(progress and rank == 0, len(todo), f"{suite.name}: {model_info.name}")
+    try:
+        for start in range(0, len(todo), env.num_envs):
+            batch = [suite[i] for i in todo[start : start + env.num_envs]]
+            padded = batch + [batch[-1]] * (env.num_envs - len(batch))  # extra slots repeat an item, ignored
+            seeds = [item_seed(settings.seed, item.id) for item in padded]
+            begin = time.perf_counter()
+            env.reset(
+                seed=seeds,
+                options={
+                    "frames": np.stack([item.context_frames for item in padded]),
+                    "actions": np.stack([item.context_actions for item in padded]),
+                },
+            )
+            frames = [env.step(np.stack([item.actions[t] for item in padded]))[0] for t in range(suite.n_frames)]
+            generation_seconds += time.perf_counter() - begin
+            generated = np.stack(frames, axis=1)  # [n, F, H, W, 3]
+            generated_frames += len(batch) * suite.n_frames
+            for k, item in enumerate(batch):
+                record = score_item(
+                    item, generated[k], seeds[k], idm=idm, taxonomy=taxonomy, domain=suite.domain,
+                    video_metrics=settings.video_metrics,
+                )  # fmt: skip
+                if settings.save_videos:
+                    save_video(generated[k], out_dir, item.id)
+                _write_json_atomic(items_dir / f"{item.id}.json", record.model_dump(mode="json"))
+                if on_item is not None:
+                    on_item(record)
+                done += 1
+                bar.advance(len(todo))
+                if stop_after is not None and done >= stop_after:
+                    return None
+    finally:
+        bar.stop()
+        env.close()
+    _write_json_atomic(
+        items_dir / f".throughput-rank{rank}.json", {"frames": generated_frames, "seconds": generation_seconds}
+    )
+    _barrier(world)
+    if rank != 0:
+        return None
+    return assemble_bundle(
+        suite, out_dir, taxonomy=taxonomy, model_info=model_info, idm=idm, settings=settings, world=world,
+        device=str(next(iter(getattr(model, "parameters", lambda: iter([torch.empty(0)]))())).device),
+    )  # fmt: skip
+
+
+def assemble_bundle(
+    suite: Suite,
+    out_dir: Path,
+    *,
+    taxonomy: Taxonomy,
+    model_info: ModelInfo,
+    idm: Any,
+    settings: EvalSettings,
+    world: int = 1,
+    device: str = "cpu",
+) -> ResultBundle:
+    """Collect every item record (each suite item exactly once), compute the metrics, write ``bundle.json``."""
+    items_dir = out_dir / "items"
+    records = []
+    for item_id in suite.item_ids:
+        record = _read_record(items_dir / f"{item_id}.json")
+        if record is None:
+            raise DataError(f"item {item_id!r} has no record in {items_dir}; run the evaluation again to finish it")
+        records.append(record)
+    frames = seconds = 0.0
+    for path in items_dir.glob(".throughput-rank*.json"):
+        stats = json.loads(path.read_text())
+        frames, seconds = frames + stats["frames"], max(seconds, stats["seconds"])
+    throughput = Throughput(frames_per_second=frames / seconds, device=device, num_envs=settings.num_envs) if seconds else None
+    videos = {item_id: f"videos/{item_id}.npz" for item_id in suite.item_ids} if settings.save_videos else None
+    bundle = ResultBundle(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        rlir_version=__version__,
+        evaluator_version=EVALUATOR_VERSION,
+        taxonomy=taxonomy.name,
+        suite=SuiteRef(name=suite.name, version=suite.version, sha256=suite.sha256),
+        model=model_info,
+        idm=IdmRef(name=idm.name, sha256=idm.sha256),
+        runtime=Runtime(
+            device=device, device_name=_device_name(device), dtype="float32", decoding=settings.decoding,
+            temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k, seed=settings.seed,
+            num_envs=settings.num_envs * world, torch_version=torch.__version__,
+        ),  # fmt: skip
+        metrics=compute_metrics(records, taxonomy.name, throughput=throughput),
+        items=records,
+        videos=videos,
+    )
+    save_bundle(bundle, out_dir)
+    return bundle
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+class _progress:
+    """A rich progress bar with ETA, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, description: str):
+        self.bar = None
+        if enabled and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            self.task = self.bar.add_task(description, total=total)
+            self.bar.start()
+
+    def advance(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def model_info_for(model: WorldModel, name: str, checkpoint: str | Path | None) -> ModelInfo:
+    """Name, checkpoint sha256 and parameter count of a model, for the bundle."""
+    from worldmodels.hashing import sha256_file
+
+    sha = sha256_file(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
+    params = sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None
+    return ModelInfo(name=name, checkpoint_sha256=sha, parameters=params)
+
+
+def score_videos(
+    videos: Sequence[tuple[str, np.ndarray]],
+    suite: Suite,
+    idm: Any,
+    *,
+    video_metrics: bool = True,
+) -> list[ItemRecord]:
+    """Score already generated videos (``(item id, uint8[F, H, W, 3])``) against the suite, without generating.
+
+    Seeds are unknown for foreign videos and recorded as 0.
+    """
+    taxonomy = taxonomy_for(suite)
+    return [
+        score_item(suite[suite.index_of(item_id)], frames, 0, idm=idm, taxonomy=taxonomy, domain=suite.domain,
+                   video_metrics=video_metrics)  # fmt: skip
+        for item_id, frames in videos
+    ]

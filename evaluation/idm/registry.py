@@ -1,0 +1,60 @@
+"""IDMs by name: the official VPT IDM under ``$RLIR_HOME`` and the bundled Crafter IDMs, or any file path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from worldmodels.errors import ConfigError, MissingFileError
+from worldmodels.registry import rlir_home
+
+VPT_SOURCE = (
+    "download https://openaipublic.blob.core.windows.net/minecraft-rl/idm/4x_idm.model and "
+    "https://openaipublic.blob.core.windows.net/minecraft-rl/idm/4x_idm.weights"
+)
+
+BUNDLED_IDMS: dict[str, tuple[Path, str | None]] = {}
+"""Bundled IDM name -> (safetensors path, pinned sha256). Filled by :func:`register_bundled_idm`."""
+
+
+def register_bundled_idm(name: str, path: Path, sha256: str | None) -> None:
+    BUNDLED_IDMS[name] = (Path(path), sha256)
+
+
+def load_idm(name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Load an IDM: ``"vpt-4x-idm"`` (files under ``$RLIR_HOME/idm/``), a bundled Crafter IDM name
+    (``"crafter-idm-heldout"``, ``"crafter-idm-reward"``), a VPT ``.weights`` file (its ``.model`` next to it) or a
+    Crafter IDM ``.safetensors`` file."""
+    text = str(name_or_path)
+    if text in BUNDLED_IDMS:
+        path, sha256 = BUNDLED_IDMS[text]
+        from evaluation.idm.crafter import CrafterIDM
+
+        return CrafterIDM.load(path, device=device, expected_sha256=sha256)
+    if text == "vpt-4x-idm":
+        directory = rlir_home() / "idm"
+        model, weights = directory / "4x_idm.model", directory / "4x_idm.weights"
+        for path in (model, weights):
+            if not path.is_file():
+                raise MissingFileError(f"the VPT IDM needs {path}; {VPT_SOURCE} into {directory}/")
+        return _load_vpt(weights, device, dtype)
+    path = Path(text).expanduser()
+    if path.suffix == ".weights":
+        if not path.is_file() or not path.with_suffix(".model").is_file():
+            raise MissingFileError(f"a VPT IDM needs {path} and {path.with_suffix('.model')} next to it; {VPT_SOURCE}")
+        return _load_vpt(path, device, dtype)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise MissingFileError(f"IDM file {path} does not exist")
+        from evaluation.idm.crafter import CrafterIDM
+
+        return CrafterIDM.load(path, device=device)
+    known = ["vpt-4x-idm", *sorted(BUNDLED_IDMS)]
+    raise ConfigError(f"unknown IDM {text!r}: use one of {known}, a VPT .weights file, or a Crafter IDM .safetensors")
+
+
+def _load_vpt(weights: Path, device, dtype):
+    from evaluation.idm.vpt import VPTInverseDynamicsModel
+
+    return VPTInverseDynamicsModel.from_files(weights.with_suffix(".model"), weights, device=device, dtype=dtype)
