@@ -403,3 +403,57 @@ def suite_from_vpt_recordings(
                 "alignment": "generated frame k (1..n) is conditioned on and scored against action line k-1"}  # fmt: skip
     return make_suite(name, version, "minecraft", items, protocol=protocol, fps=20.0,
                       description=f"VPT contractor clips from {Path(source).name}")  # fmt: skip
+
+
+def suite_from_crafter(
+    *,
+    name: str = "crafter-af-v1",
+    version: int = 1,
+    n_items: int = 128,
+    seed: int = 33,
+    n_frames: int = 15,
+    size: int = 72,
+    max_warmup: int = 120,
+    policy: str = "mixture",
+) -> Suite:
+    """Clips from the real game: item ``i`` resets Crafter from a seed derived from ``(seed, i)``, plays a random
+    number (``0..max_warmup``) of warm-up steps with the recording ``policy`` so scenes are not all at spawn, then
+    records one context frame, ``n_frames`` actions of the same policy and the ``n_frames`` real frames they lead
+    to. A clip in which the player dies is redrawn from the next seed. Deterministic from ``seed``.
+    """
+    from rlir_env.crafter.env import CrafterEnv
+    from rlir_env.crafter.policies import make_policy
+
+    items: list[SuiteItem] = []
+    env = CrafterEnv(size=size)
+    attempt = 0
+    while len(items) < n_items:
+        rng = np.random.default_rng([seed, len(items), attempt])
+        obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
+        agent = make_policy(policy)
+        agent.reset(rng)
+        frames, actions, died = [obs], [], False
+        for step in range(int(rng.integers(max_warmup + 1)) + n_frames):
+            action = agent.act(obs, info)
+            obs, _, terminated, truncated, info = env.step(action)
+            frames, actions = (frames + [obs])[-(n_frames + 1) :], (actions + [action])[-n_frames:]
+            if terminated or truncated:
+                died = True
+                break
+        if died:
+            attempt += 1
+            continue
+        items.append(
+            SuiteItem(
+                id=f"{name}-{len(items):04d}",
+                context_frames=np.stack(frames[:1]),
+                context_actions=np.zeros((0,), dtype=np.int64),
+                actions=np.array(actions, dtype=np.int64),
+                ground_truth=np.stack(frames[1:]),
+            )
+        )
+        attempt = 0
+    protocol = {"offset": 0, "source": "crafter", "seed": seed, "policy": policy, "max_warmup": max_warmup,
+                "alignment": "generated frame k (1..n) is conditioned on action k and shows its result"}  # fmt: skip
+    return make_suite(name, version, "crafter", items, protocol=protocol, fps=5.0,
+                      description=f"{n_items} clips of real Crafter ({size}x{size}), 1 context frame + {n_frames} actions")  # fmt: skip

@@ -11,7 +11,16 @@ from rich.console import Console
 from worldmodels.errors import RlirError
 
 # Each module registers its subcommand; modules stay light and import heavy parts inside their handlers.
-COMMAND_MODULES = ("rlir_env.commands.actions", "rlir_env.commands.record", "evaluation.cli")
+COMMAND_MODULES = (
+    "rlir_env.commands.actions",
+    "rlir_env.commands.record",
+    "rlir_env.commands.rollout",
+    "evaluation.cli",
+    "worldmodels.training.cli",
+    "evaluation.idm.cli",
+    "leaderboard.cli",
+    "posttrain.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

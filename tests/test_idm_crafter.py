@@ -16,10 +16,10 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from evaluation.idm import InverseDynamicsModel
 from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
+from evaluation.idm.cli import register
 from evaluation.idm.train import (
     WindowSampler,
     crafter_action_report,
-    register,
     split_episodes,
     summary_path,
     train_crafter_idm,
@@ -94,6 +94,7 @@ def test_short_training_reads_moves_on_held_out_episodes(moves_data, trained):
     assert model.name == "moves" and model.sha256 == sha256_file(out)
 
 
+@pytest.mark.slow
 def test_prediction_t_reads_the_transition_from_frame_t_to_t_plus_1(moves_data, trained):
     # The recorded actions are i.i.d., so predictions agree with the action of their own transition and with the
     # neighbouring transitions' actions only at chance: any off-by-one between frames and labels shows up here.
@@ -114,6 +115,7 @@ def test_prediction_t_reads_the_transition_from_frame_t_to_t_plus_1(moves_data, 
 def test_protocol_shapes_and_consistency():
     model = fresh_model()
     assert isinstance(model, InverseDynamicsModel) and model.domain == "crafter" and model.sha256 is None
+    assert model.context_frames == 1  # T + 1 frames in, T transitions out
     frames = random_frames(3, 6)
     logits = model.logits(frames)
     assert logits.shape == (3, 5, N_ACTIONS) and logits.dtype == torch.float32
@@ -166,6 +168,7 @@ def test_save_load_round_trip(tmp_path):
     path = tmp_path / "idm.safetensors"
     digest = model.save(path, summary={"steps": 3, "note": "x"})
     assert digest == sha256_file(path) == model.sha256
+    assert path.stat().st_mode & 0o777 == 0o644
     loaded = CrafterIDM.load(path)
     assert loaded.config == model.config and loaded.name == "tiny" and loaded.sha256 == digest
     assert loaded.summary == {"steps": 3, "note": "x"} and not loaded.training
@@ -308,6 +311,15 @@ def test_command_line_trains_and_writes_files(moves_data, tmp_path):
     model = CrafterIDM.load(out)
     assert model.config.width == 8 and model.config.frame_size == (36, 36) and model.summary["seed"] == 5
     assert json.loads(summary_path(out).read_text())["weights_sha256"] == model.sha256
+
+    # next to a `train` command registered by another module
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers(dest="command")
+    other = subparsers.add_parser("train").add_subparsers(dest="train_command")
+    other.add_parser("tokenizer")
+    register(subparsers)
+    assert set(other.choices) == {"tokenizer", "idm"}
+    assert parser.parse_args(["train", "idm", "--data", "d", "--out", "o"]).func is args.func
 
 
 # -- metrics --------------------------------------------------------------------------------------------------------

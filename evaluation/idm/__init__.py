@@ -1,20 +1,31 @@
-"""Inverse dynamics models: read the actions back from (generated) video."""
+"""Inverse dynamics models: read the actions back from (generated) video.
+
+Names are imported lazily (PEP 562) so that light modules such as the CLI can import ``evaluation.idm.cli``
+without loading torch.
+"""
 
 from __future__ import annotations
 
-from evaluation.idm.base import InverseDynamicsModel
-from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
-from evaluation.idm.resize import resize_linear_uint8
-from evaluation.idm.vpt import IDM_BUTTONS, VPTIDMConfig, VPTInverseDynamicsModel, argmax_agreement, window_plan
+import importlib
+from typing import Any
 
-__all__ = [
-    "CrafterIDM",
-    "CrafterIDMConfig",
-    "IDM_BUTTONS",
-    "InverseDynamicsModel",
-    "VPTIDMConfig",
-    "VPTInverseDynamicsModel",
-    "argmax_agreement",
-    "resize_linear_uint8",
-    "window_plan",
-]
+_EXPORTS = {
+    "InverseDynamicsModel": "evaluation.idm.base",
+    "CrafterIDM": "evaluation.idm.crafter",
+    "CrafterIDMConfig": "evaluation.idm.crafter",
+    "resize_linear_uint8": "evaluation.idm.resize",
+    "IDM_BUTTONS": "evaluation.idm.vpt",
+    "VPTIDMConfig": "evaluation.idm.vpt",
+    "VPTInverseDynamicsModel": "evaluation.idm.vpt",
+    "argmax_agreement": "evaluation.idm.vpt",
+    "window_plan": "evaluation.idm.vpt",
+    "load_idm": "evaluation.idm.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evaluation.idm' has no attribute {name!r}")

@@ -19,7 +19,9 @@ Prediction ``t`` is the action taken at frame ``t`` that led to frame ``t + 1``.
 convolution with zero padding, so the model is translation-equivariant in time: a video of any length is labelled in
 one pass, and each prediction sees ``depth * (k - 1) / 2`` transitions on each side (zeros beyond the video's ends,
 exactly as at the edges of the training windows). Longer inputs are therefore not cut into windows; ``window`` in the
-config is the training window only.
+config is the training window only. With ``depth=0`` a prediction depends on its own two frames alone, so it carries
+no prior from how the recorded behaviour policy repeats actions; on the recorded data it was as accurate as
+``depth=2`` (see ``evaluation.idm.train``).
 
 Many actions have no visible effect in some states (``do`` facing grass, a ``make`` without a table, any action while
 asleep), so the accuracy ceiling of any IDM is well below 100 %.
@@ -158,6 +160,7 @@ class CrafterIDM(nn.Module):
     """
 
     domain = "crafter"
+    context_frames = 1  # prediction k reads frames k -> k + 1, so the evaluator puts one real frame first
 
     def __init__(self, config: CrafterIDMConfig | None = None, *, name: str = "crafter-idm") -> None:
         super().__init__()
@@ -275,6 +278,7 @@ class CrafterIDM(nn.Module):
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
         with atomic_output(path) as tmp:
             save_file(state, str(tmp), metadata=metadata)
+            tmp.chmod(0o644)  # safetensors creates files readable by their owner only
         self.sha256 = sha256_file(path)
         return self.sha256
 
@@ -328,15 +332,16 @@ class CrafterIDM(nn.Module):
                                   f"(expected {CHECKPOINT_VERSION})")  # fmt: skip
         try:
             config = CrafterIDMConfig.from_json(json.loads(metadata.get("config", "null")))
+            summary = json.loads(metadata.get("summary", "{}"))
         except (ValueError, TypeError) as e:
-            raise CheckpointError(f"{path}: the stored config is invalid ({e})") from e
+            raise CheckpointError(f"{path}: the stored config or summary is invalid ({e}); re-save the model") from e
         with torch.device("meta"):
             model = cls(config, name=name or metadata.get("name") or path.stem)
         _check_state(state, model.state_dict(), str(path))
         model.load_state_dict({k: v.to(device=device, dtype=torch.float32) for k, v in state.items()},
                               strict=True, assign=True)  # fmt: skip
         model.sha256 = digest
-        model.summary = json.loads(metadata.get("summary", "{}"))
+        model.summary = summary
         return model.eval()
 
 
@@ -359,8 +364,3 @@ def _check_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch
         lines.append("  The file was edited or written by different code; re-train or re-save it.")
         raise CheckpointError("\n".join(lines))
 
-
-def parameter_count(config: CrafterIDMConfig) -> int:
-    """Number of parameters of a :class:`CrafterIDM` with ``config`` (built on the meta device, no memory)."""
-    with torch.device("meta"):
-        return CrafterIDM(config).n_parameters()

@@ -2,10 +2,14 @@
 
 The benchmark needs two independent IDMs: a *reward* IDM (the GRPO reward) and a *held-out* IDM (every reported
 score), trained with different seeds, widths and data, so that a model tuned against the first cannot fool the second.
-Both are trained here, on CPU, in a few minutes::
+Both are trained here, on CPU, in about ten minutes each::
 
-    rlir train idm --data runs/data/crafter-train   --out idms/crafter-reward.safetensors  --width 48 --seed 1
-    rlir train idm --data runs/data/crafter-heldout --out idms/crafter-heldout.safetensors --width 64 --seed 2
+    rlir train idm --data runs/data/crafter-train --out idms/crafter-reward.safetensors --width 48 --seed 1 --threads 1
+    rlir train idm --data runs/data/crafter-heldout --out idms/crafter-heldout.safetensors --width 64 --seed 2 \\
+        --threads 1
+
+(one thread each: the two runs share a 2-core machine without OpenMP threads waiting on each other; add
+``--eval-data`` with the other recording to score each IDM on data it never saw).
 
 Reading top to bottom, :func:`train_crafter_idm`:
 
@@ -17,6 +21,10 @@ Reading top to bottom, :func:`train_crafter_idm`:
    uses) and reports overall and per-action accuracy, the confusion matrix and the per-task macro-F1 of
    ``CRAFTER_TAXONOMY`` (the benchmark's ground-truth ceiling), next to the majority-class baseline;
 5. writes the safetensors weights (summary in their metadata) and the summary as JSON next to them.
+
+On the recorded data (mixture policy, 72 px) a width-48 IDM reaches about 77 % accuracy and a mean task macro-F1 of
+about 0.67 on held-out episodes after 600 steps; most remaining errors are ``noop``, ``place_*`` and ``make_*``
+actions that changed nothing visible (no table nearby, missing materials), which any IDM reads as ``do``.
 
 Everything random comes from ``seed`` (``torch.manual_seed`` and numpy ``Generator`` streams), so a run is
 reproducible on the same machine and thread count.
@@ -37,13 +45,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.idm.cli import CLASS_WEIGHTINGS, SPLITS
 from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
 from evaluation.metrics.action import confusion_counts, metrics_from_confusion
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
 from worldmodels.actions.crafter import ACTION_NAMES, N_ACTIONS
 from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
-from worldmodels.errors import ConfigError, DataError
+from worldmodels.errors import ConfigError, DataError, NumericalError
 
 __all__ = [
     "SPLITS",
@@ -51,16 +60,11 @@ __all__ = [
     "crafter_action_report",
     "evaluate_crafter_idm",
     "main_train_idm",
-    "register",
-    "register_idm",
     "split_episodes",
     "summary_path",
     "train_crafter_idm",
 ]
 
-SPLITS = ("all", "train", "heldout")
-"""``split`` values: every episode, or one of two disjoint halves of each dataset (see :func:`split_episodes`)."""
-CLASS_WEIGHTINGS = ("none", "inverse_sqrt")
 _PARTITION_SEED = 20250923  # fixed, so that "train" and "heldout" are complements whatever the training seeds
 _EVAL_STREAM, _SAMPLE_STREAM = 1, 2
 
@@ -127,6 +131,10 @@ class WindowSampler:
     @property
     def n_windows(self) -> int:
         return int(self._counts.sum())
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self._episode)
 
     def action_counts(self) -> np.ndarray:
         """``int64[17]``: how often each action occurs in the chosen episodes."""
@@ -226,7 +234,7 @@ def train_crafter_idm(
     seed: int = 0,
     split: str = "all",
     split_fraction: float = 0.5,
-    steps: int = 2000,
+    steps: int = 1500,
     batch_size: int = 32,
     lr: float = 2e-3,
     weight_decay: float = 0.05,
@@ -255,7 +263,8 @@ def train_crafter_idm(
         weight_decay: AdamW weight decay of the weight matrices (not of biases and norms).
         warmup_steps: Warm-up steps.
         eval_fraction: Share of each dataset's (kept) episodes held out for validation.
-        eval_dirs: Further datasets scored in full after training (e.g. another recording), reported separately.
+        eval_dirs: Further datasets (all their episodes) scored after training, e.g. the other recording; reported
+            separately under ``external_validation``.
         eval_max_windows: Cap on the windows scored per validation set (evenly spaced); ``None`` for all.
         class_weighting: ``"none"`` or ``"inverse_sqrt"`` (cross-entropy weights ``1 / sqrt(frequency)``, normalised
             to mean 1 over the training transitions, which lifts rare actions and the macro-F1).
@@ -303,8 +312,8 @@ def train_crafter_idm(
     eval_sampler = (WindowSampler([(ds, ev) for ds, (_, ev) in zip(datasets, splits) if len(ev)], config.window)
                     if has_eval else None)  # fmt: skip
     counts = train_sampler.action_counts()
-    log(f"training on {len(train_sampler._episode)} episodes ({train_sampler.n_windows} windows), validating on "
-        f"{0 if eval_sampler is None else len(eval_sampler._episode)} episodes")  # fmt: skip
+    log(f"training on {train_sampler.n_episodes} episodes ({train_sampler.n_windows} windows), validating on "
+        f"{0 if eval_sampler is None else eval_sampler.n_episodes} episodes")  # fmt: skip
 
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -331,6 +340,9 @@ def train_crafter_idm(
             target = torch.from_numpy(actions).flatten()
             logits = model(torch.from_numpy(frames)).flatten(0, 1)
             loss = F.cross_entropy(logits, target, weight=weight)
+            if not torch.isfinite(loss):
+                raise NumericalError(f"the training loss became {float(loss)} at step {step}; lower the learning "
+                                     f"rate (lr={lr})")  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -446,50 +458,14 @@ class _Logger:
             self.console.log(message, highlight=False)
 
 
-# -- command line -----------------------------------------------------------------------------------------------------
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``rlir train`` with its ``idm`` subcommand (use :func:`register_idm` if ``train`` exists elsewhere)."""
-    parser = subparsers.add_parser("train", help="train models (inverse dynamics models)")
-    register_idm(parser.add_subparsers(dest="train_command", required=True))
-
-
-def register_idm(train_subparsers: argparse._SubParsersAction) -> None:
-    """Add ``idm`` to the subcommands of ``rlir train``."""
-    defaults = CrafterIDMConfig()
-    idm = train_subparsers.add_parser("idm", help="train a Crafter inverse dynamics model on recorded shards")
-    idm.add_argument("--data", action="append", required=True, metavar="DIR",
-                     help="trajectory-shard directory to train on (repeat for several)")
-    idm.add_argument("--out", required=True, metavar="FILE", help="weights to write (.safetensors; summary: .json)")
-    idm.add_argument("--width", type=int, default=defaults.width, help="channels of the frame-comparison convs")
-    idm.add_argument("--depth", type=int, default=defaults.depth, help="temporal residual blocks")
-    idm.add_argument("--window", type=int, default=defaults.window, help="transitions per training window")
-    idm.add_argument("--cell", type=int, default=defaults.cell,
-                     help="patch side in pixels (8 = one Crafter cell at 72 px)")
-    idm.add_argument("--seed", type=int, default=0)
-    idm.add_argument("--steps", type=int, default=2000)
-    idm.add_argument("--batch-size", type=int, default=32)
-    idm.add_argument("--lr", type=float, default=2e-3)
-    idm.add_argument("--weight-decay", type=float, default=0.05)
-    idm.add_argument("--warmup-steps", type=int, default=100)
-    idm.add_argument("--split", choices=SPLITS, default="all", help="all episodes or one fixed half of each dataset")
-    idm.add_argument("--split-fraction", type=float, default=0.5, help="share of episodes in the 'train' half")
-    idm.add_argument("--eval-fraction", type=float, default=0.1, help="share of episodes held out for validation")
-    idm.add_argument("--eval-data", action="append", default=[], metavar="DIR", help="extra dataset to score")
-    idm.add_argument("--eval-max-windows", type=int, default=2048)
-    idm.add_argument("--class-weighting", choices=CLASS_WEIGHTINGS, default="none")
-    idm.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    idm.add_argument("--log-every", type=int, default=100)
-    idm.add_argument("--name", default=None, help="model name stored in the file (default: file stem)")
-    idm.set_defaults(func=main_train_idm)
+# -- command line (registered by evaluation/idm/cli.py) ----------------------------------------------------------
 
 
 def main_train_idm(args: argparse.Namespace) -> int:
     """Run :func:`train_crafter_idm` from parsed ``rlir train idm`` arguments."""
     height, width = ShardDataset(args.data[0]).frame_shape[:2]  # the IDM takes the recording's frame size
-    config = CrafterIDMConfig(width=args.width, depth=args.depth, window=args.window, cell=args.cell,
-                              frame_size=(int(height), int(width)))
+    given = {k: getattr(args, k) for k in ("width", "depth", "window", "cell") if getattr(args, k) is not None}
+    config = CrafterIDMConfig(frame_size=(int(height), int(width)), **given)
     train_crafter_idm(
         args.data, args.out, config=config, seed=args.seed, split=args.split, split_fraction=args.split_fraction,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,

@@ -22,13 +22,16 @@ row above's newest input as the stand-in) is not implemented.
 
 * **speculative** (Leviathan et al. 2023, Chen et al. 2023, with a copy draft): the draft for grid token ``j`` is
   the previous frame's token ``j`` (consecutive frames are mostly identical token for token). Each forward feeds
-  every slot's current token plus the next ``draft_len - 1`` drafts at consecutive positions, which gives the
-  model's distribution ``p`` at ``draft_len`` consecutive grid indices; walking left to right, every index is
-  decided once by :func:`~worldmodels.mineworld.sampling.speculative_sample` (keep the draft with probability
-  ``p(draft)``, else draw from the residual) until the first index whose draft is not kept. The boundary chunk
-  carries the first drafts too. Tokens are distributed exactly as in naive decoding (same ``SamplingConfig``),
-  and greedy speculative equals greedy naive token for token. Slots advance at their own pace (per-slot
-  positions); a slot that is done feeds no-ops until the slowest slot finishes.
+  every slot's current token plus the next ``k - 1`` drafts at consecutive positions (``k <= draft_len``, see
+  :attr:`FrameDecoder.adaptive_width`), which gives the model's distribution ``p`` at ``k`` consecutive grid
+  indices; walking left to right, every index is decided once by
+  :func:`~worldmodels.mineworld.sampling.speculative_sample` (keep the draft with probability ``p(draft)``, else
+  draw from the residual) until the first index whose draft is not kept. The last query tests its draft too,
+  which draws exactly from ``p`` like the usual "bonus" token, so each index is decided by the same rule from its
+  own two uniforms wherever forwards start and end. The boundary chunk carries the first drafts too. Tokens are
+  distributed exactly as in naive decoding (same ``SamplingConfig``), and greedy speculative equals greedy naive
+  token for token. Slots advance at their own pace (per-slot positions); a slot that is done feeds no-ops until
+  the slowest slot finishes. Speculative decoding syncs with the host once per forward (to know when to stop).
 
   Cache correctness: a query attends to key positions ``<=`` its own, and every forward writes its inputs' K/V
   before attending, so the entries of rejected drafts (positions at or after the slot's first undecided token) are
@@ -163,6 +166,13 @@ class FrameDecoder:
         compile: wrap the per-step decode in ``torch.compile`` (optional speed-up, same results up to float
             rounding).
     """
+
+    adaptive_width: bool = True
+    """Speculative decoding: each slot starts a frame wanting ``draft_len`` tokens per forward, doubles that (up to
+    ``draft_len``) after a forward in which it kept every draft and halves it (down to 1) after a rejection; a
+    forward is as wide as the widest wish among unfinished slots. Wide forwards cost more (on CPU about +10-20% per
+    extra token and slot), so this keeps static stretches fast and changing ones cheap. It only regroups forwards:
+    every token is decided from its own logits, draft and uniforms, so the tokens are the same either way."""
 
     def __init__(
         self,
@@ -299,6 +309,7 @@ class FrameDecoder:
         base = chunk_start + chunk_len  # position of each slot's grid index 0
         last_pos = (base + n - 1)[:, None]  # no-op inputs go here (the pending token's position, unwritten)
         counts = torch.zeros(b, dtype=torch.long, device=device)
+        wanted = np.full(b, k_max)  # each slot's preferred forward width (see `adaptive_width`)
         sums = []
 
         # the boundary chunk, followed by the first drafts: its last k positions predict grid indices 0..k-1
@@ -319,18 +330,22 @@ class FrameDecoder:
                 config, return_logprobs=return_logprobs,
             )  # fmt: skip
             # decided: the kept drafts up to the first rejection, plus the token drawn there (or the last kept)
-            decided = torch.minimum(accepted.cumprod(-1).sum(-1) + 1, (n - counts).clamp_(max=k))
+            kept = accepted.cumprod(-1).sum(-1)
+            valid = (n - counts).clamp_(max=k)
+            decided = torch.minimum(kept + 1, valid)
             last = (decided - 1).clamp_(min=0)
             work[rows, counts + last] = tokens[rows, last]
             if logprobs is not None:  # entries past the decided ones are rewritten when those indices are decided
                 logprobs.scatter_(1, index, lp)
             counts += decided
-            counts_host = counts.cpu().numpy()
+            counts_host, all_kept = torch.stack([counts, kept >= valid]).cpu().numpy()
             remaining = n - counts_host
             if remaining.max() <= 0:
                 break
             # next forward: each slot's newest decided token, then its drafts; no-ops past the grid
-            k = int(min(k_max, remaining.max()))
+            if self.adaptive_width:
+                wanted = np.where(all_kept, np.minimum(2 * wanted, k_max), np.maximum(wanted // 2, 1))
+            k = int(min(wanted[remaining > 0].max(), remaining.max()))
             index = counts[:, None] - 1 + offsets[:k]
             positions = torch.minimum(base[:, None] + index, last_pos)
             kv_len = max(s + chunk_len + min(c - 1 + k - 1, n - 1) for s, c in zip(starts, counts_host.tolist())) + 1

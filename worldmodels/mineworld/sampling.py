@@ -215,4 +215,4 @@ def speculative_sample(
     tokens = torch.where(accepted, drafts, index.squeeze(-1))
     if not return_logprobs:
         return tokens, accepted, None
-    return tokens, accepted, torch.where(accepted, draft_logp, logp.gather(-1, index)).squeeze(-1)
+    return tokens, accepted, torch.where(accepted.unsqueeze(-1), draft_logp, logp.gather(-1, index)).squeeze(-1)

@@ -1,0 +1,167 @@
+"""GRPO rollout benchmark for MineWorld-architecture models, and one post-training iteration by phase.
+
+Rollouts of ``P`` prompts x ``G`` members, ``F`` frames each (one context frame, Crafter's 8-frame context so long
+rollouts slide), three ways in the same process on the same model and seeds:
+
+* **shared prefix** (ours): prefill each context once, copy its KV cache to the group's ``G`` slots, feed each
+  action as a small chunk of forced tokens into the existing cache;
+* **prefill per slot**: the same, but every slot prefills its own copy of the context;
+* **re-prefill per frame** (public RLVR code: RLVR-World's interactive rollout calls ``generate`` again over the
+  whole prefix for every frame, without prefix caching): before every frame, every slot's cache is rebuilt from
+  its whole sequence so far, then the frame is decoded.
+
+All three draw the same tokens (checked). Then ``--iterations`` post-training iterations on a synthetic Crafter
+suite with an (untrained) Crafter IDM reward report the time of each phase.
+
+    .venv/bin/python bench/bench_rollout.py --model medium --prompts 4 --group 8 --frames 15 --threads 2
+
+Prints markdown rows (for docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from posttrain.grpo.rollout import prompts_from_suite, rollout
+from worldmodels.mineworld import SamplingConfig
+
+
+def build_model(name: str, seed: int = 0):
+    from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, get_preset
+    from worldmodels.training.tokenizer import CRAFTER_VQ_CONFIG
+    from worldmodels.training.worldmodel import AR_CANDIDATES
+
+    torch.manual_seed(seed)
+    if name == "tiny":
+        return MineWorld.from_config(get_preset("tiny"), TINY_VQ_CONFIG).eval()
+    return MineWorld.from_config(AR_CANDIDATES[name], CRAFTER_VQ_CONFIG).eval()
+
+
+def synthetic_suite(model, n_items: int, n_frames: int, seed: int = 0):
+    """Random frames and actions at the model's size (timing only; the content does not matter)."""
+    from evaluation.suites import SuiteItem, make_suite
+
+    rng = np.random.default_rng(seed)
+    h, w = model.spec.frame_size
+    domain = model.config.domain
+    items = []
+    for i in range(n_items):
+        if domain.name == "crafter":
+            actions = rng.integers(0, 17, n_frames)
+            context_actions = np.zeros((0,), dtype=np.int64)
+        else:
+            actions = np.stack([domain.noop() for _ in range(n_frames)])
+            context_actions = np.zeros((0, *domain.compact_shape), dtype=np.int64)
+        items.append(SuiteItem(
+            id=f"b{i}", context_frames=rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8),
+            context_actions=context_actions, actions=actions,
+            ground_truth=rng.integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8),
+        ))  # fmt: skip
+    return make_suite("bench", 1, domain.name, items)
+
+
+def reprefill_rollout(model, prompts, group: int, sampling: SamplingConfig, seed: int):
+    """RLVR-style: rebuild every slot's cache from its whole sequence before each frame."""
+    from posttrain.grpo.rollout import member_generator
+
+    n, rows = len(prompts), len(prompts) * group
+    gens = [member_generator(seed, 0, int(k), g) for k in prompts.keys for g in range(group)]
+    state = model._new_state(rows, gens, sampling, None)
+    frame_ids = model._frame_ids(torch.as_tensor(prompts.context_frames), "context")
+    actions = model._context_actions(prompts.context_actions, n, prompts.context_frames.shape[1])
+    model._load_context(state, list(range(rows)), frame_ids.repeat_interleave(group, 0), actions.repeat_interleave(group, 0))
+    tokens = []
+    with torch.no_grad():
+        for k in range(prompts.n_frames):
+            model._prefill(state, list(range(rows)))  # the whole prefix again, for every slot
+            ids, _ = model.step_tokens(state, np.repeat(prompts.actions[:, k], group, axis=0), return_logprobs=True)
+            tokens.append(ids.reshape(rows, -1))
+    return torch.stack(tokens, 1).reshape(n, group, prompts.n_frames, -1)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="medium", choices=("tiny", "small", "medium", "wide"))
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--iterations", type=int, default=2, help="post-training iterations to time (0: skip)")
+    parser.add_argument("--micro-batch", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from worldmodels.training.common import machine_info
+
+    model = build_model(args.model)
+    params = sum(p.numel() for p in model.transformer.parameters())
+    suite = synthetic_suite(model, max(args.prompts, 4), args.frames)
+    prompts = prompts_from_suite(suite, range(args.prompts))
+    sampling = SamplingConfig(temperature=1.0)
+    info = machine_info()
+    print(f"\n{info['cpu']}, {args.threads} torch threads, torch {info['torch']}, fp32; {args.model} "
+          f"({params / 1e6:.2f}M transformer parameters, {model.config.tokens_per_frame} tokens/frame, context "
+          f"{model.config.context_frames} frames); {args.prompts} prompts x {args.group} rollouts x {args.frames} frames\n")  # fmt: skip
+
+    rollout(model, prompts_from_suite(suite, [0], 2), group_size=2, sampling=sampling, seed=0, iteration=0)  # warm-up
+    shared, t_shared = timed(lambda: rollout(model, prompts, group_size=args.group, sampling=sampling, seed=0, iteration=0))
+    per_slot, t_slot = timed(lambda: rollout(model, prompts, group_size=args.group, sampling=sampling, seed=0,
+                                             iteration=0, share_prefix=False))  # fmt: skip
+    reprefilled, t_re = timed(lambda: reprefill_rollout(model, prompts, args.group, sampling, 0))
+    same = torch.equal(shared.tokens, per_slot.tokens) and torch.equal(shared.tokens, reprefilled)
+    frames = args.prompts * args.group * args.frames
+    print("| rollout | seconds | frames/s | vs re-prefill per frame | same tokens |")
+    print("|---|---|---|---|---|")
+    for name, t in (("shared prefix (prefill once, copy KV to G slots)", t_shared),
+                    ("prefill per slot", t_slot), ("re-prefill whole prefix per frame (RLVR-style)", t_re)):  # fmt: skip
+        print(f"| {name} | {t:.2f} | {frames / t:.1f} | {t_re / t:.2f}x | {same} |")
+
+    if args.iterations < 1:
+        return
+    from evaluation.idm.crafter import CrafterIDM
+    from evaluation.metrics.taxonomy import get_taxonomy
+    from posttrain.config import load_config
+    from posttrain.rewards import IDMReward
+    from posttrain.trainer import train
+
+    if model.config.domain.name == "crafter":
+        torch.manual_seed(0)
+        reward = IDMReward(CrafterIDM(), get_taxonomy("crafter"))
+    else:
+        reward = lambda f, a: f[:, 1:].astype(np.float64).mean(axis=(2, 3, 4))  # noqa: E731
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(None, [
+            f"out={tmp}/run", f"iterations={args.iterations}", f"rollout.group_size={args.group}",
+            f"rollout.prompts_per_iter={args.prompts}", f"algo.micro_batch={args.micro_batch}",
+            "logging.progress=false", "logging.tensorboard=false", f"checkpoint.every={args.iterations}",
+        ], validate=False)  # fmt: skip
+        train(config, model=model, suite=suite, reward_fn=reward)
+        import json
+
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
+    last = rows[-1]
+    total = last["time_iteration_s"]
+    print(f"\n| phase (iteration {last['step']}, {args.prompts}x{args.group} rollouts of {args.frames} frames) | seconds | share |")
+    print("|---|---|---|")
+    for key in ("rollout", "reward", "old_logp", "update"):
+        t = last[f"time_{key}_s"]
+        print(f"| {key} | {t:.2f} | {t / total:.0%} |")
+    print(f"| iteration | {total:.2f} | 100% |")
+    print(f"\nrollout {last['rollout_tokens_per_s']:.0f} tokens/s, replay {last['replay_tokens_per_s']:.0f} tokens/s, "
+          f"peak memory {last['peak_memory_mib']:.0f} MiB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

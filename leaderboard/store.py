@@ -1,0 +1,676 @@
+"""The leaderboard's store: one SQLite file (WAL, ``synchronous=FULL``), append-only.
+
+Tables: ``suites`` (what may be submitted to: name, version, manifest sha256, domain, the official IDM, the item ids),
+``models`` (name + version, where the version is the checkpoint sha256), ``submissions`` (one accepted result bundle:
+tier, bundle sha256, evaluator version, submitter, every aggregate as JSON, throughput), ``items`` (the per-item
+records), ``artifacts`` (stored videos: sha256 + path relative to the artifact directory) and ``tokens`` (API tokens,
+salted sha256 digests).
+
+Entries are immutable: triggers abort any ``UPDATE`` or ``DELETE`` of suites, models, submissions, items and
+artifacts, so a model's new version is a new entry and a score, once published, stays as it was. Every write runs in
+one ``BEGIN IMMEDIATE`` transaction (concurrent writers, threads or processes, queue on the lock), and only
+parameterised SQL is used.
+
+Schema changes are numbered migrations (:data:`MIGRATIONS`), applied in order and recorded in ``PRAGMA
+user_version``; each runs in its own transaction, so a crash leaves the file at the last complete version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from worldmodels.errors import ConfigError, DataError, IntegrityError
+from worldmodels.hashing import sha256_json
+
+if TYPE_CHECKING:
+    from evaluation.bundle import ItemRecord, ResultBundle
+
+DB_FILENAME = "leaderboard.db"
+ARTIFACTS_DIRNAME = "leaderboard-artifacts"
+TIERS = ("self-reported", "verified", "reproduced")
+KINDS = ("model", "reference")
+TOKEN_PREFIX = "rlir"
+BUSY_TIMEOUT_MS = 60_000
+
+
+def default_db_path() -> Path:
+    """``$RLIR_HOME/leaderboard.db``."""
+    from worldmodels.registry import rlir_home
+
+    return rlir_home() / DB_FILENAME
+
+
+def _immutable(table: str) -> tuple[str, ...]:
+    return tuple(
+        f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
+        f"BEGIN SELECT RAISE(ABORT, '{table} entries are immutable: add a new entry instead'); END"
+        for action in ("UPDATE", "DELETE")
+    )
+
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # v1: suites, models, submissions with their items and stored videos; all append-only
+    (
+        """CREATE TABLE suites (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL UNIQUE,
+            domain TEXT NOT NULL,
+            taxonomy TEXT NOT NULL,
+            idm_name TEXT NOT NULL,
+            idm_sha256 TEXT NOT NULL,
+            primary_metric TEXT NOT NULL,
+            item_ids TEXT NOT NULL,
+            suite_source TEXT,
+            idm_source TEXT,
+            added_at TEXT NOT NULL,
+            UNIQUE (name, version))""",
+        """CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            checkpoint_sha256 TEXT,
+            parameters INTEGER,
+            description TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('model', 'reference')),
+            owner TEXT NOT NULL,
+            added_at TEXT NOT NULL,
+            UNIQUE (name, version))""",
+        """CREATE TABLE submissions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            suite_id INTEGER NOT NULL REFERENCES suites(id),
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            tier TEXT NOT NULL CHECK (tier IN ('self-reported', 'verified', 'reproduced')),
+            bundle_sha256 TEXT NOT NULL UNIQUE,
+            schema_version INTEGER NOT NULL,
+            evaluator_version INTEGER NOT NULL,
+            rlir_version TEXT NOT NULL,
+            submitter TEXT NOT NULL,
+            submitted_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            primary_value REAL NOT NULL,
+            metrics TEXT NOT NULL,
+            throughput TEXT,
+            header TEXT NOT NULL)""",
+        "CREATE INDEX submissions_by_suite ON submissions (suite_id, evaluator_version, model_id)",
+        """CREATE TABLE items (
+            submission_id INTEGER NOT NULL REFERENCES submissions(id),
+            position INTEGER NOT NULL,
+            item_id TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            gt_labels TEXT NOT NULL,
+            pred_labels TEXT NOT NULL,
+            psnr TEXT,
+            ssim TEXT,
+            video_sha256 TEXT NOT NULL,
+            PRIMARY KEY (submission_id, item_id),
+            UNIQUE (submission_id, position))""",
+        """CREATE TABLE artifacts (
+            submission_id INTEGER NOT NULL REFERENCES submissions(id),
+            item_id TEXT NOT NULL,
+            video_sha256 TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (submission_id, item_id))""",
+        *(
+            statement
+            for table in ("suites", "models", "submissions", "items", "artifacts")
+            for statement in _immutable(table)
+        ),
+    ),
+    # v2: API tokens for the HTTP server (salted sha256 of a 256-bit random secret); submissions by submitter
+    (
+        """CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            salt BLOB NOT NULL,
+            digest BLOB NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT)""",
+        "CREATE INDEX submissions_by_submitter ON submissions (submitter)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class SuiteRecord:
+    """A suite submissions may target, bound to its official IDM.
+
+    ``suite_source`` / ``idm_source`` say where this leaderboard loads the suite data and the IDM from to re-score
+    videos (a registered name or a path); ``None`` when they are not available here (then only the self-reported tier
+    can be accepted for the suite).
+    """
+
+    name: str
+    version: int
+    sha256: str
+    domain: str
+    taxonomy: str
+    idm_name: str
+    idm_sha256: str
+    item_ids: tuple[str, ...]
+    primary_metric: str = "mean_macro_f1"
+    suite_source: str | None = None
+    idm_source: str | None = None
+    id: int | None = None
+    added_at: str | None = None
+
+    def identity(self) -> tuple:
+        """Everything that defines the suite (what two registrations of it must agree on)."""
+        return (self.name, self.version, self.sha256, self.domain, self.taxonomy, self.idm_name, self.idm_sha256,
+                tuple(self.item_ids), self.primary_metric)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """One stored submission (the bundle's header fields; items via :meth:`Store.items`)."""
+
+    id: int
+    suite_name: str
+    suite_version: int
+    suite_sha256: str
+    model_name: str
+    model_version: str
+    model_kind: str
+    parameters: int | None
+    tier: str
+    bundle_sha256: str
+    evaluator_version: int
+    submitter: str
+    submitted_at: str
+    created_at: str
+    primary_value: float
+    metrics: dict[str, Any]
+    throughput: dict[str, Any] | None
+    header: dict[str, Any] = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """What the HTTP API returns for a stored submission."""
+        return {
+            "id": self.id,
+            "suite": {"name": self.suite_name, "version": self.suite_version, "sha256": self.suite_sha256},
+            "model": {
+                "name": self.model_name,
+                "version": self.model_version,
+                "kind": self.model_kind,
+                "parameters": self.parameters,
+            },  # fmt: skip
+            "tier": self.tier,
+            "bundle_sha256": self.bundle_sha256,
+            "evaluator_version": self.evaluator_version,
+            "submitter": self.submitter,
+            "submitted_at": self.submitted_at,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: int
+    name: str
+    created_at: str
+
+
+class DuplicateSubmission(IntegrityError):
+    """A bundle with the same sha256 is already stored (a replay)."""
+
+
+class OwnershipError(IntegrityError):
+    """The model name belongs to another submitter."""
+
+
+def model_version(checkpoint_sha256: str | None) -> str:
+    """A model's version: its checkpoint sha256 (a new checkpoint is a new entry); ``""`` when unknown."""
+    return checkpoint_sha256 or ""
+
+
+class Store:
+    """The leaderboard database at ``path`` (default ``$RLIR_HOME/leaderboard.db``), created and migrated on open.
+
+    Args:
+        path: the SQLite file.
+        artifacts_dir: where stored videos go (default: ``leaderboard-artifacts/`` next to the database).
+        migrate_to: apply migrations only up to this version (tests of the migration path); default: the latest.
+
+    Each call opens its own connection, so one ``Store`` may be shared by threads; processes share the file.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, artifacts_dir: str | Path | None = None,
+                 migrate_to: int | None = None) -> None:  # fmt: skip
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else self.path.parent / ARTIFACTS_DIRNAME
+        target = SCHEMA_VERSION if migrate_to is None else migrate_to
+        if not 0 <= target <= SCHEMA_VERSION:
+            raise ConfigError(f"migrate_to={migrate_to} is outside 0..{SCHEMA_VERSION}")
+        with self._connection() as conn:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise ConfigError(
+                    f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the database on a local disk"
+                )
+            self._migrate(conn, target)
+
+    # -- connections and transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error)."""
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same snapshot."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("ROLLBACK")
+
+    def _migrate(self, conn: sqlite3.Connection, target: int) -> None:
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
+                if version > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"{self.path} has schema version {version}, newer than this rlir ({SCHEMA_VERSION}); "
+                        "upgrade rlir"
+                    )
+                if version >= target:
+                    conn.execute("COMMIT")
+                    return
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check`` (``"ok"`` for a sound file)."""
+        with self._connection() as conn:
+            return "; ".join(row[0] for row in conn.execute("PRAGMA integrity_check"))
+
+    # -- suites --------------------------------------------------------------------------------------------------
+
+    def add_suite(self, suite: SuiteRecord) -> SuiteRecord:
+        """Register a suite (idempotent for an identical registration).
+
+        Raises:
+            IntegrityError: another suite already holds the name and version or the sha256 with different content.
+        """
+        if not suite.item_ids or len(set(suite.item_ids)) != len(suite.item_ids):
+            raise DataError(f"suite {suite.name!r}: item ids must be non-empty and unique")
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT * FROM suites WHERE (name = ? AND version = ?) OR sha256 = ?",
+                (suite.name, suite.version, suite.sha256),
+            ).fetchone()
+            if row is not None:
+                existing = _suite_from_row(conn, row)
+                if existing.identity() != suite.identity():
+                    raise IntegrityError(
+                        f"suite {suite.name!r} v{suite.version} (sha256 {suite.sha256[:12]}) conflicts with the "
+                        f"registered {existing.name!r} v{existing.version} (sha256 {existing.sha256[:12]}, IDM "
+                        f"{existing.idm_name}); registered suites never change: give the new one a new version"
+                    )
+                return existing
+            cursor = conn.execute(
+                "INSERT INTO suites (name, version, sha256, domain, taxonomy, idm_name, idm_sha256, primary_metric, "
+                "item_ids, suite_source, idm_source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    suite.name,
+                    suite.version,
+                    suite.sha256,
+                    suite.domain,
+                    suite.taxonomy,
+                    suite.idm_name,
+                    suite.idm_sha256,
+                    suite.primary_metric,
+                    json.dumps(list(suite.item_ids)),
+                    suite.suite_source,
+                    suite.idm_source,
+                    utc_now(),
+                ),  # fmt: skip
+            )
+            return _suite_from_row(
+                conn, conn.execute("SELECT * FROM suites WHERE id = ?", (cursor.lastrowid,)).fetchone()
+            )
+
+    def suite(self, name: str, version: int | None = None) -> SuiteRecord | None:
+        """The suite ``name`` at ``version`` (default: its highest version), or None."""
+        with self._read() as conn:
+            if version is None:
+                row = conn.execute(
+                    "SELECT * FROM suites WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+                ).fetchone()
+            else:
+                row = conn.execute("SELECT * FROM suites WHERE name = ? AND version = ?", (name, version)).fetchone()
+            return None if row is None else _suite_from_row(conn, row)
+
+    def suites(self) -> list[SuiteRecord]:
+        with self._read() as conn:
+            return [_suite_from_row(conn, row) for row in conn.execute("SELECT * FROM suites ORDER BY name, version")]
+
+    # -- submissions ---------------------------------------------------------------------------------------------
+
+    def find_bundle(self, bundle_sha256: str) -> int | None:
+        """The id of the submission holding this bundle, or None."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT id FROM submissions WHERE bundle_sha256 = ?", (bundle_sha256,)).fetchone()
+            return None if row is None else row[0]
+
+    def model_owner(self, name: str) -> str | None:
+        """Who first submitted a model of this name (later versions and submissions must come from them)."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT owner FROM models WHERE name = ? ORDER BY id LIMIT 1", (name,)).fetchone()
+            return None if row is None else row[0]
+
+    def add_submission(
+        self,
+        bundle: ResultBundle,
+        *,
+        tier: str,
+        submitter: str,
+        kind: str = "model",
+        videos: dict[str, Path] | None = None,
+    ) -> SubmissionRecord:
+        """Store an accepted bundle (use :func:`leaderboard.validate.store_submission`, which validates first).
+
+        Everything lands in one transaction. ``videos`` (item id -> ``.npz`` file) are copied into the artifact
+        directory under their video sha256 while the write lock is held, and files this call created are removed
+        again if the transaction fails (no other writer can have referenced them in between).
+
+        Raises:
+            DuplicateSubmission: the bundle is already stored.
+            OwnershipError: the model name belongs to another submitter.
+            DataError: the suite is not registered.
+        """
+        if tier not in TIERS:
+            raise ConfigError(f"tier must be one of {TIERS}, got {tier!r}")
+        if kind not in KINDS:
+            raise ConfigError(f"kind must be one of {KINDS}, got {kind!r}")
+        data = bundle.model_dump(mode="json")
+        bundle_sha256 = sha256_json(data)  # the bundle's identity: canonical JSON of the parsed bundle
+        items = data.pop("items")
+        replayed = f"bundle {bundle_sha256} was already submitted (replayed submission)"
+        copied: list[Path] = []
+        try:
+            with self._write() as conn:
+                if conn.execute("SELECT 1 FROM submissions WHERE bundle_sha256 = ?", (bundle_sha256,)).fetchone():
+                    raise DuplicateSubmission(replayed)
+                suite = conn.execute(
+                    "SELECT id FROM suites WHERE name = ? AND version = ? AND sha256 = ?",
+                    (bundle.suite.name, bundle.suite.version, bundle.suite.sha256),
+                ).fetchone()
+                if suite is None:
+                    raise DataError(f"suite {bundle.suite.name!r} v{bundle.suite.version} is not registered")
+                model_id = self._model_id(conn, bundle, submitter, kind)
+                cursor = conn.execute(
+                    "INSERT INTO submissions (suite_id, model_id, tier, bundle_sha256, schema_version, evaluator_version, "
+                    "rlir_version, submitter, submitted_at, created_at, primary_value, metrics, throughput, header) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (suite[0], model_id, tier, bundle_sha256, bundle.schema_version, bundle.evaluator_version,
+                     bundle.rlir_version, submitter, utc_now(), bundle.created_at, bundle.metrics.primary.value,
+                     json.dumps(data["metrics"]), _json_or_none(data["metrics"]["throughput"]), json.dumps(data)),
+                )  # fmt: skip
+                submission_id = cursor.lastrowid
+                conn.executemany(
+                    "INSERT INTO items (submission_id, position, item_id, seed, gt_labels, pred_labels, psnr, ssim, "
+                    "video_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(submission_id, position, item["id"], item["seed"], json.dumps(item["gt_labels"]),
+                      json.dumps(item["pred_labels"]), _json_or_none(item["psnr"]), _json_or_none(item["ssim"]),
+                      item["video_sha256"]) for position, item in enumerate(items)],
+                )  # fmt: skip
+                for item in bundle.items if videos else ():
+                    relative = self._store_video(videos[item.id], item.video_sha256, copied)
+                    conn.execute(
+                        "INSERT INTO artifacts (submission_id, item_id, video_sha256, path) VALUES (?, ?, ?, ?)",
+                        (submission_id, item.id, item.video_sha256, relative),
+                    )
+        except sqlite3.IntegrityError as error:
+            self._remove(copied)
+            if "bundle_sha256" in str(error):
+                raise DuplicateSubmission(replayed) from None
+            raise
+        except BaseException:
+            self._remove(copied)
+            raise
+        return self.submission(submission_id)
+
+    def _model_id(self, conn: sqlite3.Connection, bundle: ResultBundle, submitter: str, kind: str) -> int:
+        info = bundle.model
+        owner = conn.execute("SELECT owner FROM models WHERE name = ? ORDER BY id LIMIT 1", (info.name,)).fetchone()
+        if owner is not None and owner[0] != submitter:
+            raise OwnershipError(
+                f"model name {info.name!r} belongs to submitter {owner[0]!r}; submit under your own model name"
+            )
+        version = model_version(info.checkpoint_sha256)
+        row = conn.execute("SELECT id FROM models WHERE name = ? AND version = ?", (info.name, version)).fetchone()
+        if row is not None:
+            return row[0]
+        cursor = conn.execute(
+            "INSERT INTO models (name, version, checkpoint_sha256, parameters, description, kind, owner, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (info.name, version, info.checkpoint_sha256, info.parameters, info.description, kind, submitter, utc_now()),
+        )
+        return cursor.lastrowid
+
+    def _store_video(self, source: Path, video_sha256: str, copied: list[Path]) -> str:
+        relative = f"{video_sha256[:2]}/{video_sha256}.npz"
+        target = self.artifacts_dir / relative
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".video.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                    shutil.copyfileobj(src, out)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            copied.append(target)
+        return relative
+
+    @staticmethod
+    def _remove(paths: Sequence[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+    def submission(self, submission_id: int) -> SubmissionRecord:
+        with self._read() as conn:
+            rows = _submission_rows(conn, "WHERE s.id = ?", (submission_id,))
+        if not rows:
+            raise DataError(f"no submission with id {submission_id}")
+        return rows[0]
+
+    def submissions(self, *, suite_sha256: str | None = None) -> list[SubmissionRecord]:
+        """Stored submissions (of one suite when given), oldest first."""
+        with self._read() as conn:
+            if suite_sha256 is None:
+                return _submission_rows(conn, "", ())
+            return _submission_rows(conn, "WHERE u.sha256 = ?", (suite_sha256,))
+
+    def items(self, submission_id: int) -> list[ItemRecord]:
+        """The per-item records of a submission, in the submitted order."""
+        from evaluation.bundle import ItemRecord
+
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT item_id, seed, gt_labels, pred_labels, psnr, ssim, video_sha256 FROM items "
+                "WHERE submission_id = ? ORDER BY position",
+                (submission_id,),
+            ).fetchall()
+        return [
+            ItemRecord(
+                id=r[0],
+                seed=r[1],
+                gt_labels=json.loads(r[2]),
+                pred_labels=json.loads(r[3]),
+                psnr=_loads_or_none(r[4]),
+                ssim=_loads_or_none(r[5]),
+                video_sha256=r[6],
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    def bundle(self, submission_id: int) -> ResultBundle:
+        """The stored bundle, rebuilt exactly (its canonical sha256 equals the stored ``bundle_sha256``)."""
+        from evaluation.bundle import parse_bundle
+
+        record = self.submission(submission_id)
+        items = [item.model_dump(mode="json") for item in self.items(submission_id)]
+        return parse_bundle(record.header | {"items": items})
+
+    def artifacts(self, submission_id: int) -> dict[str, tuple[str, Path]]:
+        """Item id -> (video sha256, absolute path) of the videos stored with a submission."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT item_id, video_sha256, path FROM artifacts WHERE submission_id = ?", (submission_id,)
+            ).fetchall()
+        return {item_id: (sha, self.artifacts_dir / path) for item_id, sha, path in rows}
+
+    # -- API tokens ----------------------------------------------------------------------------------------------
+
+    def create_token(self, name: str) -> str:
+        """Create an API token for submitter ``name``; returns the token (only its salted digest is stored).
+
+        A token reads ``rlir_<id>_<secret>``: the id finds the row, the 256-bit random secret is checked against
+        ``sha256(salt || secret)`` in constant time. A slow KDF (scrypt) protects low-entropy passwords; a 256-bit
+        random secret cannot be brute-forced, so a salted sha256 is enough and keeps every request cheap.
+        """
+        name = name.strip()
+        if not name or len(name) > 100 or any(not (c.isprintable()) for c in name):
+            raise ConfigError(f"token name {name!r} must be 1-100 printable characters (the submitter's name)")
+        secret = secrets.token_urlsafe(32)
+        salt = secrets.token_bytes(16)
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO tokens (name, salt, digest, created_at) VALUES (?, ?, ?, ?)",
+                (name, salt, _token_digest(salt, secret), utc_now()),
+            )
+        return f"{TOKEN_PREFIX}_{cursor.lastrowid}_{secret}"
+
+    def verify_token(self, token: str) -> TokenRecord | None:
+        """The token's record if ``token`` is valid and not revoked, else None (constant-time digest compare)."""
+        parts = token.split("_", 2)
+        well_formed = len(parts) == 3 and parts[0] == TOKEN_PREFIX and parts[1].isascii() and parts[1].isdigit()
+        token_id = int(parts[1]) if well_formed and len(parts[1]) <= 18 else -1
+        secret = parts[2] if len(parts) == 3 else token
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT id, name, salt, digest, created_at, revoked_at FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+        salt, digest = (row[2], row[3]) if row is not None else (b"\0" * 16, b"\0" * 32)
+        valid = hmac.compare_digest(_token_digest(salt, secret), digest)  # computed either way: no timing oracle
+        if row is None or not valid or row[5] is not None:
+            return None
+        return TokenRecord(id=row[0], name=row[1], created_at=row[4])
+
+    def revoke_token(self, token_id: int) -> None:
+        with self._write() as conn:
+            if conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (utc_now(), token_id)).rowcount != 1:
+                raise DataError(f"no token with id {token_id}")
+
+
+def _token_digest(salt: bytes, secret: str) -> bytes:
+    return hashlib.sha256(salt + secret.encode("utf-8", "surrogatepass")).digest()
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+def _loads_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _suite_from_row(conn: sqlite3.Connection, row: tuple) -> SuiteRecord:
+    columns = [d[1] for d in conn.execute("PRAGMA table_info(suites)")]
+    values = dict(zip(columns, row, strict=True))
+    return SuiteRecord(
+        id=values["id"], name=values["name"], version=values["version"], sha256=values["sha256"],
+        domain=values["domain"], taxonomy=values["taxonomy"], idm_name=values["idm_name"],
+        idm_sha256=values["idm_sha256"], primary_metric=values["primary_metric"],
+        item_ids=tuple(json.loads(values["item_ids"])), suite_source=values["suite_source"],
+        idm_source=values["idm_source"], added_at=values["added_at"],
+    )  # fmt: skip
+
+
+def _submission_rows(conn: sqlite3.Connection, where: str, params: tuple) -> list[SubmissionRecord]:
+    rows = conn.execute(
+        "SELECT s.id, u.name, u.version, u.sha256, m.name, m.version, m.kind, m.parameters, s.tier, s.bundle_sha256, "
+        "s.evaluator_version, s.submitter, s.submitted_at, s.created_at, s.primary_value, s.metrics, s.throughput, "
+        "s.header FROM submissions s JOIN suites u ON u.id = s.suite_id JOIN models m ON m.id = s.model_id "
+        f"{where} ORDER BY s.id",
+        params,
+    ).fetchall()
+    return [
+        SubmissionRecord(
+            id=r[0],
+            suite_name=r[1],
+            suite_version=r[2],
+            suite_sha256=r[3],
+            model_name=r[4],
+            model_version=r[5],
+            model_kind=r[6],
+            parameters=r[7],
+            tier=r[8],
+            bundle_sha256=r[9],
+            evaluator_version=r[10],
+            submitter=r[11],
+            submitted_at=r[12],
+            created_at=r[13],
+            primary_value=r[14],
+            metrics=json.loads(r[15]),
+            throughput=_loads_or_none(r[16]),
+            header=json.loads(r[17]),
+        )  # fmt: skip
+        for r in rows
+    ]

@@ -1,0 +1,246 @@
+"""Per-frame rewards of generated videos: RLIR's inverse-dynamics reward and RLVR-World's pixel baseline.
+
+A reward is any callable ``reward_fn(frames, actions) -> float[B, F]`` (optionally also accepting
+``items=...``, the suite items of the ``B`` samples, for ground truth and recorded actions):
+
+* ``frames``: ``uint8[B, F + 1, H, W, 3]``, the real context frame first, then the ``F`` generated frames;
+* ``actions``: the commanded compact actions ``int64[B, F, *A]`` (generated frame ``k`` follows action ``k``);
+* result: one reward per generated frame. The trainer's trajectory reward is the mean over frames (RLIR's
+  ``R = (1/n) sum_i 1[a_hat_i = a_i]``), and the per-frame means are logged as an accuracy-by-frame curve.
+
+:func:`compute_rewards` calls a reward and rejects a wrong shape (``ValueError``) or NaN/inf
+(``NumericalError``), naming the reward.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from evaluation.evaluator import target_actions
+from evaluation.metrics.action import rlir_frame_reward
+from evaluation.metrics.taxonomy import Taxonomy
+from worldmodels.errors import ConfigError, DataError, NumericalError
+
+
+class RewardFn(Protocol):
+    def __call__(self, frames: np.ndarray, actions: np.ndarray, **kwargs: Any) -> np.ndarray: ...
+
+
+def reward_name(reward_fn: Any) -> str:
+    return str(getattr(reward_fn, "name", getattr(reward_fn, "__name__", type(reward_fn).__name__)))
+
+
+def _accepts_items(reward_fn: Any) -> bool:
+    try:
+        parameters = inspect.signature(reward_fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "items" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def compute_rewards(
+    reward_fn: Any, frames: np.ndarray, actions: np.ndarray, items: Sequence[Any] | None = None
+) -> np.ndarray:
+    """``float64[B, F]`` per-frame rewards of ``frames uint8[B, F + 1, H, W, 3]`` (see the module docstring).
+
+    Raises:
+        ValueError: the reward returned another shape than ``[B, F]``.
+        NumericalError: it returned NaN or inf.
+    """
+    name = reward_name(reward_fn)
+    expected = (frames.shape[0], frames.shape[1] - 1)
+    result = reward_fn(frames, actions, items=items) if _accepts_items(reward_fn) else reward_fn(frames, actions)
+    try:
+        rewards = np.asarray(result, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"reward {name!r} returned {type(result).__name__}, expected float[B, F] = {list(expected)}") from None
+    if rewards.shape != expected:
+        raise ValueError(
+            f"reward {name!r} returned shape {list(rewards.shape)}, expected [B, F] = {list(expected)} (one reward "
+            f"per generated frame of each of the {expected[0]} videos)"
+        )
+    if not np.isfinite(rewards).all():
+        b, k = np.argwhere(~np.isfinite(rewards))[0]
+        raise NumericalError(
+            f"reward {name!r} returned {rewards[b, k]} for video {b}, frame {k} (of shape {list(rewards.shape)}); "
+            "rewards must be finite"
+        )
+    return rewards
+
+
+class IDMReward:
+    """RLIR's inverse reward: per generated frame, the agreement between the commanded action and the action an
+    inverse dynamics model reads back from the video (:func:`evaluation.metrics.action.rlir_frame_reward`: the
+    fraction of the taxonomy's tasks whose classes match, or all-or-nothing with ``exact=True``).
+
+    The IDM sees ``frames[:, 1 - idm.context_frames:]``: the generated frames alone for the VPT IDM
+    (``context_frames = 0``, MineWorld's protocol), the real context frame plus the generated ones for
+    transition-aligned IDMs (``context_frames = 1``, the Crafter IDMs). The commanded labels come from the suite's
+    recorded env actions when the suite keeps them (Minecraft, as :func:`evaluation.evaluator.target_actions`),
+    otherwise from the compact actions the model was conditioned on.
+
+    Args:
+        idm: an :class:`~evaluation.idm.base.InverseDynamicsModel`.
+        taxonomy: the domain's tasks (``evaluation.evaluator.taxonomy_for(suite)``).
+        include_camera: also score camera tasks (Minecraft: the paper's 9 classes).
+        exact: 1 only if every scored task matches.
+    """
+
+    def __init__(self, idm: Any, taxonomy: Taxonomy, *, include_camera: bool = True, exact: bool = False):
+        if idm.context_frames not in (0, 1):
+            raise ConfigError(
+                f"IDM {idm.name!r} wants {idm.context_frames} real frames before the generated ones; a rollout has "
+                "one context frame, so only IDMs with context_frames 0 or 1 can score it"
+            )
+        self.idm = idm
+        self.taxonomy = taxonomy
+        self.include_camera = include_camera
+        self.exact = exact
+        self.name = f"idm:{idm.name}"
+        self.last_labels: tuple[np.ndarray, np.ndarray] | None = None
+        """``(commanded, recovered)`` labels ``int64[B, F, n_tasks]`` of the last call (for sample logs)."""
+        self.last_actions: tuple[np.ndarray, Any] | None = None
+        """``(commanded compact actions, the IDM's predictions)`` of the last call."""
+
+    def commanded_labels(self, actions: np.ndarray, items: Sequence[Any] | None) -> np.ndarray:
+        domain = self.idm.domain
+        if items is not None:
+            return np.stack([self.taxonomy.labels(_trim(target_actions(item, domain), actions.shape[1])) for item in items])
+        if domain == "minecraft":
+            from worldmodels.actions import minecraft
+
+            return self.taxonomy.labels(minecraft.from_compact(actions))
+        return self.taxonomy.labels(actions)
+
+    def __call__(self, frames: np.ndarray, actions: np.ndarray, items: Sequence[Any] | None = None) -> np.ndarray:
+        video = frames[:, 1 - self.idm.context_frames :]
+        predicted = self.idm.predict_actions(video)
+        recovered = self.taxonomy.labels(predicted)
+        commanded = self.commanded_labels(np.asarray(actions), items)
+        if recovered.shape != commanded.shape:
+            raise DataError(
+                f"IDM {self.idm.name!r} labelled {list(recovered.shape[:-1])} frames, the commanded actions are "
+                f"{list(commanded.shape[:-1])}"
+            )
+        self.last_labels = (commanded, recovered)
+        self.last_actions = (np.asarray(actions), predicted)
+        return rlir_frame_reward(commanded, recovered, self.taxonomy, include_camera=self.include_camera, exact=self.exact)
+
+    def describe(self, sample: int) -> list[dict[str, Any]]:
+        """Per frame of ``sample`` in the last call: commanded and recovered labels by task name."""
+        if self.last_labels is None:
+            return []
+        commanded, recovered = self.last_labels
+        keys = self.taxonomy.task_keys
+        crafter = self.idm.domain == "crafter" and self.last_actions is not None
+        if crafter:
+            from worldmodels.actions.crafter import ACTION_NAMES
+        rows = []
+        for k in range(commanded.shape[1]):
+            row: dict[str, Any] = {
+                "commanded": {key: int(v) for key, v in zip(keys, commanded[sample, k])},
+                "recovered": {key: int(v) for key, v in zip(keys, recovered[sample, k])},
+            }
+            if crafter:
+                row["commanded_action"] = ACTION_NAMES[int(self.last_actions[0][sample, k])]
+                row["recovered_action"] = ACTION_NAMES[int(np.asarray(self.last_actions[1])[sample, k])]
+            rows.append(row)
+        return rows
+
+
+def _trim(target: Any, n: int) -> Any:
+    """The first ``n`` frames of a target action sequence (list of dicts or array)."""
+    return target[:n]
+
+
+class PixelReward:
+    """RLVR-World's pixel reward, the baseline RLIR compares with: per generated frame
+    ``-(l1_weight * L1 + perceptual_weight * D)`` against the suite's ground-truth frame.
+
+    ``L1`` is the mean absolute difference of intensities in ``[0, 1]``. The perceptual distance ``D`` is LPIPS
+    (AlexNet v0.1, :mod:`evaluation.metrics.lpips`) when its two weight files are supplied, otherwise
+    ``1 - SSIM`` (:func:`evaluation.metrics.video.ssim_per_frame`, needs frames of at least 11 x 11 pixels);
+    :attr:`perceptual` says which one is used. Needs the suite items (ground truth) for every call.
+
+    Args:
+        lpips_backbone, lpips_linear: ``alexnet-owt-7be5be79.pth`` and ``alex.pth`` (both or neither).
+        l1_weight, perceptual_weight: the two terms' weights (RLVR-World: 1 and 1).
+        device: where LPIPS runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        lpips_backbone: str | Path | None = None,
+        lpips_linear: str | Path | None = None,
+        l1_weight: float = 1.0,
+        perceptual_weight: float = 1.0,
+        device: str = "cpu",
+    ):
+        if (lpips_backbone is None) != (lpips_linear is None):
+            raise ConfigError("LPIPS needs both weight files (backbone and linear layers), or neither for 1 - SSIM")
+        self.lpips_model = None
+        if lpips_backbone is not None:
+            from evaluation.metrics.lpips import LPIPSAlex
+
+            self.lpips_model = LPIPSAlex.from_files(lpips_backbone, lpips_linear).to(device)
+        self.perceptual = "lpips" if self.lpips_model is not None else "1-ssim"
+        self.l1_weight = float(l1_weight)
+        self.perceptual_weight = float(perceptual_weight)
+        self.device = device
+        self.name = f"pixel:l1+{self.perceptual}"
+
+    def __call__(self, frames: np.ndarray, actions: np.ndarray, items: Sequence[Any] | None = None) -> np.ndarray:
+        if items is None or any(getattr(item, "ground_truth", None) is None for item in items):
+            raise DataError("the pixel reward needs each sample's suite item with ground-truth frames (items=...)")
+        generated = frames[:, 1:]
+        truth = np.stack([item.ground_truth[: generated.shape[1]] for item in items])
+        if truth.shape != generated.shape:
+            raise DataError(f"ground truth {list(truth.shape)} does not match the generated frames {list(generated.shape)}")
+        l1 = np.abs(generated.astype(np.float32) - truth.astype(np.float32)).mean(axis=(2, 3, 4)) / 255.0
+        if self.lpips_model is not None:
+            from evaluation.metrics.lpips import lpips_per_frame
+
+            distance = lpips_per_frame(generated, truth, model=self.lpips_model, device=self.device)
+        else:
+            from evaluation.metrics.video import ssim_per_frame
+
+            distance = 1.0 - ssim_per_frame(generated, truth)
+        return -(self.l1_weight * l1.astype(np.float64) + self.perceptual_weight * distance)
+
+
+DEFAULT_IDMS = {"minecraft": "vpt-4x-idm", "crafter": "crafter-idm-reward"}
+"""The IDM a domain's reward uses unless ``reward.idm`` names another. For Crafter the reward IDM is kept apart from
+the held-out IDM that scores the leaderboard (``crafter-idm-heldout``), so post-training cannot overfit the judge."""
+
+
+def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
+    """The reward a :class:`~posttrain.config.RewardConfig` describes, for ``suite``'s domain.
+
+    Raises:
+        ConfigError: a pixel reward for a suite without ground truth, or an IDM of another domain.
+    """
+    if config.kind == "pixel":
+        if not suite.has_ground_truth:
+            raise ConfigError(f"reward.kind=pixel needs ground-truth frames, and suite {suite.name!r} has none; use idm")
+        return PixelReward(
+            lpips_backbone=config.lpips_backbone, lpips_linear=config.lpips_linear, l1_weight=config.l1_weight,
+            perceptual_weight=config.perceptual_weight, device=device,
+        )  # fmt: skip
+    if config.kind != "idm":
+        raise ConfigError(f"unknown reward kind {config.kind!r}; use idm or pixel")
+    from evaluation.evaluator import taxonomy_for
+    from evaluation.idm.registry import load_idm
+
+    name = config.idm or DEFAULT_IDMS.get(suite.domain)
+    if name is None:
+        raise ConfigError(f"no default IDM for domain {suite.domain!r}; pass reward.idm (--idm)")
+    idm = load_idm(name, device=device)
+    if idm.domain != suite.domain:
+        raise ConfigError(f"IDM {idm.name!r} reads {idm.domain!r} actions, suite {suite.name!r} is {suite.domain!r}")
+    return IDMReward(idm, taxonomy_for(suite), include_camera=config.include_camera, exact=config.exact)

@@ -1,0 +1,215 @@
+"""worldmodels.training.worldmodel: MineWorld sequences in the official order, a loss over image tokens only (checked
+against an independent computation), training that learns, reproducible and bit-exactly resumable runs, a token
+cache keyed by the data and the tokenizer, and an output that MineWorld.from_checkpoint loads and rolls out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rlir_env.crafter.record import record
+from worldmodels.data.shards import ShardDataset
+from worldmodels.errors import ConfigError
+from worldmodels.mineworld import MineWorld, MineWorldConfig
+from worldmodels.mineworld.vq import VQTokenizer
+from worldmodels.training.tokenizer import save_tokenizer
+from worldmodels.training.worldmodel import (
+    build_sequences,
+    evaluate_windows,
+    image_token_loss,
+    token_cache_path,
+    tokenize_datasets,
+    train_worldmodel,
+    window_starts,
+)
+
+SIZE = 36
+CODES = 32
+VQ = {
+    "_class_name": "VQModel", "act_fn": "silu", "block_out_channels": [8, 8, 16],
+    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3, "in_channels": 3,
+    "out_channels": 3, "latent_channels": 4, "layers_per_block": 1, "norm_num_groups": 4, "norm_type": "group",
+    "num_vq_embeddings": CODES, "vq_embed_dim": None, "mid_block_add_attention": False, "lookup_from_codebook": True,
+    "force_upcast": True, "scaling_factor": 0.18215, "sample_size": SIZE,
+}  # fmt: skip
+CONFIG = MineWorldConfig(
+    hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=1,
+    max_position_embeddings=3 * 84, vocab_size=CODES + 19 + 5, image_grid=(9, 9), image_vocab_size=CODES,
+    frame_size=(SIZE, SIZE), action_domain="crafter", fps=5.0, name="crafter-test",
+)  # fmt: skip
+RUN = dict(config=CONFIG, batch_size=4, lr=3e-3, warmup=2, val_windows=8, eval_every=0, log_every=1,
+           checkpoint_every=4, progress=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("crafter36")
+    record(root, n_frames=200, shard_frames=100, seed=7, size=SIZE, episode_length=50)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer_file(tmp_path_factory) -> Path:
+    """A randomly initialised tokenizer: its tokens are a fixed function of the frames, all these tests need."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tok") / "tok.safetensors"
+    return save_tokenizer(VQTokenizer(VQ, (SIZE, SIZE)), path)
+
+
+def test_sequences_follow_the_official_layout():
+    frames = torch.arange(2 * 3 * 81).reshape(2, 3, 81) % CODES
+    actions = torch.tensor([[5, 16], [0, 3]])
+    ids = build_sequences(frames, actions, CONFIG)
+    for b in range(2):
+        expected: list[int] = []
+        for t in range(3):
+            expected += frames[b, t].tolist()
+            if t < 2:  # [bos, action, eos] with Crafter's local ids bos = 17, eos = 18, offset by the image vocabulary
+                expected += [CODES + 17, CODES + int(actions[b, t]), CODES + 18]
+        assert ids[b].tolist() == expected
+    assert ids.shape[1] == 3 * 81 + 2 * 3 <= CONFIG.max_position_embeddings
+
+
+def test_loss_is_exactly_the_image_token_cross_entropy():
+    torch.manual_seed(1)
+    model = MineWorld.from_config(CONFIG, VQ)
+    frames = torch.randint(0, CODES, (2, 3, 81))
+    ids = build_sequences(frames, torch.tensor([[1, 2], [3, 4]]), CONFIG)
+    # the softmax is over the image ids (those the sampler draws from); only image targets count
+    logp = torch.log_softmax(model.logits(ids).double()[..., :CODES], dim=-1)
+    rows, positions, targets = [], [], []
+    for b in range(ids.shape[0]):
+        for i in range(ids.shape[1] - 1):
+            if int(ids[b, i + 1]) < CODES:
+                rows.append(b), positions.append(i), targets.append(int(ids[b, i + 1]))
+    terms = list(-logp[rows, positions, targets])
+    assert len(terms) == 2 * (3 * 81 - 1)
+    expected = torch.stack(terms).mean()
+    assert image_token_loss(model.transformer, ids, CODES).item() == pytest.approx(expected.item(), rel=1e-5)
+    metrics = evaluate_windows(model.transformer, ids, CONFIG, batch_size=1)
+    assert metrics["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    later = [t for t, pos in zip(terms, [p for b in range(2) for p in range(1, ids.shape[1]) if ids[b, p] < CODES])
+             if pos >= 84]  # fmt: skip
+    assert metrics["loss_next"] == pytest.approx(torch.stack(later).mean().item(), rel=1e-5)
+    same = (frames[:, 1:] == frames[:, :-1]).double().mean().item()
+    assert metrics["copy_acc"] == pytest.approx(same)
+
+
+def test_windows_stay_inside_episodes():
+    lengths = np.array([5, 2, 4])
+    starts = window_starts(lengths, np.array([0, 1, 2]), 3)
+    assert starts.tolist() == [0, 1, 2, 7, 8]
+    assert window_starts(lengths, np.array([2]), 3).tolist() == [7, 8]
+
+
+def test_training_learns_and_the_output_loads_and_generates(data, tokenizer_file, tmp_path):
+    out = tmp_path / "wm.safetensors"
+    summary = train_worldmodel(data, tokenizer_file, out, steps=30, seed=0, **RUN)
+    first, last = summary["validations"][0], summary["validations"][-1]
+    assert first["step"] == 0 and last["step"] == 30
+    assert first["loss"] == pytest.approx(np.log(CODES), rel=0.05)  # a fresh model is near uniform
+    assert last["loss"] < first["loss"] - 0.5
+    log = [json.loads(line) for line in (tmp_path / "wm.run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r and "val" not in r]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+
+    model = MineWorld.from_checkpoint(out)
+    assert model.config == CONFIG
+    stored = load_file(str(out))
+    tokenizer = load_file(str(tokenizer_file))
+    for key, value in tokenizer.items():
+        assert torch.equal(stored[f"tokenizer.model.{key}"], value)
+    dataset = ShardDataset(data)
+    frames, actions = dataset.window(0, 0, 2)
+    state = model.start(torch.from_numpy(frames[None, :2]), actions[None, :1], [torch.Generator().manual_seed(0)])
+    generated = model.step(state, actions[None, 1])
+    assert generated.shape == (1, SIZE, SIZE, 3) and generated.dtype == torch.uint8
+    on_disk = json.loads((tmp_path / "wm.json").read_text())
+    assert on_disk["final"] == summary["final"] and on_disk["config"] == CONFIG.to_dict()
+
+
+def test_same_seed_same_weights_and_resume_is_bit_exact(data, tokenizer_file, tmp_path):
+    full = train_worldmodel(data, tokenizer_file, tmp_path / "a.safetensors", steps=10, seed=3, **RUN)
+    train_worldmodel(data, tokenizer_file, tmp_path / "b.safetensors", steps=10, seed=3, **RUN)
+    stopped = train_worldmodel(data, tokenizer_file, tmp_path / "c.safetensors", steps=10, seed=3, stop_after=6, **RUN)
+    assert not stopped["finished"] and not (tmp_path / "c.safetensors").exists()
+    resumed = train_worldmodel(data, tokenizer_file, tmp_path / "c.safetensors", steps=10, seed=3, resume=True, **RUN)
+    assert resumed["resumed_from"] == 6
+    other = train_worldmodel(data, tokenizer_file, tmp_path / "d.safetensors", steps=10, seed=4, **RUN)
+    a, b, c, d = (load_file(str(tmp_path / f"{n}.safetensors")) for n in "abcd")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+        assert torch.equal(a[key], c[key]), key
+    assert any(not torch.equal(a[key], d[key]) for key in a if key.startswith("transformer."))
+    assert resumed["validations"] == full["validations"]
+    assert other["final"] != full["final"]
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "c.safetensors", steps=10, seed=3, resume=True,
+                         **{**RUN, "batch_size": 2})  # fmt: skip
+
+
+def test_token_cache_is_reused_and_invalidated(data, tokenizer_file, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    tokenizer = VQTokenizer(VQ, (SIZE, SIZE))
+    tokenizer.model.load_state_dict(load_file(str(tokenizer_file)))
+    cache = token_cache_path(tmp_path / "wm.safetensors")
+    assert cache == tmp_path / "wm.tokens.npz"
+
+    first = tokenize_datasets(tokenizer, [ShardDataset(copy)], tokenizer_sha256="t1", cache_path=cache)
+    assert not first.reused and cache.is_file()
+    frames = np.concatenate([e.frames for e in ShardDataset(copy).episodes()])
+    expected = tokenizer.tokenize(torch.from_numpy(frames)).reshape(len(frames), -1).numpy()
+    np.testing.assert_array_equal(first.tokens, expected)
+    np.testing.assert_array_equal(first.actions, np.concatenate([e.actions for e in ShardDataset(copy).episodes()]))
+
+    again = tokenize_datasets(tokenizer, [ShardDataset(copy)], tokenizer_sha256="t1", cache_path=cache)
+    assert again.reused and again.key == first.key
+    np.testing.assert_array_equal(again.tokens, first.tokens)
+    assert not tokenize_datasets(tokenizer, [ShardDataset(copy)], tokenizer_sha256="t2", cache_path=cache).reused
+
+    record(copy, n_frames=200, shard_frames=100, seed=8, size=SIZE, episode_length=50, overwrite=True)
+    changed = tokenize_datasets(tokenizer, [ShardDataset(copy)], tokenizer_sha256="t2", cache_path=cache)
+    assert not changed.reused and changed.key != first.key
+
+    # a training run reuses the cache its first run wrote
+    out = tmp_path / "run.safetensors"
+    assert not train_worldmodel(copy, tokenizer_file, out, steps=1, **RUN)["token_cache"]["reused"]
+    assert train_worldmodel(copy, tokenizer_file, out, steps=1, **RUN)["token_cache"]["reused"]
+
+
+def test_mismatched_settings_raise(data, tokenizer_file, tmp_path):
+    wrong_grid = MineWorldConfig(**{**CONFIG.to_dict(), "image_grid": (3, 3), "max_position_embeddings": 64})
+    with pytest.raises(ConfigError, match="grid"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "x.safetensors", steps=1, **{**RUN, "config": wrong_grid})
+    with pytest.raises(ConfigError, match="window_frames"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "x.safetensors", steps=1, window_frames=4, **RUN)
+
+
+def test_cli_trains_a_world_model(data, tokenizer_file, tmp_path):
+    import argparse
+
+    from worldmodels.training.cli import register
+
+    parser = argparse.ArgumentParser(prog="rlir")
+    register(parser.add_subparsers(dest="command", required=True))
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(CONFIG.to_dict()))
+    out = tmp_path / "cli.safetensors"
+    args = parser.parse_args([
+        "train", "worldmodel", "--data", str(data), "--tokenizer", str(tokenizer_file), "--out", str(out),
+        "--config", str(config_path), "--steps", "2", "--batch-size", "2", "--val-windows", "4", "--no-progress",
+    ])  # fmt: skip
+    assert args.func(args) == 0
+    assert MineWorld.from_checkpoint(out).config == CONFIG
+    with pytest.raises(ConfigError, match="--size"):
+        bad = parser.parse_args(["train", "worldmodel", "--data", str(data), "--tokenizer", str(tokenizer_file),
+                                 "--out", str(out), "--size", "huge"])  # fmt: skip
+        bad.func(bad)

@@ -1,0 +1,458 @@
+"""Pieces every training script here shares: seeding, AdamW with a warm-up + cosine schedule, JSON Lines logs,
+atomic checkpoints that resume bit-exactly, a progress bar and timing.
+
+Resuming reproduces an uninterrupted run exactly because nothing random is carried from step to step: the data
+drawn at step ``k`` come from a generator seeded with ``(seed, stream, k)`` (:func:`step_rng`), and everything else
+that changes during training (weights, optimiser moments, schedule position, torch's global RNG, any extra state a
+script registers) is in the checkpoint.
+
+Checkpoints are safetensors: model weights under ``model.``, optimiser tensors under ``optimizer.``, extra tensors
+under ``extra.``, torch's RNG state under ``rng.torch``; the step, optimiser hyper-parameters, schedule state and the
+run's identity (``run_config``) are JSON in the metadata. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from worldmodels.data.jsonl import atomic_output
+from worldmodels.data.shards import ShardDataset
+from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "JsonlLogger",
+    "Progress",
+    "Stopwatch",
+    "as_dirs",
+    "cosine_with_warmup",
+    "dataset_identity",
+    "load_checkpoint",
+    "machine_info",
+    "make_adamw",
+    "run_dir_for",
+    "save_checkpoint",
+    "seed_everything",
+    "split_episodes",
+    "step_generator",
+    "step_rng",
+    "summary_path",
+    "write_json",
+]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+_CHECKPOINT_KIND = "rlir.training-checkpoint"
+
+
+# -- seeding ----------------------------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator (weight initialisation); everything else draws from :func:`step_rng`."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    torch.manual_seed(int(seed))
+
+
+def step_rng(seed: int, stream: int, step: int = 0) -> np.random.Generator:
+    """A numpy generator that depends only on ``(seed, stream, step)``: the same draws whenever step ``step`` runs,
+    in a fresh run or after a resume."""
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(step))))
+
+
+def step_generator(seed: int, stream: int, step: int = 0) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded like :func:`step_rng`."""
+    value = np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(step))).generate_state(2, np.uint64)
+    generator = torch.Generator()
+    generator.manual_seed(int(value[0] >> np.uint64(1)))  # torch seeds are < 2**63
+    return generator
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+
+
+def as_dirs(data_dirs: str | os.PathLike | Sequence[str | os.PathLike], what: str = "data_dirs") -> list[Path]:
+    """One directory or a sequence of them, as a non-empty list of paths."""
+    dirs = [Path(data_dirs)] if isinstance(data_dirs, (str, os.PathLike)) else [Path(d) for d in data_dirs]
+    if not dirs:
+        raise ConfigError(f"{what} is empty; pass at least one trajectory-shard directory (rlir record crafter)")
+    return dirs
+
+
+def split_episodes(n_episodes: int, val_fraction: float, seed: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Episode-level ``(train_ids, val_ids)`` (sorted ``int64``) drawn from ``seed``.
+
+    ``round(val_fraction * n)`` episodes are held out, at least one when ``val_fraction > 0`` and at most all but one.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+    n_val = 0
+    if val_fraction > 0:
+        if n_episodes < 2:
+            raise DataError(
+                f"cannot hold out validation episodes from {n_episodes} episode(s); record more data or pass "
+                "val_fraction=0 with separate evaluation data"
+            )
+        n_val = min(max(int(round(val_fraction * n_episodes)), 1), n_episodes - 1)
+    order = step_rng(seed, stream).permutation(n_episodes)
+    val = np.zeros(n_episodes, dtype=bool)
+    val[order[:n_val]] = True
+    ids = np.arange(n_episodes, dtype=np.int64)
+    return ids[~val], ids[val]
+
+
+def dataset_identity(dataset: ShardDataset) -> dict[str, Any]:
+    """What identifies a recording's content: its directory, frame shape and the sha256 of every shard in order."""
+    return {
+        "dir": str(dataset.root),
+        "frames": len(dataset),
+        "episodes": dataset.n_episodes,
+        "frame_shape": list(dataset.frame_shape),
+        "shards_sha256": [shard.sha256 for shard in dataset.shards],
+    }
+
+
+# -- optimisation -----------------------------------------------------------------------------------------------------
+
+
+def make_adamw(
+    named_parameters: Iterator[tuple[str, nn.Parameter]] | Sequence[tuple[str, nn.Parameter]],
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.95),
+    no_decay: Callable[[str, nn.Parameter], bool] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only (not on biases, norms, or what ``no_decay`` selects).
+
+    Parameters with ``requires_grad=False`` are left out.
+    """
+    if not lr > 0:
+        raise ConfigError(f"lr must be positive, got {lr!r}")
+    decay, keep = [], []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        skip = param.ndim < 2 or (no_decay is not None and no_decay(name, param))
+        (keep if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)  # one fused loop, also on CPU
+
+
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, *, warmup: int, total: int, min_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate ``lr * f(step)``: linear warm-up from ``1 / (warmup + 1)`` to 1 over ``warmup`` steps, then a
+    cosine decay to ``min_ratio`` at step ``total``. Call ``scheduler.step()`` after every optimiser step."""
+    if warmup < 0 or total < 1:
+        raise ConfigError(f"need warmup >= 0 and total >= 1 steps, got warmup={warmup!r}, total={total!r}")
+    if not 0.0 <= min_ratio <= 1.0:
+        raise ConfigError(f"min_ratio must lie in [0, 1], got {min_ratio!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + np.cos(np.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# -- logging ----------------------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.generic, torch.Tensor)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class JsonlLogger:
+    """Appends one JSON object per line (flushed at once, so a killed run keeps what it logged).
+
+    Args:
+        path: the log file (``None``: log nothing).
+        resume_step: when resuming from a checkpoint taken at this step, lines logged after it by the interrupted
+            run are dropped first, so the log reads like one uninterrupted run; ``None`` starts a new log.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, *, resume_step: int | None = None):
+        self.path = None if path is None else Path(path)
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept: list[str] = []
+        if resume_step is not None and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # a line cut by the interruption
+                if not isinstance(record, dict) or record.get("step", 0) > resume_step:
+                    break
+                kept.append(line)
+        with atomic_output(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def log(self, **record: Any) -> None:
+        if self.path is None:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(_plain(record), allow_nan=False) + "\n")
+
+
+def write_json(path: str | os.PathLike, value: Any) -> Path:
+    """Atomically write ``value`` as indented JSON."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(_plain(value), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def summary_path(out_path: str | os.PathLike) -> Path:
+    """Where the JSON summary of ``out_path`` goes: the same name with ``.json`` as its suffix."""
+    return Path(out_path).with_suffix(".json")
+
+
+def run_dir_for(out_path: str | os.PathLike) -> Path:
+    """The run directory of an output file (``runs/x.safetensors`` -> ``runs/x.run/``): checkpoint and default log."""
+    out_path = Path(out_path)
+    return out_path.parent / f"{out_path.stem}.run"
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a run ran: CPU model, cores, torch version and threads (numbers are only comparable on one machine)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------------
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _scheduler_state(scheduler: Any) -> dict[str, Any]:
+    # LambdaLR stores None for plain functions (they are rebuilt by the training script)
+    return _plain(scheduler.state_dict())
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    run_config: Mapping[str, Any],
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Atomically write a resumable checkpoint (see the module docstring for its layout).
+
+    Args:
+        model: the module being trained (all of its state dict is stored).
+        optimizer, scheduler: their complete state.
+        step: optimiser steps taken so far.
+        run_config: what must be equal for a resume to continue the same run (hyper-parameters, data identity).
+        extra_tensors: further state of the training script (e.g. codebook usage counters).
+        extra_meta: further JSON-able state.
+    """
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
+    tensors.update(optimizer_tensors)
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()})
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "kind": _CHECKPOINT_KIND,
+        "step": json.dumps(int(step)),
+        "run_config": json.dumps(_plain(run_config), sort_keys=True),
+        "optimizer": json.dumps(optimizer_meta),
+        "scheduler": json.dumps(_scheduler_state(scheduler)),
+        "extra": json.dumps(_plain(extra_meta or {})),
+    }
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def _config_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(saved) | set(current))
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    run_config: Mapping[str, Any],
+) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore what :func:`save_checkpoint` wrote into freshly built ``model``, ``optimizer`` and ``scheduler`` (build
+    the scheduler before calling this) and torch's RNG; returns ``(step, extra_tensors, extra_meta)``.
+
+    Raises:
+        MissingFileError: no checkpoint at ``path``.
+        CheckpointError: the file is not a training checkpoint, or its state does not fit the model/optimiser.
+        ConfigError: it belongs to a run with another ``run_config`` (the message lists the differences).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no training checkpoint at {str(path)!r}; start without resume")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"cannot read training checkpoint {str(path)!r}: {err}") from None
+    if meta.get("kind") != _CHECKPOINT_KIND:
+        raise CheckpointError(f"{path} is not a training checkpoint (metadata kind {meta.get('kind')!r})")
+    saved_config = json.loads(meta["run_config"])
+    current_config = json.loads(json.dumps(_plain(run_config), sort_keys=True))
+    if saved_config != current_config:
+        differences = "; ".join(_config_difference(saved_config, current_config))
+        raise ConfigError(
+            f"{path} belongs to another run ({differences}); resume with the same settings and data, or start a new "
+            "run without resume"
+        )
+
+    model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: model weights do not fit: {err}") from None
+
+    optimizer_meta = json.loads(meta["optimizer"])
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in optimizer_meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": optimizer_meta["param_groups"]})
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: optimiser state does not fit: {err}") from None
+    scheduler.load_state_dict(json.loads(meta["scheduler"]))
+    torch.set_rng_state(tensors["rng.torch"])
+    extra_tensors = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return int(json.loads(meta["step"])), extra_tensors, json.loads(meta["extra"])
+
+
+# -- progress and timing ----------------------------------------------------------------------------------------------
+
+
+class Stopwatch:
+    """Accumulates wall time of named phases (``with watch("data"): ...``) and the total since creation."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - begin
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    def report(self) -> dict[str, float]:
+        return {"total_s": round(self.total, 3), **{f"{k}_s": round(v, 3) for k, v in self.phases.items()}}
+
+
+class Progress:
+    """A rich progress bar with a free-text status (``enabled=False``: does nothing).
+
+    Use as a context manager: ``with Progress(total, "training") as bar: bar.advance(1, "loss 1.23")``.
+    """
+
+    def __init__(self, total: int, description: str, *, enabled: bool = True, completed: int = 0):
+        self.enabled = enabled
+        self.total, self.description, self.completed = total, description, completed
+        self._progress: Any = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._progress = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+            )  # fmt: skip
+            self._progress.__enter__()
+            self._task = self._progress.add_task(
+                self.description, total=self.total, completed=self.completed, status=""
+            )
+        return self
+
+    def advance(self, n: int = 1, status: str | None = None) -> None:
+        if self._progress is not None:
+            fields = {} if status is None else {"status": status}
+            self._progress.update(self._task, advance=n, **fields)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+            self._progress = None
