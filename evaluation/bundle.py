@@ -58,6 +58,7 @@ class Runtime(_Strict):
     device_name: str = ""
     dtype: str
     decoding: str = "naive"
+    window: int = 2
     temperature: float = 1.0
     top_p: float | None = None
     top_k: int | None = None

@@ -296,7 +296,7 @@ def assemble_bundle(
         idm=IdmRef(name=idm.name, sha256=idm.sha256),
         runtime=Runtime(
             device=device, device_name=_device_name(device), dtype="float32", decoding=settings.decoding,
-            temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k, seed=settings.seed,
+            window=settings.window, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k, seed=settings.seed,
             num_envs=settings.num_envs * world, torch_version=torch.__version__,
         ),  # fmt: skip
         metrics=compute_metrics(records, taxonomy.name, throughput=throughput),

@@ -488,7 +488,8 @@ def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> 
     model = load_world_model(spec.checkpoint, device=spec.device, **options)
     run = bundle.runtime
     settings = EvalSettings(
-        num_envs=max(1, run.num_envs), seed=run.seed, decoding=run.decoding, temperature=run.temperature,
+        num_envs=max(1, run.num_envs), seed=run.seed, decoding=run.decoding, window=run.window,
+        temperature=run.temperature,
         top_p=run.top_p, top_k=run.top_k, save_videos=False,
         video_metrics=any(item.psnr is not None for item in bundle.items),
     )  # fmt: skip

@@ -411,9 +411,11 @@ def train(
     from evaluation.suites import load_suite
     from worldmodels.mineworld import MineWorld, save_safetensors
 
-    config.validate(require_paths=model is None or suite is None)
-    if not config.out:
-        raise ConfigError("config.out is empty: pass the run directory")
+    config.validate(require_paths=False)
+    missing = [name for name, ok in (("out", config.out), ("model.path", model is not None or config.model.path),
+                                     ("data.suite", suite is not None or config.data.suite)) if not ok]  # fmt: skip
+    if missing:
+        raise ConfigError(f"config {missing} empty: pass the run directory, the world model and the training suite")
     started = time.perf_counter()
     dist = Dist.from_env(config.model.device)
     device = config.model.device

@@ -265,3 +265,14 @@ def test_pixel_reward_by_hand():
     assert np.allclose(compute_rewards(reward, darker, np.zeros((1, 2)), [Item(truth)]), expected, atol=1e-6)
     with pytest.raises(ValueError, match="ground-truth"):
         reward(darker, np.zeros((1, 2)))
+
+
+def test_speculative_rollouts_are_on_policy(model, suite):
+    """Speculative decoding draws from the same distribution as naive decoding, and reports each token's log-prob
+    under it: the replay agrees, so it can speed up training rollouts without making them off-policy."""
+    prompts = prompts_from_suite(suite, [0, 1], n_frames=5)
+    batch = rollout(model, prompts, group_size=2, sampling=SamplingConfig(decoding="speculative", draft_len=4), seed=3,
+                    iteration=0)  # fmt: skip
+    with replay_mode(model), torch.no_grad():
+        logp, _ = replay_logprobs(model, batch, torch.arange(4))
+    assert (logp - batch.sampler_logprobs.flatten(0, 1)).abs().max() < 1e-4

@@ -188,6 +188,21 @@ def test_accept_or_resample_draws_exactly_the_sampling_distribution(config, draf
     torch.testing.assert_close(logprobs, filtered_logprobs(logits, config)[tokens])
 
 
+def test_resampling_at_extreme_uniforms_stays_inside_the_support():
+    """Dropped tokens (zero probability after top-k / top-p) and rejected drafts are never drawn, even at the
+    smallest and largest uniforms."""
+    top = 1 - 2**-24  # the largest float32 torch.rand returns
+    logits = torch.tensor([[0.3, 2.0, 1.0, float("-inf")], [0.3, 2.0, 1.0, -9.0], [5.0, 0.0, 0.0, 0.0]])
+    configs = (SamplingConfig(), SamplingConfig(top_k=3), SamplingConfig(top_p=0.5))
+    for row, config in zip(logits, configs):
+        for draft in range(4):
+            p = filtered_logprobs(row, config).exp()
+            for u in (0.0, 0.5, top):
+                token, accepted, _ = speculative_sample(row[None], torch.tensor([draft]), torch.tensor([top]),
+                                                        torch.tensor([u]), config)  # fmt: skip
+                assert p[token] > 0 and (bool(accepted) or int(token) != draft or p.count_nonzero() == 1)
+
+
 def test_greedy_accepts_only_the_argmax():
     logits = torch.randn(6, 9, generator=torch.Generator().manual_seed(0))
     drafts = torch.tensor([int(logits[0].argmax()), 0, 1, 2, 3, int(logits[5].argmax())])
@@ -243,11 +258,14 @@ def test_cache_holds_exactly_the_generated_sequence(mixed64):
         torch.testing.assert_close(state.cache.kv[:, b, :, :length], fresh.kv[:, 0, :, :length], rtol=0, atol=1e-9)
 
 
-def test_tokens_depend_only_on_the_slot_generator_not_on_draft_len(mixed64):
-    """Each grid index is decided once from its own two uniforms: draft_len only regroups forwards."""
+def test_tokens_depend_only_on_the_slot_generator_not_on_draft_len(mixed64, monkeypatch):
+    """Each grid index is decided once from its own two uniforms: draft_len and the adaptive width only regroup
+    forwards."""
     ids, actions = first_ids(2, 7), random_actions((2, 5), 8)
     sampling = dict(temperature=0.8, top_p=0.9, decoding="speculative", return_logprobs=True)
     runs = [mixed64.generate_tokens(ids, actions, draft_len=k, generators=gens(3, 4), **sampling) for k in (1, 4, HW)]
+    monkeypatch.setattr(FrameDecoder, "adaptive_width", False)
+    runs += [mixed64.generate_tokens(ids, actions, draft_len=k, generators=gens(3, 4), **sampling) for k in (3, HW)]
     for tokens, logprobs in runs[1:]:
         assert torch.equal(tokens, runs[0][0])
         torch.testing.assert_close(logprobs, runs[0][1], rtol=0, atol=1e-9)
@@ -379,7 +397,7 @@ def test_sampled_frames_follow_the_exact_joint_distribution(temperature, top_p, 
     torch.manual_seed(0)
     model = copy_model(torch.float64, strength=1.5, noise=1.0, config=SMALL,
                        vq=TINY_VQ_CONFIG | {"num_vq_embeddings": 4})  # fmt: skip
-    n = 12000
+    n = 6000
     first = torch.tensor([[[2, 0, 3]]]).expand(n, 1, 3)
     actions = np.array([[4, 11]]).repeat(n, 0)
     out, logprobs = model.generate_tokens(

@@ -10,79 +10,58 @@ function names never shadow the submodules.
 
 from __future__ import annotations
 
-from evaluation.metrics.action import (
-    METRIC_NAMES,
-    ClipLabels,
-    as_item_confusions,
-    camera_bin_loss,
-    classification_scores,
-    clip_labels,
-    confusion_counts,
-    gameworld_action_metrics,
-    gameworld_metrics_from_confusion,
-    metrics_from_confusion,
-    mineworld_action_metrics,
-    rlir_frame_reward,
-    rlir_trajectory_reward,
-)
-from evaluation.metrics import fvd, lpips  # the modules: fvd.fvd(...), lpips.lpips(...)
-from evaluation.metrics.fvd import frechet_distance, i3d_features, load_i3d, preprocess_videos
-from evaluation.metrics.lpips import LPIPSAlex, lpips_per_frame
-from evaluation.metrics.stats import (
-    bootstrap_ci,
-    bootstrap_confusion_ci,
-    bootstrap_mean_ci,
-    resample_indices,
-    resampled_task_means,
-)
-from evaluation.metrics.taxonomy import (
-    GAMEWORLD_TAXONOMY,
-    MINECRAFT_TAXONOMY,
-    Task,
-    Taxonomy,
-    camera_direction,
-    exclusive_pair_label,
-    stack_actions,
-)
-from evaluation.metrics.video import psnr, psnr_per_frame, ssim, ssim_per_frame, summarize_per_frame
+import importlib
+from typing import Any
 
-__all__ = [
-    "GAMEWORLD_TAXONOMY",
-    "METRIC_NAMES",
-    "MINECRAFT_TAXONOMY",
-    "ClipLabels",
-    "LPIPSAlex",
-    "Task",
-    "Taxonomy",
-    "as_item_confusions",
-    "bootstrap_ci",
-    "bootstrap_confusion_ci",
-    "bootstrap_mean_ci",
-    "camera_bin_loss",
-    "camera_direction",
-    "classification_scores",
-    "clip_labels",
-    "confusion_counts",
-    "exclusive_pair_label",
-    "frechet_distance",
-    "fvd",
-    "gameworld_action_metrics",
-    "gameworld_metrics_from_confusion",
-    "i3d_features",
-    "load_i3d",
-    "lpips",
-    "lpips_per_frame",
-    "metrics_from_confusion",
-    "mineworld_action_metrics",
-    "preprocess_videos",
-    "psnr",
-    "psnr_per_frame",
-    "resample_indices",
-    "resampled_task_means",
-    "rlir_frame_reward",
-    "rlir_trajectory_reward",
-    "ssim",
-    "ssim_per_frame",
-    "stack_actions",
-    "summarize_per_frame",
-]
+# Names are imported on first use (PEP 562): the metric modules import torch, which light callers do not need.
+_EXPORTS = {
+    "ClipLabels": "evaluation.metrics.action",
+    "CRAFTER_TAXONOMY": "evaluation.metrics.taxonomy",
+    "GAMEWORLD_TAXONOMY": "evaluation.metrics.taxonomy",
+    "get_taxonomy": "evaluation.metrics.taxonomy",
+    "LPIPSAlex": "evaluation.metrics.lpips",
+    "METRIC_NAMES": "evaluation.metrics.action",
+    "MINECRAFT_TAXONOMY": "evaluation.metrics.taxonomy",
+    "Task": "evaluation.metrics.taxonomy",
+    "Taxonomy": "evaluation.metrics.taxonomy",
+    "as_item_confusions": "evaluation.metrics.action",
+    "bootstrap_ci": "evaluation.metrics.stats",
+    "bootstrap_confusion_ci": "evaluation.metrics.stats",
+    "bootstrap_mean_ci": "evaluation.metrics.stats",
+    "camera_bin_loss": "evaluation.metrics.action",
+    "camera_direction": "evaluation.metrics.taxonomy",
+    "classification_scores": "evaluation.metrics.action",
+    "clip_labels": "evaluation.metrics.action",
+    "confusion_counts": "evaluation.metrics.action",
+    "exclusive_pair_label": "evaluation.metrics.taxonomy",
+    "frechet_distance": "evaluation.metrics.fvd",
+    "gameworld_action_metrics": "evaluation.metrics.action",
+    "gameworld_metrics_from_confusion": "evaluation.metrics.action",
+    "i3d_features": "evaluation.metrics.fvd",
+    "load_i3d": "evaluation.metrics.fvd",
+    "lpips_per_frame": "evaluation.metrics.lpips",
+    "metrics_from_confusion": "evaluation.metrics.action",
+    "mineworld_action_metrics": "evaluation.metrics.action",
+    "preprocess_videos": "evaluation.metrics.fvd",
+    "psnr": "evaluation.metrics.video",
+    "psnr_per_frame": "evaluation.metrics.video",
+    "resample_indices": "evaluation.metrics.stats",
+    "resampled_task_means": "evaluation.metrics.stats",
+    "rlir_frame_reward": "evaluation.metrics.action",
+    "rlir_trajectory_reward": "evaluation.metrics.action",
+    "ssim": "evaluation.metrics.video",
+    "ssim_per_frame": "evaluation.metrics.video",
+    "stack_actions": "evaluation.metrics.taxonomy",
+    "summarize_per_frame": "evaluation.metrics.video",
+}
+_MODULES = ("fvd", "lpips")  # exported as modules: fvd.fvd(...), lpips.lpips(...)
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"evaluation.metrics.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'evaluation.metrics' has no attribute {name!r}")

@@ -208,8 +208,10 @@ def speculative_sample(
     residual = logp.exp().scatter_(-1, drafts.unsqueeze(-1), 0.0)
     cdf = residual.cumsum(-1)
     total = cdf[..., -1:]
-    # zero-probability tokens never match (the cdf does not rise at them); the clamp only guards rounding
-    index = torch.searchsorted(cdf, u_resample.unsqueeze(-1) * total, right=True).clamp_(max=logits.shape[-1] - 1)
+    # zero-probability tokens never match (the cdf does not rise at them, and u * total < total); the bound to the
+    # last token of positive probability only guards rounding
+    index = torch.searchsorted(cdf, u_resample.unsqueeze(-1) * total, right=True)
+    index = torch.minimum(index, (residual > 0).cumsum(-1).argmax(-1, keepdim=True))
     # p(draft) may round below 1 with nothing else left to draw: then the draft is the only token
     accepted |= total.squeeze(-1) <= 0
     tokens = torch.where(accepted, drafts, index.squeeze(-1))

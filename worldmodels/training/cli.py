@@ -95,7 +95,8 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log", default=None, metavar="FILE", help="JSON Lines log (default: <out stem>.run/log.jsonl)")
+    parser.add_argument("--log", default=None, metavar="FILE",
+                        help="JSON Lines log (default: <out stem>.run/log.jsonl)")
     parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                         help="stop after this many steps (resumable with --resume)")

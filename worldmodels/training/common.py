@@ -324,7 +324,8 @@ def save_checkpoint(
 
 def _config_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     keys = sorted(set(saved) | set(current))
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
+            for k in keys if saved.get(k) != current.get(k)]  # fmt: skip
 
 
 def load_checkpoint(

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
@@ -354,8 +353,8 @@ def train_tokenizer(
                 )
         if eval_dirs:
             train_parts = [(d, np.arange(d.n_episodes)) for d in datasets]
-            eval_parts = [(d, np.arange(d.n_episodes)) for d in (ShardDataset(e, max_cached_shards=1)
-                                                                  for e in as_dirs(eval_dirs, "eval_dirs"))]  # fmt: skip
+            eval_sets = [ShardDataset(e, max_cached_shards=1) for e in as_dirs(eval_dirs, "eval_dirs")]
+            eval_parts = [(d, np.arange(d.n_episodes)) for d in eval_sets]
         else:
             splits = [split_episodes(d.n_episodes, val_fraction, seed, _SPLIT_STREAM + i) for i, d in
                       enumerate(datasets)]  # fmt: skip

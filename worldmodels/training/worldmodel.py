@@ -170,11 +170,12 @@ def tokenize_datasets(
     *,
     tokenizer_sha256: str,
     cache_path: str | os.PathLike | None = None,
-    batch_size: int = 256,
+    chunk: int = 32,
     progress: bool = False,
 ) -> TokenData:
     """Token grids of every frame of ``datasets``, read from ``cache_path`` when it was made from the same shards and
-    tokenizer, else computed (``batch_size`` frames per call) and written there atomically."""
+    tokenizer, else computed (``chunk`` frames per encoder call: larger chunks are slower on CPU, their activations
+    no longer fit in cache) and written there atomically."""
     key = sha256_json({
         "datasets": [[s.sha256 for s in d.shards] for d in datasets],
         "tokenizer": tokenizer_sha256,
@@ -200,9 +201,9 @@ def tokenize_datasets(
         for dataset in datasets:
             for episode in dataset.episodes():
                 n = len(episode)
-                for start in range(0, n, batch_size):
-                    frames = torch.from_numpy(episode.frames[start : start + batch_size])
-                    ids = tokenizer.tokenize(frames, chunk=batch_size)
+                for start in range(0, n, chunk):
+                    frames = torch.from_numpy(episode.frames[start : start + chunk])
+                    ids = tokenizer.tokenize(frames, chunk=chunk)
                     tokens[row + start : row + start + len(frames)] = ids.reshape(len(frames), hw).numpy()
                     bar.advance(len(frames))
                 actions[row : row + n] = episode.actions
@@ -343,7 +344,7 @@ def train_worldmodel(
     resume: bool = False,
     stop_after: int | None = None,
     compile: bool = False,
-    tokenize_batch: int = 256,
+    tokenize_chunk: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a MineWorld-architecture transformer on tokenized recordings; write ``out_path`` and its summary.
@@ -372,7 +373,7 @@ def train_worldmodel(
         stop_after: stop (after checkpointing) once this many steps are done, as an interruption would; outputs are
             written only when all ``steps`` are done.
         compile: ``torch.compile`` the loss computation (same results up to float rounding).
-        tokenize_batch: frames per tokenizer call when building the token cache.
+        tokenize_chunk: frames per tokenizer call when building the token cache.
         progress: show progress bars.
 
     Returns:
@@ -418,7 +419,7 @@ def train_worldmodel(
                             f"{config.frame_size}")  # fmt: skip
     with watch("tokenize"):
         data = tokenize_datasets(model.tokenizer, datasets, tokenizer_sha256=tokenizer_sha256,
-                                 cache_path=token_cache_path(out_path), batch_size=tokenize_batch,
+                                 cache_path=token_cache_path(out_path), chunk=tokenize_chunk,
                                  progress=progress)  # fmt: skip
     valid = data.actions >= 0
     config.domain.validate(data.actions[valid])  # a recording of another action domain fails here
@@ -427,7 +428,8 @@ def train_worldmodel(
     val_starts = window_starts(data.episode_lengths, val_episodes, window_frames)
     if len(train_starts) == 0 or len(val_starts) == 0:
         raise DataError(f"no {'training' if len(train_starts) == 0 else 'validation'} episode has the "
-                        f"{window_frames} frames a window needs; record more data or shorten window_frames")  # fmt: skip
+                        f"{window_frames} frames a window needs; record more data or shorten "
+                        "window_frames")  # fmt: skip
     val_pick = np.sort(step_rng(seed, _VAL_STREAM).choice(len(val_starts), min(val_windows, len(val_starts)),
                                                          replace=False))  # fmt: skip
     val_ids = _gather_windows(data, val_starts[val_pick], window_frames, config)
