@@ -9,6 +9,7 @@ model certain of the true next frame would need on real Crafter footage (8x8 pat
 
 Naive and diagonal costs do not depend on the weights, so they are timed once per (threads, batch); every ratio
 is to naive decoding timed in the same process, rounds alternated so load from other processes hits all alike.
+"CPU ms" is this process's CPU time (less sensitive to a shared machine; with 2 threads it counts both).
 Prints markdown rows for docs/benchmarks.md.
 
     .venv/bin/python bench/bench_decoding.py                      # 1 and 2 threads, batch 1 and 16
@@ -28,23 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, MineWorldConfig, SamplingConfig
-from worldmodels.mineworld.decoding import DecodeStats
+from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, SamplingConfig
+from worldmodels.mineworld.decoding import DecodeStats, FrameDecoder
 from worldmodels.mineworld.sampling import DEFAULT_DRAFT_LEN
+from worldmodels.training.worldmodel import AR_SIZES, crafter_ar_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from test_mineworld_speculative import make_copy_biased  # noqa: E402
-
-
-def crafter_like(hidden: int, layers: int, codes: int, context: int) -> MineWorldConfig:
-    """9x9 grid of ``codes`` VQ codes (72x72 frames, downsampling 8), Crafter actions (3 tokens)."""
-    return MineWorldConfig(
-        hidden_size=hidden, intermediate_size=3 * hidden, num_attention_heads=hidden // 64, num_key_value_heads=2,
-        num_hidden_layers=layers, max_position_embeddings=context * (81 + 3), vocab_size=codes + 19,
-        image_grid=(9, 9), image_vocab_size=codes, frame_size=(72, 72), action_domain="crafter",
-        name=f"crafter-like-{hidden}x{layers}",
-    )  # fmt: skip
 
 
 def _cpu() -> str:
@@ -63,7 +55,8 @@ class Workload:
     def __init__(self, model: MineWorld, context: torch.Tensor, context_actions, actions: np.ndarray):
         self.model, self.context, self.context_actions, self.actions = model, context, context_actions, actions
 
-    def run(self, sampling: SamplingConfig, frames: int, adaptive: bool = True) -> tuple[float, float, float]:
+    def run(self, sampling: SamplingConfig, frames: int, adaptive: bool = True) -> tuple[float, float, float, float]:
+        """``(wall ms, process CPU ms, forwards, acceptance)`` per frame over ``frames`` timed frames."""
         model, b = self.model, self.context.shape[0]
         model._decoder(sampling).adaptive_width = adaptive
         generators = [torch.Generator().manual_seed(i) for i in range(b)]
@@ -71,17 +64,18 @@ class Workload:
         tokens = [model.action_tokens(self.actions[:, k], (b,)) for k in range(frames + 1)]
         model._step_ids(state, tokens[0], False)  # warm-up frame, not counted
         state.decode_stats = DecodeStats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for k in range(1, frames + 1):
             model._step_ids(state, tokens[k], False)
         ms = (time.perf_counter() - start) / frames * 1e3
-        return ms, state.decode_stats.forwards_per_frame, state.decode_stats.acceptance_rate
+        cpu_ms = (time.process_time() - cpu_start) / frames * 1e3
+        return ms, cpu_ms, state.decode_stats.forwards_per_frame, state.decode_stats.acceptance_rate
 
 
 def random_workload(model: MineWorld, batch: int, steps: int, seed: int = 0) -> Workload:
     """Random one-frame contexts and random actions (``steps`` of them)."""
     g = torch.Generator().manual_seed(seed)
-    context = torch.randint(0, model.config.image_vocab_size, (batch, 1, 81), generator=g)
+    context = torch.randint(0, model.config.image_vocab_size, (batch, 1, model.config.tokens_per_frame), generator=g)
     actions = np.random.default_rng(seed).integers(0, 17, (batch, steps))
     return Workload(model, context, None, actions)
 
@@ -97,15 +91,16 @@ def real_workload(model: MineWorld, data: Path, batch: int, steps: int, seed: in
 
 
 def timed(workloads: dict[tuple, tuple], frames: int, rounds: int) -> dict[tuple, tuple]:
-    """Median ms/frame over ``rounds`` alternated rounds; forwards/frame and acceptance of the last round."""
-    times: dict[tuple, list[float]] = {k: [] for k in workloads}
+    """Median wall and CPU ms/frame over ``rounds`` alternated rounds; forwards/frame and acceptance of the last."""
+    times: dict[tuple, list[tuple[float, float]]] = {k: [] for k in workloads}
     last = {}
     for _ in range(rounds):
         for key, (work, sampling, adaptive) in workloads.items():
-            ms, forwards, acceptance = work.run(sampling, frames, adaptive)
-            times[key].append(ms)
+            ms, cpu_ms, forwards, acceptance = work.run(sampling, frames, adaptive)
+            times[key].append((ms, cpu_ms))
             last[key] = (forwards, acceptance)
-    return {k: (statistics.median(times[k]), *last[k]) for k in workloads}
+    return {k: (statistics.median(t[0] for t in times[k]), statistics.median(t[1] for t in times[k]), *last[k])
+            for k in workloads}  # fmt: skip
 
 
 def data_oracle(data: Path, tolerance: float, episodes: int = 12) -> np.ndarray:
@@ -122,44 +117,55 @@ def data_oracle(data: Path, tolerance: float, episodes: int = 12) -> np.ndarray:
     return np.concatenate(same)
 
 
-def oracle_forwards(keep: np.ndarray, batch: int, draft_len: int, adaptive: bool) -> tuple[float, float]:
-    """Forwards per frame and mean forward width of the speculative decoder's schedule (as in
-    ``FrameDecoder._decode_speculative``) when the drafts kept are exactly ``keep [frames, 81]``, ``batch`` frames
-    decoded together."""
-    n = keep.shape[1]
-    forwards, widths = [], []
+def oracle_forwards(decoder: FrameDecoder, keep: np.ndarray, batch: int, adaptive: bool) -> tuple[float, float, float]:
+    """The speculative decoder's schedule (``FrameDecoder._decode_speculative``, with ``decoder``'s width policy)
+    when the drafts kept are exactly ``keep [frames, 81]`` and ``batch`` frames are decoded together.
+
+    Returns forwards per frame, the mean forward width, and the estimated speed-up over naive decoding under the
+    decoder's cost model (a forward of width ``k`` costs ``1 + width_cost * (k - 1)`` naive forwards).
+    """
+    n, k_max = keep.shape[1], decoder.config.draft_len
+    cost = decoder.width_cost(batch)
+    forwards, widths, costs = [], [], []
     for first in range(0, len(keep) - batch + 1, batch):
         frames = keep[first : first + batch]
         done = np.zeros(batch, dtype=np.int64)
-        wanted = np.full(batch, draft_len)
-        steps = 0
-        while (done < n).any():
-            active = done < n
-            k = int(min(wanted[active].max(), (n - done[active]).max()))
+        acceptance = np.full(batch, 0.5)
+        k, steps, spent = k_max, 0, 0.0
+        while True:
             steps += 1
+            spent += 1 + cost * (k - 1)
             widths.append(k)
-            for b in np.nonzero(active)[0]:
+            tested, ones = np.zeros(batch, dtype=np.int64), np.zeros(batch, dtype=np.int64)
+            for b in np.nonzero(done < n)[0]:
                 valid = min(k, n - done[b])
                 kept = 0
                 while kept < valid and frames[b, done[b] + kept]:
                     kept += 1
-                done[b] += min(kept + 1, valid)
-                if adaptive:
-                    wanted[b] = min(2 * wanted[b], draft_len) if kept >= valid else max(wanted[b] // 2, 1)
+                tested[b], ones[b] = min(kept + 1, valid), kept
+                done[b] += tested[b]
+            remaining = n - done
+            if remaining.max() <= 0:
+                break
+            k = int(min(k_max, remaining.max()))
+            if adaptive:
+                r = decoder.acceptance_memory
+                acceptance = r**tested * acceptance + r ** (tested - ones) * (1 - r**ones)
+                k = min(k, decoder._choose_width(acceptance, remaining, k_max))
         forwards.append(steps)
-    return float(np.mean(forwards)), float(np.mean(widths))
+        costs.append(spent)
+    return float(np.mean(forwards)), float(np.mean(widths)), n / float(np.mean(costs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--codes", type=int, default=512, help="VQ codebook size")
+    parser.add_argument("--size", choices=sorted(AR_SIZES), default="small", help="Crafter transformer size")
+    parser.add_argument("--codes", type=int, default=None, help="VQ codebook size (default: crafter_ar_config's)")
     parser.add_argument("--context", type=int, default=8, help="frame-action pairs of context")
     parser.add_argument("--batch", type=int, action="append", help="environment slots (default: 1 and 16)")
     parser.add_argument("--threads", type=int, action="append", help="torch threads (default: 1 and 2)")
     parser.add_argument("--draft-len", type=int, action="append", help=f"default: {DEFAULT_DRAFT_LEN}")
-    parser.add_argument("--strength", type=float, action="append", help="copy model logit margin (default 12, 6)")
+    parser.add_argument("--strength", type=float, action="append", help="copy model logit margin (default 12, 8)")
     parser.add_argument("--window", type=int, default=2, help="diagonal decoding window")
     parser.add_argument("--fixed-width", action="store_true", help="also time speculative without adaptive width")
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling (default: plain sampling)")
@@ -170,10 +176,11 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    config = crafter_like(args.hidden, args.layers, args.codes, args.context)
-    vq = TINY_VQ_CONFIG | {"num_vq_embeddings": args.codes}
+    codebook = {} if args.codes is None else {"codebook": args.codes}
+    config = crafter_ar_config(**AR_SIZES[args.size], **codebook, context_frames=args.context)
+    vq = TINY_VQ_CONFIG | {"num_vq_embeddings": config.image_vocab_size}
     models = {"random weights": MineWorld.from_config(config, vq).eval()}
-    for strength in args.strength or [12.0, 6.0]:
+    for strength in args.strength or [12.0, 8.0]:
         model = MineWorld.from_config(config, vq).eval()
         make_copy_biased(model, strength)
         models[f"copy model, margin {strength:g}"] = model
@@ -185,15 +192,16 @@ def main() -> None:
     draft_lens = args.draft_len or [DEFAULT_DRAFT_LEN]
     sampling = dict(top_p=args.top_p)
 
-    print(f"MineWorld frame decoding, {config.name} (9x9 grid, {args.codes} codes, 3 action tokens, "
-          f"{args.context} frames of context), fp32, CPU: {_cpu()}; sampling: "
+    print(f"MineWorld frame decoding, Crafter {args.size} (hidden {config.hidden_size}, {config.num_hidden_layers} "
+          f"layers, 9x9 grid, {config.image_vocab_size} codes, 3 action tokens, {args.context} frames of context), "
+          f"fp32, CPU: {_cpu()}; sampling: "
           f"{'top-p ' + str(args.top_p) if args.top_p else 'temperature 1'}")  # fmt: skip
     if trained is None:
         print("(no trained Crafter checkpoint found under runs/worldmodel/: real-frame rows skipped)")
     print()
-    print("| threads | batch | model | decoding | ms/step | frames/s per env | frames/s | forwards/frame | drafts kept "
-          "| ratio to naive |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| threads | batch | model | decoding | ms/step | CPU ms/step | frames/s per env | frames/s | forwards/frame "
+          "| drafts kept | ratio to naive | CPU ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads or [1, 2]:
         torch.set_num_threads(threads)
         for batch in args.batch or [1, 16]:
@@ -220,30 +228,35 @@ def main() -> None:
                 for label, config, adaptive in spec:
                     runs[(name, label)] = (work, config, adaptive)
             results = timed(runs, frames, args.rounds)
-            naive_ms = results[("random weights", "naive")][0]
-            for (name, decoding), (ms, forwards, acceptance) in results.items():
+            naive_ms, naive_cpu = results[("random weights", "naive")][:2]
+            for (name, decoding), (ms, cpu_ms, forwards, acceptance) in results.items():
                 if name.startswith("trained") and decoding == "naive":
-                    naive_ms = ms  # the trained model's own baseline (another architecture)
+                    naive_ms, naive_cpu = ms, cpu_ms  # the trained model's own baseline (another architecture)
                 kept = f"{acceptance:.2f}" if decoding.startswith("speculative") else "-"
-                print(f"| {threads} | {batch} | {name} | {decoding} | {ms:.1f} | {1e3 / ms:.1f} | "
-                      f"{1e3 * batch / ms:.1f} | {forwards:.1f} | {kept} | {naive_ms / ms:.2f} |")  # fmt: skip
+                print(f"| {threads} | {batch} | {name} | {decoding} | {ms:.1f} | {cpu_ms:.1f} | {1e3 / ms:.1f} | "
+                      f"{1e3 * batch / ms:.1f} | {forwards:.1f} | {kept} | {naive_ms / ms:.2f} | "
+                      f"{naive_cpu / cpu_ms:.2f} |")  # fmt: skip
             sys.stdout.flush()
 
     if args.data.exists():
         print()
         print("Data oracle: the decoder's forwards/frame (81 naive) if the model were certain of the true next frame, "
               f"on real Crafter frames ({args.data.name}): a draft is kept iff its 8x8 patch did not change (mean "
-              "abs difference <= tolerance; a VQ tokenizer ignores small changes, so tolerance 0 is a lower bound)")
-        print("| tolerance | patches unchanged | batch | draft_len | width | forwards/frame | mean forward width |")
-        print("|---|---|---|---|---|---|---|")
+              "abs difference <= tolerance; a VQ tokenizer ignores small changes, so tolerance 0 is a lower bound). "
+              "The ratio is estimated from the decoder's width cost model, without its per-forward overhead.")
+        print("| tolerance | patches unchanged | batch | draft_len | width | forwards/frame | mean forward width "
+              "| est. ratio to naive |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
         for tolerance in (0.0, 4.0):
             keep = data_oracle(args.data, tolerance)
             for batch in args.batch or [1, 16]:
-                for k in sorted({4, 8, 16, *draft_lens}):
+                for k in sorted({8, 16, *draft_lens}):
+                    decoder = FrameDecoder(models["random weights"].transformer, (9, 9), config.image_vocab_size,
+                                           SamplingConfig(decoding="speculative", draft_len=k))  # fmt: skip
                     for adaptive in (False, True):
-                        forwards, width = oracle_forwards(keep, batch, k, adaptive)
+                        forwards, width, ratio = oracle_forwards(decoder, keep, batch, adaptive)
                         print(f"| {tolerance:g} | {keep.mean():.2f} | {batch} | {k} | "
-                              f"{'adaptive' if adaptive else 'fixed'} | {forwards:.1f} | {width:.1f} |")
+                              f"{'adaptive' if adaptive else 'fixed'} | {forwards:.1f} | {width:.1f} | {ratio:.2f} |")
 
 if __name__ == "__main__":
     main()

@@ -1,1 +1,9 @@
+"""RLIR post-training: GRPO on world models with inverse-dynamics (or pixel) rewards.
 
+* :mod:`posttrain.grpo`: the algorithm core, group rollouts with a shared-prefix KV cache, log-prob replay;
+* :mod:`posttrain.rewards`: ``IDMReward`` (RLIR) and ``PixelReward`` (RLVR-World's baseline);
+* :mod:`posttrain.config`, :mod:`posttrain.data`, :mod:`posttrain.trainer`: the run (``rlir posttrain``,
+  :mod:`posttrain.cli`).
+
+Modules are imported on use; they pull in torch.
+"""

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any of the config sections")
     parser.add_argument("--out", help="run directory (out)")
     parser.add_argument("--resume", help="'auto' continues the run in --out from its latest checkpoint; or a path")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. algo.beta=1e-4")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algo.beta=1e-4")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from worldmodels.errors import RlirError
 
-    parser = argparse.ArgumentParser(prog="rlir posttrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rlir posttrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -162,23 +162,28 @@ class PostTrainConfig:
                 problems.append(message)
 
         if require_paths:
-            check(bool(self.model.path), "model.path is empty: pass a registered world model name or checkpoint path")
+            check(bool(self.model.path), "model.path is empty: pass a world model name or checkpoint path")
             check(bool(self.data.suite), "data.suite is empty: pass a suite name or directory of training prompts")
             check(bool(self.out), "out is empty: pass the run directory")
         check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         check(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}")
         m, d, r, a, o, w = self.model, self.data, self.rollout, self.algo, self.optim, self.reward
-        check(m.reference_frames is None or m.reference_frames >= 1, f"model.reference_frames must be >= 1, got {m.reference_frames}")
+        check(m.reference_frames is None or m.reference_frames >= 1,
+              f"model.reference_frames must be >= 1, got {m.reference_frames}")
         check(m.lora_rank >= 0, f"model.lora_rank must be >= 0, got {m.lora_rank}")
         check(m.lora_alpha > 0, f"model.lora_alpha must be > 0, got {m.lora_alpha}")
         bad = sorted(set(m.lora_targets) - set(LORA_TARGETS))
-        check(not bad and bool(m.lora_targets), f"model.lora_targets {bad or '[]'} invalid; choose from {list(LORA_TARGETS)}")
+        check(not bad and bool(m.lora_targets),
+              f"model.lora_targets {bad or '[]'} invalid; choose from {list(LORA_TARGETS)}")
         check(d.eval_items >= 1, f"data.eval_items must be >= 1, got {d.eval_items}")
         check(d.n_frames is None or d.n_frames >= 1, f"data.n_frames must be >= 1, got {d.n_frames}")
-        check(r.group_size >= 2, f"rollout.group_size must be >= 2 (GRPO compares rollouts of a prompt), got {r.group_size}")
+        check(r.group_size >= 2,
+              f"rollout.group_size must be >= 2 (GRPO compares rollouts of a prompt), got {r.group_size}")
         check(r.prompts_per_iter >= 1, f"rollout.prompts_per_iter must be >= 1, got {r.prompts_per_iter}")
-        check(r.prompts_per_state is None or r.prompts_per_state >= 1, f"rollout.prompts_per_state must be >= 1, got {r.prompts_per_state}")
-        check(r.temperature > 0 and r.temperature != float("inf"), f"rollout.temperature must be a finite number > 0 (training samples), got {r.temperature}")
+        check(r.prompts_per_state is None or r.prompts_per_state >= 1,
+              f"rollout.prompts_per_state must be >= 1, got {r.prompts_per_state}")
+        check(0 < r.temperature < float("inf"),
+              f"rollout.temperature must be a finite number > 0 (training samples), got {r.temperature}")
         check(r.top_p is None or 0 < r.top_p <= 1, f"rollout.top_p must lie in (0, 1], got {r.top_p}")
         check(r.top_k is None or r.top_k >= 2, f"rollout.top_k must be >= 2 (1 is greedy), got {r.top_k}")
         check(r.top_p is None or r.top_k is None, "rollout.top_p and rollout.top_k are mutually exclusive")
@@ -193,13 +198,17 @@ class PostTrainConfig:
         check(a.minibatches >= 1, f"algo.minibatches must be >= 1, got {a.minibatches}")
         check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
         check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
-        check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must be two numbers in [0, 1), got {o.betas}")
+        check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+              f"optim.betas must be two numbers in [0, 1), got {o.betas}")
         check(o.warmup >= 0, f"optim.warmup must be >= 0, got {o.warmup}")
         check(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must lie in [0, 1], got {o.min_lr_ratio}")
-        check(o.max_grad_norm is None or o.max_grad_norm > 0, f"optim.max_grad_norm must be > 0 (or null), got {o.max_grad_norm}")
+        check(o.max_grad_norm is None or o.max_grad_norm > 0,
+              f"optim.max_grad_norm must be > 0 (or null), got {o.max_grad_norm}")
         check(w.kind in REWARDS, f"reward.kind must be one of {REWARDS}, got {w.kind!r}")
-        check((w.lpips_backbone is None) == (w.lpips_linear is None), "reward.lpips_backbone and reward.lpips_linear go together")
-        check(w.l1_weight >= 0 and w.perceptual_weight >= 0, "reward.l1_weight and reward.perceptual_weight must be >= 0")
+        check((w.lpips_backbone is None) == (w.lpips_linear is None),
+              "reward.lpips_backbone and reward.lpips_linear go together")
+        check(w.l1_weight >= 0 and w.perceptual_weight >= 0,
+              "reward.l1_weight and reward.perceptual_weight must be >= 0")
         lg, c = self.logging, self.checkpoint
         check(lg.video_every >= 0 and lg.eval_every >= 0, "logging.video_every and logging.eval_every must be >= 0")
         check(lg.videos >= 1, f"logging.videos must be >= 1, got {lg.videos}")
@@ -222,7 +231,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))):
+        is_null = value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))
+        if type(None) in args and is_null:
             return None
         errors = []
         for arg in args:

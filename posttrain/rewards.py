@@ -58,7 +58,9 @@ def compute_rewards(
     try:
         rewards = np.asarray(result, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"reward {name!r} returned {type(result).__name__}, expected float[B, F] = {list(expected)}") from None
+        raise ValueError(
+            f"reward {name!r} returned {type(result).__name__}, expected float[B, F] = {list(expected)}"
+        ) from None
     if rewards.shape != expected:
         raise ValueError(
             f"reward {name!r} returned shape {list(rewards.shape)}, expected [B, F] = {list(expected)} (one reward "
@@ -110,7 +112,8 @@ class IDMReward:
     def commanded_labels(self, actions: np.ndarray, items: Sequence[Any] | None) -> np.ndarray:
         domain = self.idm.domain
         if items is not None:
-            return np.stack([self.taxonomy.labels(_trim(target_actions(item, domain), actions.shape[1])) for item in items])
+            n = actions.shape[1]
+            return np.stack([self.taxonomy.labels(target_actions(item, domain)[:n]) for item in items])
         if domain == "minecraft":
             from worldmodels.actions import minecraft
 
@@ -129,7 +132,9 @@ class IDMReward:
             )
         self.last_labels = (commanded, recovered)
         self.last_actions = (np.asarray(actions), predicted)
-        return rlir_frame_reward(commanded, recovered, self.taxonomy, include_camera=self.include_camera, exact=self.exact)
+        return rlir_frame_reward(
+            commanded, recovered, self.taxonomy, include_camera=self.include_camera, exact=self.exact
+        )
 
     def describe(self, sample: int) -> list[dict[str, Any]]:
         """Per frame of ``sample`` in the last call: commanded and recovered labels by task name."""
@@ -151,11 +156,6 @@ class IDMReward:
                 row["recovered_action"] = ACTION_NAMES[int(np.asarray(self.last_actions[1])[sample, k])]
             rows.append(row)
         return rows
-
-
-def _trim(target: Any, n: int) -> Any:
-    """The first ``n`` frames of a target action sequence (list of dicts or array)."""
-    return target[:n]
 
 
 class PixelReward:
@@ -201,7 +201,9 @@ class PixelReward:
         generated = frames[:, 1:]
         truth = np.stack([item.ground_truth[: generated.shape[1]] for item in items])
         if truth.shape != generated.shape:
-            raise DataError(f"ground truth {list(truth.shape)} does not match the generated frames {list(generated.shape)}")
+            raise DataError(
+                f"ground truth {list(truth.shape)} does not match the generated frames {list(generated.shape)}"
+            )
         l1 = np.abs(generated.astype(np.float32) - truth.astype(np.float32)).mean(axis=(2, 3, 4)) / 255.0
         if self.lpips_model is not None:
             from evaluation.metrics.lpips import lpips_per_frame
@@ -227,7 +229,9 @@ def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
     """
     if config.kind == "pixel":
         if not suite.has_ground_truth:
-            raise ConfigError(f"reward.kind=pixel needs ground-truth frames, and suite {suite.name!r} has none; use idm")
+            raise ConfigError(
+                f"reward.kind=pixel needs ground-truth frames, and suite {suite.name!r} has none; use reward.kind=idm"
+            )
         return PixelReward(
             lpips_backbone=config.lpips_backbone, lpips_linear=config.lpips_linear, l1_weight=config.l1_weight,
             perceptual_weight=config.perceptual_weight, device=device,

@@ -7,8 +7,8 @@ One iteration of :func:`train`, top to bottom:
 2. **rollout**: ``G`` rollouts per prompt, the context prefilled once and copied to the group's cache slots
    (:func:`~posttrain.grpo.rollout.rollout`);
 3. **reward**: decode the frames, per-frame rewards (:mod:`posttrain.rewards`), trajectory reward = mean over
-   frames; rewards of every rank are gathered, then normalised per group (:func:`~posttrain.grpo.core.group_advantages`);
-   groups whose rewards are all equal are dropped from the update;
+   frames; rewards of every rank are gathered, then normalised per group
+   (:func:`~posttrain.grpo.core.group_advantages`); groups whose rewards are all equal are dropped from the update;
 4. **old log-probs**: the kept rollouts are replayed without gradients, in the micro-batches the update will use
    (:func:`~posttrain.grpo.replay.replay_logprobs`), so the first micro-step's ratio is exactly 1 (logged as
    ``ratio_first_microstep_min/max``); the reference's log-probs too when ``beta > 0``;
@@ -246,7 +246,8 @@ def save_run_checkpoint(
         path, model=transformer, optimizer=optimizer, scheduler=scheduler, step=iteration, run_config=run_config,
         extra_meta=extra,
     )  # fmt: skip
-    write_json(run_dir / CHECKPOINT_DIR / LATEST, {"file": path.name, "sha256": sha256_file(path), "iteration": iteration})
+    pointer = {"file": path.name, "sha256": sha256_file(path), "iteration": iteration}
+    write_json(run_dir / CHECKPOINT_DIR / LATEST, pointer)
     for old in _checkpoints(run_dir)[:-keep]:
         if old != path:
             old.unlink(missing_ok=True)
@@ -282,13 +283,15 @@ def find_resume_checkpoint(run_dir: Path, resume: str) -> Path | None:
         path = run_dir / CHECKPOINT_DIR / pointer["file"]
         expected = pointer["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{latest} is unreadable ({err}); resume from a checkpoint file with --resume PATH") from None
+        raise CheckpointError(
+            f"{latest} is unreadable ({err}); resume from one of the checkpoint files with --resume PATH"
+        ) from None
     others = [p for p in _checkpoints(run_dir) if p != path]
     hint = f"; the previous checkpoint {others[-1]} can be resumed with --resume {others[-1]}" if others else ""
     if not path.is_file():
         raise CheckpointError(f"{latest} points at {path}, which is missing{hint}")
     if sha256_file(path) != expected:
-        raise CheckpointError(f"checkpoint {path} is corrupted (its sha256 differs from the one recorded at save){hint}")
+        raise CheckpointError(f"checkpoint {path} is corrupted (its sha256 differs from the one recorded){hint}")
     return path
 
 
@@ -338,7 +341,9 @@ def _peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _write_samples(run_dir: Path, iteration: int, videos: np.ndarray, rewards: np.ndarray, batch, reward_fn, fps: float, count: int) -> None:
+def _write_samples(
+    run_dir: Path, iteration: int, videos: np.ndarray, rewards: np.ndarray, batch, reward_fn, fps: float, count: int
+) -> None:
     """The first ``count`` rollouts as mp4 (context frame + generated frames) with a per-frame jsonl sidecar."""
     from worldmodels.data.video import write_video
 
@@ -371,6 +376,42 @@ def _micro_batches(samples: np.ndarray, minibatches: int, micro: int) -> list[li
         [torch.as_tensor(part[i : i + micro]) for i in range(0, len(part), micro)]
         for part in np.array_split(samples, minibatches)
     ]
+
+
+def _reference_logprobs(policy, reference, batch, micro: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The KL reference's log-probs: the disabled LoRA adapter, or the frozen copy of the initial weights."""
+    if reference is None:
+        with lora_disabled(policy):
+            return replay_logprobs(policy, batch, micro, temperature=temperature)[0]
+    with replay_mode(reference):
+        return replay_logprobs(reference, batch, micro, temperature=temperature)[0]
+
+
+def _loss_metrics(stats: LossStats, first_ratio, sampler_gap: torch.Tensor, dist: Dist) -> dict[str, Any]:
+    """Per-token loss diagnostics over every rank, the first micro-step's ratio range and the sampler/replay gap."""
+    summed = dist.reduce(stats.as_vector())
+    ratio_min = dist.reduce(torch.tensor([stats.ratio_min]), "min").item()
+    ratio_max = dist.reduce(torch.tensor([stats.ratio_max]), "max").item()
+    first = first_ratio if first_ratio is not None else (math.inf, -math.inf)
+    first_min = dist.reduce(torch.tensor([first[0]]), "min").item()
+    first_max = dist.reduce(torch.tensor([first[1]]), "max").item()
+    return {
+        **LossStats.from_vector(summed, ratio_min, ratio_max).means(),
+        "ratio_first_microstep_min": first_min if math.isfinite(first_min) else None,
+        "ratio_first_microstep_max": first_max if math.isfinite(first_max) else None,
+        "logp_sampler_replay_max_abs_diff": dist.reduce(sampler_gap, "max").item(),
+    }
+
+
+def _speed_metrics(watch: Stopwatch, rollout_tokens: int, replay_tokens: int) -> dict[str, float]:
+    phases = watch.report()
+    seconds = {name: phases.get(f"{name}_s", 0.0) for name in ("rollout", "reward", "old_logp", "update")}
+    return {
+        **{f"time_{name}_s": value for name, value in seconds.items()},
+        "time_iteration_s": phases["total_s"],
+        "rollout_tokens_per_s": rollout_tokens / max(seconds["rollout"], 1e-9),
+        "replay_tokens_per_s": replay_tokens / max(seconds["old_logp"] + seconds["update"], 1e-9),
+    }
 
 
 def evaluate_reward(policy, suite, reward_fn, config: PostTrainConfig) -> dict[str, Any]:
@@ -483,6 +524,11 @@ def train(
     if resume_path is not None:
         start, _, extra = load_checkpoint(resume_path, model=policy.transformer, optimizer=optimizer,
                                           scheduler=scheduler, run_config=run_config)  # fmt: skip
+        if extra.get("sampler_position") != sampler.position(start):
+            raise CheckpointError(
+                f"{resume_path}: sampler position {extra.get('sampler_position')} does not match iteration {start} "
+                f"({sampler.position(start)} prompts); the checkpoint was not written by this run"
+            )
         _set_rng_states(extra["rng"])
     if dist.main:
         save_config(config, run_dir / "config.yaml")
@@ -495,6 +541,7 @@ def train(
     last: dict[str, Any] = {}
     progress = Progress(config.iterations, "RLIR post-training", enabled=config.logging.progress and dist.main,
                         completed=start)  # fmt: skip
+    temperature = sampling.temperature
     with progress:
         if config.logging.eval_every and eval_suite is not None and start == 0 and dist.main:
             logger.log(-1, evaluate_reward(policy, eval_suite, reward_fn, config))
@@ -505,62 +552,53 @@ def train(
             # 1-2. prompts and rollouts
             items, slots = sampler.local_prompts(iteration)
             prompts = prompts_from_suite(suite, items, n_frames, keys=slots)
-            with watch("rollout"):
-                lora_cache = parametrize.cached() if config.model.lora_rank > 0 else nullcontext()
-                with lora_cache:
-                    batch = rollout(policy, prompts, group_size=group, sampling=sampling, seed=config.seed,
-                                    iteration=iteration, prompts_per_state=config.rollout.prompts_per_state)  # fmt: skip
+            with watch("rollout"), (parametrize.cached() if config.model.lora_rank > 0 else nullcontext()):
+                batch = rollout(policy, prompts, group_size=group, sampling=sampling, seed=config.seed,
+                                iteration=iteration, prompts_per_state=config.rollout.prompts_per_state)  # fmt: skip
 
             # 3. rewards, gathered over ranks, and group-normalised advantages
             with watch("reward"):
                 videos = decode_videos(policy, batch, prompts)
                 sample_items = [suite[int(i)] for i in items for _ in range(group)]
-                per_frame = compute_rewards(reward_fn, videos, np.repeat(prompts.actions, group, axis=0), sample_items)
+                actions = np.repeat(prompts.actions, group, axis=0)
+                per_frame = compute_rewards(reward_fn, videos, actions, sample_items)
             all_frames = dist.gather_rows(per_frame)  # [P * G, F] in prompt order
             trajectory = all_frames.mean(axis=1).reshape(-1, group)
             advantages, keep = group_advantages(trajectory, scale=config.algo.scale, eps=config.algo.adv_eps,
                                                 clip=config.algo.adv_clip)  # fmt: skip
             logger.samples.log(step=iteration, items=sampler.global_prompts(iteration), rewards=trajectory,
                                advantages=advantages, train=keep)  # fmt: skip
-            local = sampler.local_slots
-            local_adv = torch.as_tensor(advantages[local].reshape(-1), dtype=torch.float32)
-            samples = np.nonzero(keep[local].reshape(-1))[0]
+            local_adv = torch.as_tensor(advantages[sampler.local_slots].reshape(-1), dtype=torch.float32)
+            samples = np.nonzero(keep[sampler.local_slots].reshape(-1))[0]
             parts = _micro_batches(samples, config.algo.minibatches, config.algo.micro_batch)
             counts = torch.tensor([float(sum(len(m) for m in part)) for part in parts], dtype=torch.float64)
             global_tokens = dist.reduce(counts) * n_frames * hw
 
             # 4. old (and reference) log-probs with the update's own micro-batches
             old, ref = {}, {}
-            sampler_gap = torch.zeros((), dtype=torch.float64)
+            sampler_gap = torch.zeros(1, dtype=torch.float64)
             with watch("old_logp"), replay_mode(policy), torch.no_grad():
-                for part in parts:
-                    for micro in part:
-                        key = int(micro[0])
-                        old[key], _ = replay_logprobs(policy, batch, micro, temperature=sampling.temperature)
-                        gap = (old[key].cpu() - batch.sampler_logprobs.flatten(0, 1)[micro]).abs().max()
-                        sampler_gap = torch.maximum(sampler_gap, gap.double())
-                        if config.algo.beta > 0:
-                            if reference is None:
-                                with lora_disabled(policy):
-                                    ref[key], _ = replay_logprobs(policy, batch, micro, temperature=sampling.temperature)
-                            else:
-                                with replay_mode(reference):
-                                    ref[key], _ = replay_logprobs(reference, batch, micro, temperature=sampling.temperature)
+                for micro in (micro for part in parts for micro in part):
+                    key = int(micro[0])
+                    old[key], _ = replay_logprobs(policy, batch, micro, temperature=temperature)
+                    gap = (old[key].cpu() - batch.sampler_logprobs.flatten(0, 1)[micro]).abs().max()
+                    sampler_gap = torch.maximum(sampler_gap, gap.double())
+                    if config.algo.beta > 0:
+                        ref[key] = _reference_logprobs(policy, reference, batch, micro, temperature)
 
-            # 5. the update
-            stats, first_ratio = LossStats(), None
-            grad_norms = []
+            # 5. the update: one optimizer step per slice of the kept rollouts
+            stats, first_ratio, grad_norms = LossStats(), None, []
             with watch("update"), replay_mode(policy):
                 for part, tokens in zip(parts, global_tokens.tolist()):
                     if tokens == 0:  # every group of this slice had equal rewards on every rank: no step
                         with warnings.catch_warnings():  # the schedule still advances, to stay aligned with iterations
-                            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+                            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
                             scheduler.step()
                         continue
                     optimizer.zero_grad(set_to_none=True)
                     for micro in part:
                         key = int(micro[0])
-                        logp, entropy = replay_logprobs(policy, batch, micro, temperature=sampling.temperature,
+                        logp, entropy = replay_logprobs(policy, batch, micro, temperature=temperature,
                                                         gradient_checkpointing=config.model.gradient_checkpointing,
                                                         with_entropy=True)  # fmt: skip
                         loss, micro_stats = grpo_loss(
@@ -573,44 +611,23 @@ def train(
                             first_ratio = (micro_stats.ratio_min, micro_stats.ratio_max)
                         stats.add(micro_stats)
                     sum_gradients(params, dist)
-                    max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else float("inf")
+                    max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
                     grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm)))
                     optimizer.step()
                     scheduler.step()
 
             # 6. metrics (global over ranks), samples, evaluation, checkpoint
-            summed = dist.reduce(stats.as_vector())
-            ratio_min = dist.reduce(torch.tensor([stats.ratio_min]), "min").item()
-            ratio_max = dist.reduce(torch.tensor([stats.ratio_max]), "max").item()
-            first = torch.tensor(first_ratio if first_ratio is not None else (float("inf"), float("-inf")))
-            first_min = dist.reduce(first[:1].clone(), "min").item()
-            first_max = dist.reduce(first[1:].clone(), "max").item()
-            sampler_gap = dist.reduce(sampler_gap.reshape(1), "max").item()
-            means = LossStats.from_vector(summed, ratio_min, ratio_max).means()
-            phases = watch.report()
-            replay_tokens = 2 * len(samples) * n_frames * hw
-            trained = torch.tensor([float(len(samples))])
-            flat_groups = ~keep[:, 0]
             record = {
                 "lr": lr,
                 "reward_mean": float(trajectory.mean()),
                 "reward_std": float(trajectory.std()),
                 "reward_per_frame": all_frames.mean(axis=0).tolist(),
-                "frac_zero_std": float(flat_groups.mean()),
+                "frac_zero_std": float((~keep[:, 0]).mean()),
                 "reward_std_in_group": float(trajectory.std(axis=1).mean()),
-                "samples_trained": int(dist.reduce(trained).item()),
-                **means,
-                "ratio_first_microstep_min": first_min if math.isfinite(first_min) else None,
-                "ratio_first_microstep_max": first_max if math.isfinite(first_max) else None,
-                "logp_sampler_replay_max_abs_diff": sampler_gap,
+                "samples_trained": int(dist.reduce(torch.tensor([float(len(samples))])).item()),
+                **_loss_metrics(stats, first_ratio, sampler_gap, dist),
                 "grad_norm": grad_norms[0] if len(grad_norms) == 1 else (grad_norms or None),
-                "time_rollout_s": phases.get("rollout_s", 0.0),
-                "time_reward_s": phases.get("reward_s", 0.0),
-                "time_old_logp_s": phases.get("old_logp_s", 0.0),
-                "time_update_s": phases.get("update_s", 0.0),
-                "time_iteration_s": phases["total_s"],
-                "rollout_tokens_per_s": batch.n_samples * n_frames * hw / max(phases.get("rollout_s", 0.0), 1e-9),
-                "replay_tokens_per_s": replay_tokens / max(phases.get("old_logp_s", 0.0) + phases.get("update_s", 0.0), 1e-9),
+                **_speed_metrics(watch, batch.n_samples * n_frames * hw, 2 * len(samples) * n_frames * hw),
                 "peak_memory_mib": _peak_memory_mib(policy.device),
                 "off_policy": config.off_policy,
                 "reward": reward_name(reward_fn),
@@ -618,12 +635,12 @@ def train(
             if config.logging.video_every and iteration % config.logging.video_every == 0 and dist.main:
                 _write_samples(run_dir, iteration, videos, per_frame, batch, reward_fn, policy.spec.fps,
                                config.logging.videos)  # fmt: skip
+            done = iteration + 1
             if config.logging.eval_every and eval_suite is not None and dist.main:
-                if (iteration + 1) % config.logging.eval_every == 0 or iteration + 1 == config.iterations:
+                if done % config.logging.eval_every == 0 or done == config.iterations:
                     record.update(evaluate_reward(policy, eval_suite, reward_fn, config))
             logger.log(iteration, record)
             last = record
-            done = iteration + 1
             if done % config.checkpoint.every == 0 or done == config.iterations:
                 if dist.main:
                     extra = {"iteration": done, "sampler_position": sampler.position(done), "rng": _rng_states(),

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "rlir_env.commands.rollout",
     "evaluation.cli",
     "worldmodels.training.cli",
+    "worldmodels.training.nfd_cli",
     "evaluation.idm.cli",
     "leaderboard.cli",
     "posttrain.cli",

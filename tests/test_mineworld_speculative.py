@@ -291,7 +291,6 @@ def test_seeded_rollouts_are_reproducible_and_independent_of_the_batch(mixed32):
 
 def test_logprobs_equal_teacher_forced_logprobs(mixed32):
     ids, actions = first_ids(2, 11), random_actions((2, 2), 12)
-    config = SamplingConfig(temperature=0.7, top_p=0.8)
     out, logprobs = mixed32.generate_tokens(ids, actions, temperature=0.7, top_p=0.8, decoding="speculative",
                                             draft_len=4, generators=gens(1, 2), return_logprobs=True)  # fmt: skip
     act = torch.as_tensor(compact_to_tokens(actions, offset=TINY.image_vocab_size))
@@ -309,7 +308,6 @@ def test_logprobs_equal_teacher_forced_logprobs(mixed32):
     reference = probs.gather(-1, seq[:, [t + 1 for t in targets], None])[..., 0].log()
     torch.testing.assert_close(logprobs.reshape(2, -1).double(), reference, rtol=1e-4, atol=1e-4)
     assert (logprobs < 0).any() and (logprobs == 0).any()  # some tokens were certain after top-p, some not
-    assert config.top_p == 0.8
 
 
 def test_copy_friendly_model_needs_few_forwards_per_frame():
@@ -327,7 +325,7 @@ def test_copy_friendly_model_needs_few_forwards_per_frame():
         forwards[decoding] = state.decode_stats.forwards_per_frame
         if decoding == "speculative":
             assert state.decode_stats.acceptance_rate > 0.9
-            assert state.decode_stats.tokens_per_forward > 6
+            assert state.decode_stats.tokens_per_forward > 4  # naive: 1
     assert (context[:, 0] != context[:, 1]).double().mean() > 0.5  # copying the older frame would not do
     assert forwards["naive"] == HW
     assert forwards["speculative"] <= HW / 4  # 8 tokens per forward when every draft is kept: 3 forwards

@@ -52,10 +52,10 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def test_loss_goes_down_and_the_output_loads_as_a_vq_tokenizer(data, tmp_path):
     out = tmp_path / "tok.safetensors"
-    summary = train_tokenizer(data, out, steps=40, seed=0, **RUN)
+    summary = train_tokenizer(data, out, steps=25, seed=0, **{**RUN, "checkpoint_every": 100})
     log = [json.loads(line) for line in (tmp_path / "tok.run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
-    assert len(losses) == 40
+    assert len(losses) == 25
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
     tokenizer = load_tokenizer(out)
@@ -69,7 +69,7 @@ def test_loss_goes_down_and_the_output_loads_as_a_vq_tokenizer(data, tmp_path):
     assert trained["psnr"] > untrained["psnr"] + 3.0
 
     on_disk = json.loads((tmp_path / "tok.json").read_text())
-    assert on_disk["finished"] and on_disk["steps_done"] == 40
+    assert on_disk["finished"] and on_disk["steps_done"] == 25
     assert on_disk["final"] == summary["final"] and 0 < on_disk["final"]["used_codes"] <= 64
     assert on_disk["settings"]["vq_config"] == VQ
     assert on_disk["data"][0]["shards_sha256"] == [s.sha256 for s in ShardDataset(data).shards]

@@ -61,18 +61,16 @@ def segment_sequences(batch: RolloutBatch, samples: torch.Tensor):
     generated image tokens (``n = frames scored x hw``), in frame-major order; ``frames`` are the generated-frame
     indices (``0 .. F-1``) they belong to.
     """
-    config_hw = batch.context_tokens.shape[-1]
-    a = batch.action_tokens.shape[-1]
-    pair = config_hw + a
+    hw = batch.context_tokens.shape[-1]
+    pair = hw + batch.action_tokens.shape[-1]
     frames = batch.sample_frames(samples)  # [m, C + F, hw]
     actions = batch.action_tokens[samples // batch.group_size]  # [m, C - 1 + F, A]
     for seg in batch.segments:
         f = frames[:, seg.first : seg.last + 1]
         act = actions[:, seg.first : seg.last]
-        pairs = torch.cat([f[:, :-1], act], dim=-1).flatten(1)
-        ids = torch.cat([pairs, f[:, -1]], dim=1)
-        local = torch.arange(seg.first_scored - seg.first, seg.n_frames)
-        positions = (local[:, None] * pair + torch.arange(config_hw)).flatten()
+        ids = torch.cat([torch.cat([f[:, :-1], act], dim=-1).flatten(1), f[:, -1]], dim=1)
+        local = torch.arange(seg.first_scored - seg.first, seg.n_frames)  # scored frames, counted in the window
+        positions = (local[:, None] * pair + torch.arange(hw)).flatten()
         scored = range(seg.first_scored - batch.n_context, seg.last + 1 - batch.n_context)
         yield ids, positions, scored
 

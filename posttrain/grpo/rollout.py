@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -87,7 +87,9 @@ def prompts_from_suite(
     if indices.size == 0:
         raise DataError("no prompts selected; pass at least one suite item index")
     if indices.min() < 0 or indices.max() >= len(suite):
-        raise DataError(f"prompt indices must lie in [0, {len(suite)}) for suite {suite.name!r}, got {indices.tolist()}")
+        raise DataError(
+            f"prompt indices must lie in [0, {len(suite)}) for suite {suite.name!r}, got {indices.tolist()}"
+        )
     total = suite.n_frames
     n = total if n_frames is None else int(n_frames)
     if not 1 <= n <= total:
@@ -188,7 +190,6 @@ class RolloutBatch:
     prefill_rows: int = 0
     """Cache rows prefilled from a context (``P`` with the shared prefix, ``P * G`` without)."""
     seconds: float = 0.0
-    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_prompts(self) -> int:

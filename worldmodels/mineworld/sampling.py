@@ -33,7 +33,7 @@ import torch
 from worldmodels.errors import ConfigError
 
 DECODINGS = ("naive", "diagonal", "speculative")
-DEFAULT_DRAFT_LEN = 8
+DEFAULT_DRAFT_LEN = 16
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,9 @@ class SamplingConfig:
             distribution) or ``"speculative"`` (several tokens per forward, drafted by copying the previous frame;
             the same distribution as naive, see :func:`speculative_sample`).
         window: diagonal decoding starts row ``r + 1`` once row ``r`` holds ``window`` tokens.
-        draft_len: speculative decoding feeds each slot's current token plus ``draft_len - 1`` drafts per forward,
-            so one forward decides between 1 and ``draft_len`` tokens.
+        draft_len: speculative decoding feeds each slot's current token plus up to ``draft_len - 1`` drafts per
+            forward (the decoder picks the width from the acceptance so far), so one forward decides between 1 and
+            ``draft_len`` tokens per slot.
     """
 
     temperature: float = 1.0
@@ -190,31 +191,49 @@ def speculative_sample(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Decide one token per row of ``logits [..., V]`` given a draft token per row (``drafts int64[...]``).
 
-    The draft is accepted iff ``u_accept < p(draft)``; otherwise the token is drawn by inverse CDF (``u_resample``)
-    from ``p`` with the draft removed and renormalised. ``p`` is the sampling distribution of :func:`sample` (after
-    temperature and top-k / top-p), so the token is distributed exactly as ``sample`` would draw it. Greedy: the
-    argmax, "accepted" when it equals the draft (no uniforms needed).
+    The draft is accepted iff ``u_accept < p(draft)`` (:func:`draft_acceptance`); otherwise the token is drawn by
+    inverse CDF (``u_resample``) from ``p`` with the draft removed and renormalised (:func:`resample_without_draft`).
+    ``p`` is the sampling distribution of :func:`sample` (after temperature and top-k / top-p), so the token is
+    distributed exactly as ``sample`` would draw it. Greedy: the argmax, "accepted" when it equals the draft (no
+    uniforms needed).
 
-    Returns ``(tokens int64[...], accepted bool[...], logprobs float32[...] | None)``; ``tokens == drafts`` exactly
-    where ``accepted``; the log-probability is that of the token under ``p`` (0 for greedy).
+    Returns ``(tokens int64[...], accepted bool[...], logprobs float32[...] | None)``; ``accepted`` is exactly
+    ``tokens == drafts``; the log-probability is that of the token under ``p`` (0 for greedy).
     """
     if config.greedy:
         tokens = logits.argmax(-1)
         logprobs = torch.zeros(tokens.shape, device=logits.device) if return_logprobs else None
         return tokens, tokens == drafts, logprobs
     logp = filtered_logprobs(logits, config)
-    draft_logp = logp.gather(-1, drafts.unsqueeze(-1))
-    accepted = u_accept < draft_logp.squeeze(-1).exp()
+    accepted, draft_logp = draft_acceptance(logp, drafts, u_accept)
+    redrawn, redrawn_logp = resample_without_draft(logp, drafts, u_resample)
+    tokens = torch.where(accepted, drafts, redrawn)
+    accepted = tokens == drafts  # also where nothing but the draft could be drawn
+    return tokens, accepted, (torch.where(accepted, draft_logp, redrawn_logp) if return_logprobs else None)
+
+
+def draft_acceptance(
+    logp: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The accept test of speculative sampling: ``(u_accept < p(draft), log p(draft))`` per row of the sampling
+    log-probabilities ``logp [..., V]`` (:func:`filtered_logprobs`)."""
+    draft_logp = logp.gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
+    return u_accept < draft_logp.exp(), draft_logp
+
+
+def resample_without_draft(
+    logp: torch.Tensor, drafts: torch.Tensor, u_resample: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw from ``p`` with the draft removed and renormalised (the residual ``(p - q)+`` of a point-mass draft),
+    by inverse CDF from one uniform per row; where ``p`` holds nothing but the draft, the draft itself.
+
+    Returns ``(tokens int64[...], log p(token) float32[...])``.
+    """
     residual = logp.exp().scatter_(-1, drafts.unsqueeze(-1), 0.0)
     cdf = residual.cumsum(-1)
     total = cdf[..., -1:]
-    # zero-probability tokens never match (the cdf does not rise at them, and u * total < total); the bound to the
-    # last token of positive probability only guards rounding
+    # the first index whose cdf exceeds u * total: never a zero-probability token (the cdf does not rise there), and
+    # it exists because u <= 1 - 2^-24 makes the rounded u * total smaller than total
     index = torch.searchsorted(cdf, u_resample.unsqueeze(-1) * total, right=True)
-    index = torch.minimum(index, (residual > 0).cumsum(-1).argmax(-1, keepdim=True))
-    # p(draft) may round below 1 with nothing else left to draw: then the draft is the only token
-    accepted |= total.squeeze(-1) <= 0
-    tokens = torch.where(accepted, drafts, index.squeeze(-1))
-    if not return_logprobs:
-        return tokens, accepted, None
-    return tokens, accepted, torch.where(accepted.unsqueeze(-1), draft_logp, logp.gather(-1, index)).squeeze(-1)
+    index = torch.where(total > 0, index, drafts.unsqueeze(-1))
+    return index.squeeze(-1), logp.gather(-1, index).squeeze(-1)

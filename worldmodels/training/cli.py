@@ -53,7 +53,7 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
                      help="diffusers VQModel config.json (default: the Crafter config, 72x72 -> 9x9, 1024 codes)")
     tok.add_argument("--frame-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                      help="frame size (default: the recording's)")
-    tok.add_argument("--steps", type=int, default=1500)
+    tok.add_argument("--steps", type=int, default=2000)
     tok.add_argument("--batch-size", type=int, default=16)
     tok.add_argument("--lr", type=float, default=1e-3)
     tok.add_argument("--warmup", type=int, default=100)
@@ -64,6 +64,8 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
     tok.add_argument("--eval-frames", type=int, default=1024)
     tok.add_argument("--eval-every", type=int, default=500)
     tok.add_argument("--restart-every", type=int, default=50, help="re-seed unused codes every N steps (0: never)")
+    tok.add_argument("--codebook-update", choices=("ema", "gradient"), default="ema",
+                     help="EMA of assigned latents (default) or AdamW on diffusers' codebook loss")
     tok.add_argument("--checkpoint-every", type=int, default=250)
     _common_options(tok)
     tok.set_defaults(func=_main_tokenizer)
@@ -74,11 +76,11 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
     wm.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer from `rlir train tokenizer`")
     wm.add_argument("--out", required=True, metavar="FILE",
                     help="MineWorld .safetensors to write (summary: .json, tokens: .tokens.npz)")
-    wm.add_argument("--size", default="medium",
+    wm.add_argument("--size", default="small",
                     help="architecture: one of AR_SIZES (small, medium, wide), for the tokenizer's codebook")
     wm.add_argument("--config", metavar="JSON", default=None,
                     help="a MineWorldConfig as JSON (MineWorldConfig.to_dict()); overrides --size")
-    wm.add_argument("--steps", type=int, default=1500)
+    wm.add_argument("--steps", type=int, default=2000)
     wm.add_argument("--batch-size", type=int, default=8)
     wm.add_argument("--window-frames", type=int, default=None, help="frames per window (default: the context)")
     wm.add_argument("--lr", type=float, default=1e-3)
@@ -131,7 +133,7 @@ def _main_tokenizer(args: argparse.Namespace) -> int:
         args.data, args.out, vq_config=None if args.vq_config is None else load_vq_config(args.vq_config),
         frame_size=tuple(frame_size), steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         seed=args.seed, val_fraction=args.val_fraction, eval_dirs=args.eval_data, eval_frames=args.eval_frames,
-        eval_every=args.eval_every, restart_every=args.restart_every, checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every, restart_every=args.restart_every, codebook_update=args.codebook_update, checkpoint_every=args.checkpoint_every,
         log_path=args.log, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
     )  # fmt: skip
     _print_summary(summary, args.out)

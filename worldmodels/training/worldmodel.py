@@ -85,7 +85,7 @@ __all__ = [
 
 def crafter_ar_config(
     *, hidden: int, layers: int, heads: int = 4, kv_heads: int = 2, intermediate: int | None = None,
-    codebook: int = 1024, context_frames: int = 8, name: str = "crafter-mineworld",
+    codebook: int = 512, context_frames: int = 8, name: str = "crafter-mineworld",
 ) -> MineWorldConfig:  # fmt: skip
     """A MineWorld config for Crafter: 72x72 frames, a 9x9 token grid, Crafter's 3-token actions, 5 fps.
 
@@ -122,10 +122,12 @@ AR_SIZES: dict[str, dict[str, int]] = {
 """The Crafter transformer sizes compared for the CPU training budget (:func:`crafter_ar_config` arguments)."""
 
 AR_CANDIDATES: dict[str, MineWorldConfig] = {name: crafter_ar_config(**size) for name, size in AR_SIZES.items()}
-""":data:`AR_SIZES` as configs for a 1024-code tokenizer."""
+""":data:`AR_SIZES` as configs for the 512-code :data:`~worldmodels.training.tokenizer.CRAFTER_VQ_CONFIG`."""
 
-CRAFTER_AR_CONFIG: MineWorldConfig = AR_CANDIDATES["medium"]
-"""The default Crafter world model: see :data:`AR_CANDIDATES`."""
+CRAFTER_AR_CONFIG: MineWorldConfig = AR_CANDIDATES["small"]
+"""The default Crafter world model: hidden 192, 3 layers, 4 heads, 2 KV heads, SwiGLU 512, 8 frames of context (672
+positions), 1.4M parameters. On the 2-core CPU it reached the validation loss of ``medium`` (4 layers of 256) after
+the same number of steps at half the time per step, and it decodes a frame's 81 tokens about twice as fast."""
 
 _SAMPLE_STREAM, _VAL_STREAM, _SPLIT_STREAM = 11, 12, 13
 _IGNORE = -100
@@ -328,7 +330,7 @@ def train_worldmodel(
     out_path: str | os.PathLike,
     *,
     config: MineWorldConfig | None = None,
-    steps: int = 1500,
+    steps: int = 2000,
     batch_size: int = 8,
     window_frames: int | None = None,
     lr: float = 1e-3,

@@ -1,0 +1,166 @@
+"""The Flow-GRPO post-training configuration for NFD models: nested dataclasses, loadable from YAML with dotted
+overrides, sharing the data, reward, logging and checkpoint sections of :mod:`posttrain.config`.
+
+Defaults are RLIR's NFD settings (arXiv 2509.23958, Appendix A.3): AdamW, lr 1e-5 with a cosine schedule, group size
+24, 16 prompts per iteration (the paper's "16 samples per iteration", read as for MineWorld: groups, since 16 single
+rollouts cannot form groups of 24), 10 sampling steps, SDE noise level 0.75, timestep selection 0.6.
+
+**Clip range.** RLIR's table lists 0.2 for both paradigms; we default to Flow-GRPO's ``1e-4`` because a step's
+log-probability is a Gaussian log-density *averaged* over the latent dimensions: a parameter update moves it by
+~1e-4..1e-3, so a clip range of 0.2 would never bind, while 1e-4 keeps later minibatches of an iteration close to
+the sampling policy (Flow-GRPO base config; its README warns that larger ranges crash). With ``minibatches = 1`` every
+micro-step uses the sampling weights, the ratio is exactly 1 and the clip never acts, whatever its value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from posttrain.config import (
+    CheckpointConfig,
+    DataConfig,
+    LoggingConfig,
+    OptimConfig,
+    RewardConfig,
+    _from_dict,
+    _merge,
+    _set_dotted,
+    config_to_dict,
+    parse_overrides,
+)
+from posttrain.grpo.core import ADVANTAGE_SCALES
+from worldmodels.errors import ConfigError, MissingFileError
+
+
+@dataclass
+class FlowModelConfig:
+    path: str = ""
+    """An NFD checkpoint (``.safetensors`` written by ``rlir train nfd`` / ``save_nfd``) or a registered name."""
+    device: str = "cpu"
+    reference_frames: int | None = None
+
+
+@dataclass
+class FlowRolloutConfig:
+    group_size: int = 24
+    prompts_per_iter: int = 16
+    prompts_per_state: int | None = None
+    steps: int = 10
+    noise_level: float = 0.75
+    shift: float = 1.0
+    timestep_fraction: float = 0.6
+    same_noise: bool = True
+    sde_type: str = "flow"
+    eval_sampler: str = "dpmpp2m"
+    eval_steps: int = 18
+    """Evaluation rollouts use the ODE sampler RLIR evaluates NFD with (DPM-Solver++, 18 steps)."""
+
+
+@dataclass
+class FlowAlgoConfig:
+    scale: str = "group"
+    adv_eps: float = 1e-4
+    adv_clip: float | None = 5.0
+    clip_range: float = 1e-4
+    beta: float = 0.0
+    """Weight of the closed-form KL between the policy's and a frozen reference's SDE steps (0: no reference)."""
+    micro_batch: int = 4
+    minibatches: int = 1
+
+
+@dataclass
+class FlowOptimConfig(OptimConfig):
+    lr: float = 1e-5
+
+
+@dataclass
+class FlowPostTrainConfig:
+    out: str = ""
+    seed: int = 0
+    iterations: int = 100
+    model: FlowModelConfig = field(default_factory=FlowModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: FlowRolloutConfig = field(default_factory=FlowRolloutConfig)
+    algo: FlowAlgoConfig = field(default_factory=FlowAlgoConfig)
+    optim: FlowOptimConfig = field(default_factory=FlowOptimConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self, *, require_paths: bool = True) -> FlowPostTrainConfig:
+        """Raise ConfigError listing every impossible value; returns ``self``."""
+        problems: list[str] = []
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                problems.append(message)
+
+        if require_paths:
+            check(bool(self.model.path), "model.path is empty: pass an NFD checkpoint")
+            check(bool(self.data.suite), "data.suite is empty: pass a suite name or directory of training prompts")
+            check(bool(self.out), "out is empty: pass the run directory")
+        r, a, o = self.rollout, self.algo, self.optim
+        check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
+        check(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}")
+        check(r.group_size >= 2, f"rollout.group_size must be >= 2, got {r.group_size}")
+        check(r.prompts_per_iter >= 1, f"rollout.prompts_per_iter must be >= 1, got {r.prompts_per_iter}")
+        check(r.prompts_per_state is None or r.prompts_per_state >= 1, "rollout.prompts_per_state must be >= 1")
+        check(r.steps >= 2, f"rollout.steps must be >= 2 (one trainable SDE step), got {r.steps}")
+        check(r.noise_level > 0, f"rollout.noise_level must be > 0, got {r.noise_level}")
+        check(r.shift > 0, f"rollout.shift must be > 0, got {r.shift}")
+        check(0 < r.timestep_fraction <= 1, f"rollout.timestep_fraction must lie in (0, 1], got {r.timestep_fraction}")
+        check(r.sde_type in ("flow", "dance"), f"rollout.sde_type must be 'flow' or 'dance', got {r.sde_type!r}")
+        check(r.eval_sampler in ("euler", "dpmpp2m"), f"rollout.eval_sampler must be euler or dpmpp2m")
+        check(r.eval_steps >= 1, f"rollout.eval_steps must be >= 1, got {r.eval_steps}")
+        check(a.scale in ADVANTAGE_SCALES, f"algo.scale must be one of {ADVANTAGE_SCALES}, got {a.scale!r}")
+        check(a.adv_eps >= 0, f"algo.adv_eps must be >= 0, got {a.adv_eps}")
+        check(a.adv_clip is None or a.adv_clip > 0, f"algo.adv_clip must be > 0 (or null), got {a.adv_clip}")
+        check(0 < a.clip_range < 1, f"algo.clip_range must lie in (0, 1), got {a.clip_range}")
+        check(a.beta >= 0, f"algo.beta must be >= 0, got {a.beta}")
+        check(a.micro_batch >= 1 and a.minibatches >= 1, "algo.micro_batch and algo.minibatches must be >= 1")
+        check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+        check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must lie in [0, 1), got {o.betas}")
+        check(o.warmup >= 0 and 0 <= o.min_lr_ratio <= 1, "optim.warmup must be >= 0, optim.min_lr_ratio in [0, 1]")
+        check(o.max_grad_norm is None or o.max_grad_norm > 0, "optim.max_grad_norm must be > 0 (or null)")
+        check(self.reward.kind in ("idm", "pixel"), f"reward.kind must be idm or pixel, got {self.reward.kind!r}")
+        check(self.checkpoint.every >= 1 and self.checkpoint.keep >= 1, "checkpoint.every and keep must be >= 1")
+        check(self.data.eval_items >= 1, f"data.eval_items must be >= 1, got {self.data.eval_items}")
+        if problems:
+            raise ConfigError("invalid Flow-GRPO config: " + "; ".join(problems))
+        return self
+
+
+def load_flow_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    values: dict[str, Any] | None = None,
+    validate: bool = True,
+) -> FlowPostTrainConfig:
+    """Defaults, then the YAML file ``path``, then ``values`` (dotted keys), then ``key=value`` overrides."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping of config sections")
+    for key, value in (values or {}).items():
+        nested: dict[str, Any] = {}
+        _set_dotted(nested, key, value)
+        data = _merge(data, nested)
+    data = _merge(data, parse_overrides(list(overrides)))
+    config = _from_dict(FlowPostTrainConfig, data, "")
+    return config.validate() if validate else config
+
+
+__all__ = ["FlowAlgoConfig", "FlowModelConfig", "FlowOptimConfig", "FlowPostTrainConfig", "FlowRolloutConfig",
+           "config_to_dict", "load_flow_config"]  # fmt: skip
