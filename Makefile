@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.rlir-installed
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench embedded clean
 
 # Create or update the local virtualenv. torch is installed first with the pin from
 # constraints.txt so that CPU machines get the CPU build (docs: ../README.md#dependencies).
@@ -23,6 +23,10 @@ demo: $(STAMP)
 ## Whole test suite (2 workers: the CI machine has 2 cores).
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
+
+## Rebuild every bundled file of the embedded world from seeds (CPU, about an hour; see worldmodels/bundled/MODEL_CARD.md).
+embedded: $(STAMP)
+	scripts/build_embedded.sh
 
 bench: $(STAMP)
 	$(PY) -m bench.run_all

@@ -28,6 +28,8 @@ EVALUATOR_VERSION = 1
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 PRIMARY_METRIC = "mean_macro_f1"
+CEILING_MODEL_NAME = "ground-truth (IDM ceiling)"
+"""Model name of the reference row: the suite's IDM on the suite's ground-truth videos (the paper's "GT" row)."""
 
 
 class _Strict(BaseModel):

@@ -79,8 +79,7 @@ def _score_videos(args: argparse.Namespace):
     import numpy as np
 
     from evaluation.bundle import ModelInfo
-    from evaluation.evaluator import EvalSettings, assemble_bundle, score_videos, taxonomy_for
-    from evaluation.evaluator import _write_json_atomic as write_record
+    from evaluation.evaluator import bundle_from_videos
     from evaluation.idm.registry import load_idm
     from evaluation.suites import load_suite
     from worldmodels.data.video import read_video
@@ -99,12 +98,8 @@ def _score_videos(args: argparse.Namespace):
         frames = read_video(path, expected_size=(h, w))
         # MineWorld's protocol: the first n_frames frames are the generated ones
         videos.append((item_id, np.ascontiguousarray(frames[: suite.n_frames])))
-    out = Path(args.out)
-    for record in score_videos(videos, suite, idm):
-        write_record(out / "items" / f"{record.id}.json", record.model_dump(mode="json"))
     info = ModelInfo(name=args.model_name or directory.name, description=f"scored from videos in {directory}")
-    settings = EvalSettings(num_envs=0, save_videos=False)
-    return assemble_bundle(suite, out, taxonomy=taxonomy_for(suite), model_info=info, idm=idm, settings=settings)
+    return bundle_from_videos(videos, suite, idm, args.out, model_info=info)
 
 
 def register_suite_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -113,7 +108,7 @@ def register_suite_commands(subparsers: argparse._SubParsersAction) -> None:
     crafter = sub.add_parser("build-crafter", help="build a Crafter action-following suite from seeds")
     crafter.add_argument("out")
     crafter.add_argument("--name", default="crafter-af-v1")
-    crafter.add_argument("--items", type=int, default=128)
+    crafter.add_argument("--items", type=int, default=256)
     crafter.add_argument("--seed", type=int, default=33)
     crafter.set_defaults(func=_build_crafter)
     mineworld = sub.add_parser("build-mineworld", help="build a suite from MineWorld's validation layout")

@@ -13,6 +13,7 @@ the sharding changes its frames.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from evaluation.bundle import (
+    CEILING_MODEL_NAME,
     EVALUATOR_VERSION,
     IdmRef,
     ItemRecord,
@@ -151,6 +153,28 @@ def _write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings: EvalSettings, *, resume: bool,
+                   rank: int) -> None:  # fmt: skip
+    """Record which run the item records in ``out_dir`` belong to, so that resuming never mixes the records of two
+    different runs (another model, checkpoint, suite or setting) into one bundle."""
+    identity = {"suite": suite.sha256, "model": model_info.name, "checkpoint_sha256": model_info.checkpoint_sha256,
+                "settings": dataclasses.asdict(settings)}  # fmt: skip
+    path = out_dir / "run.json"
+    if resume and path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != identity:
+            changed = sorted(k for k in identity if previous.get(k) != identity[k])
+            raise ConfigError(
+                f"{out_dir} holds item records of another run (different {', '.join(changed)}); use another --out, "
+                "or --no-resume to regenerate every item"
+            )
+    elif rank == 0:
+        if not resume:
+            for stale in (out_dir / "items").glob("*.json"):
+                stale.unlink()
+        _write_json_atomic(path, identity)
+
+
 def _read_record(path: Path) -> ItemRecord | None:
     try:
         return ItemRecord.model_validate_json(path.read_bytes())
@@ -202,6 +226,8 @@ def evaluate(
     rank, world = _distributed()
     taxonomy = taxonomy_for(suite)
     mine = [i for i in range(len(suite)) if i % world == rank]
+    _claim_run_dir(out_dir, suite, model_info, settings, resume=resume, rank=rank)
+    _barrier(world)  # no rank writes a record before rank 0 has cleared stale ones
     todo = [i for i in mine if not (resume and _read_record(items_dir / f"{suite[i].id}.json"))]
 
     env = WorldModelVectorEnv(
@@ -360,3 +386,31 @@ def score_videos(
                    video_metrics=video_metrics)  # fmt: skip
         for item_id, frames in videos
     ]
+
+
+def bundle_from_videos(
+    videos: Sequence[tuple[str, np.ndarray]],
+    suite: Suite,
+    idm: Any,
+    out_dir: str | Path,
+    *,
+    model_info: ModelInfo,
+    video_metrics: bool = True,
+) -> ResultBundle:
+    """Score videos of every suite item (see :func:`score_videos`) and write their bundle to ``out_dir``."""
+    out_dir = Path(out_dir)
+    for record in score_videos(videos, suite, idm, video_metrics=video_metrics):
+        _write_json_atomic(out_dir / "items" / f"{record.id}.json", record.model_dump(mode="json"))
+    return assemble_bundle(suite, out_dir, taxonomy=taxonomy_for(suite), model_info=model_info, idm=idm,
+                           settings=EvalSettings(num_envs=0, save_videos=False))  # fmt: skip
+
+
+def evaluate_ground_truth(suite: Suite, idm: Any, out_dir: str | Path) -> ResultBundle:
+    """The ceiling row (the paper's "GT"): ``idm`` on the suite's own ground-truth videos, as a bundle named
+    :data:`~evaluation.bundle.CEILING_MODEL_NAME`. No world model can be scored above what the IDM reads from the
+    real game, so this is the number a model's action-following is compared with."""
+    if not suite.has_ground_truth:
+        raise ConfigError(f"suite {suite.name!r} has no ground-truth frames, so it has no IDM ceiling")
+    videos = [(item.id, item.ground_truth) for item in suite]
+    info = ModelInfo(name=CEILING_MODEL_NAME, description=f"{idm.name} on the ground-truth frames of {suite.name}")
+    return bundle_from_videos(videos, suite, idm, out_dir, model_info=info, video_metrics=False)

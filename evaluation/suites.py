@@ -409,7 +409,7 @@ def suite_from_crafter(
     *,
     name: str = "crafter-af-v1",
     version: int = 1,
-    n_items: int = 128,
+    n_items: int = 256,
     seed: int = 33,
     n_frames: int = 15,
     size: int = 72,
@@ -457,3 +457,11 @@ def suite_from_crafter(
                 "alignment": "generated frame k (1..n) is conditioned on action k and shows its result"}  # fmt: skip
     return make_suite(name, version, "crafter", items, protocol=protocol, fps=5.0,
                       description=f"{n_items} clips of real Crafter ({size}x{size}), 1 context frame + {n_frames} actions")  # fmt: skip
+
+
+CRAFTER_SUITE = "crafter-af-v1"
+CRAFTER_SUITE_SHA256 = "1ce5ac105c796d5e2e7ca9afb6b87538a2e1fb16069d55b68544e1c08188920f"
+"""Manifest sha256 of the bundled ``crafter-af-v1``: ``rlir suite build-crafter DIR --items 256 --seed 33``
+(``suite_from_crafter(n_items=256, seed=33)``) rebuilds exactly this suite."""
+
+register_suite(CRAFTER_SUITE, bundled_suite_dir(CRAFTER_SUITE), CRAFTER_SUITE_SHA256)

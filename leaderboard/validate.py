@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from evaluation.bundle import (
     BUNDLE_SCHEMA_VERSION,
+    CEILING_MODEL_NAME,
     EVALUATOR_VERSION,
     PRIMARY_METRIC,
     ResultBundle,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
 
 SUPPORTED_SCHEMA_VERSIONS = (BUNDLE_SCHEMA_VERSION,)
 SUPPORTED_EVALUATOR_VERSIONS = (EVALUATOR_VERSION,)
-CEILING_MODEL_NAME = "ground-truth (IDM ceiling)"
-"""Model name of the reference row: the official IDM on the suite's ground-truth videos."""
 RESERVED_MODEL_PREFIX = "ground-truth"
 MAX_STRING = 2000
 MAX_LISTED_PROBLEMS = 12

@@ -1,4 +1,5 @@
-"""``rlir posttrain``: GRPO post-training of a world model with inverse-dynamics (or pixel) rewards.
+"""``rlir posttrain``: GRPO post-training of a world model with inverse-dynamics (or pixel) rewards: token-level GRPO
+for MineWorld-architecture models, Flow-GRPO (SDE rollouts, per-step ratios) for NFD checkpoints.
 
     rlir posttrain --model NAME|PATH --data SUITE_OR_DIR [--suite EVAL_SUITE] --reward idm|pixel [--idm NAME]
                    [--config run.yaml] [key=value ...] --out RUN_DIR [--resume auto]
@@ -24,7 +25,7 @@ FLAG_KEYS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="registered world model name or MineWorld checkpoint path (model.path)")
+    parser.add_argument("--model", help="registered world model name, MineWorld or NFD checkpoint path (model.path)")
     parser.add_argument("--data", help="training prompts: suite name or directory (data.suite)")
     parser.add_argument("--suite", help="held-out suite scored every logging.eval_every iterations (data.eval_suite)")
     parser.add_argument("--reward", choices=("idm", "pixel"), help="reward.kind (default idm)")
@@ -47,9 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    """The run's config: Flow-GRPO's (:mod:`posttrain.flow.config`, RLIR's NFD defaults) when the model is an NFD
+    checkpoint, else GRPO's (:mod:`posttrain.config`, RLIR's MineWorld defaults)."""
     from posttrain.config import load_config
+    from posttrain.flow.config import is_flow_model, load_flow_config, requested_model_path
 
     values = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items() if getattr(args, flag) is not None}
+    if is_flow_model(requested_model_path(args.config, list(args.overrides), values)):
+        return load_flow_config(args.config, list(args.overrides), values=values)
     return load_config(args.config, list(args.overrides), values=values)
 
 

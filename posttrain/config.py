@@ -7,6 +7,10 @@ Defaults are RLIR's MineWorld settings (arXiv 2509.23958, Appendix A.3): AdamW, 
 group size 24, clip ratio 0.2, no KL (beta 0; the paper's optional value is 1e-4), temperature 1. The paper's
 "32 samples per iteration" is read as 32 prompts (groups) per iteration: 32 single rollouts cannot form groups of
 24. Unknown keys and impossible values raise :class:`~worldmodels.errors.ConfigError` naming them.
+
+NFD (next-frame diffusion) models post-train with Flow-GRPO and have their own config with RLIR's NFD settings,
+:class:`posttrain.flow.config.FlowPostTrainConfig` (same data, reward, logging and checkpoint sections); ``rlir
+posttrain`` picks it when the model is an NFD checkpoint.
 """
 
 from __future__ import annotations

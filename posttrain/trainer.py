@@ -427,6 +427,147 @@ def evaluate_reward(policy, suite, reward_fn, config: PostTrainConfig) -> dict[s
     return {"eval_reward_mean": float(rewards.mean()), "eval_reward_per_frame": rewards.mean(axis=0).tolist()}
 
 
+# -- pieces shared by both paradigms (this loop and posttrain.flow.trainer) ------------------------------------------
+
+
+def load_data(config, policy, dist: Dist, *, suite=None, eval_suite=None, reward_fn=None):
+    """``(suite, eval_suite, n_frames, reward_fn, sampler)`` of a run: the suites (checked against the model), the
+    frames per rollout, the per-frame reward and the prompt sampler of this rank."""
+    from evaluation.suites import load_suite
+
+    suite = suite if suite is not None else load_suite(config.data.suite)
+    if suite.domain != policy.spec.domain or tuple(suite.frame_size) != tuple(policy.spec.frame_size):
+        raise ConfigError(
+            f"suite {suite.name!r} ({suite.domain}, {tuple(suite.frame_size)}) does not fit model {policy.spec.name!r} "
+            f"({policy.spec.domain}, {tuple(policy.spec.frame_size)})"
+        )
+    if eval_suite is None and config.data.eval_suite:
+        eval_suite = load_suite(config.data.eval_suite)
+    n_frames = config.data.n_frames or suite.n_frames
+    if n_frames > suite.n_frames:
+        raise ConfigError(f"data.n_frames={n_frames} exceeds the {suite.n_frames} actions of suite {suite.name!r}")
+    if reward_fn is None:
+        from posttrain.rewards import build_reward
+
+        reward_fn = build_reward(config.reward, suite, device=str(policy.device))
+    sampler = PromptSampler(len(suite), config.rollout.prompts_per_iter, config.seed, world_size=dist.world,
+                            rank=dist.rank, shuffle=config.data.shuffle)  # fmt: skip
+    return suite, eval_suite, n_frames, reward_fn, sampler
+
+
+def resume_run(
+    run_dir: Path, resume: str, *, transformer: nn.Module, optimizer, scheduler, run_config: dict,
+    sampler: PromptSampler,
+) -> tuple[int, Path | None]:  # fmt: skip
+    """``(first iteration, checkpoint)``: restore weights, optimizer, scheduler and RNG states from the checkpoint
+    ``resume`` selects (:func:`find_resume_checkpoint`), after checking that it belongs to this run."""
+    resume_path = find_resume_checkpoint(run_dir, resume)
+    if resume_path is None:
+        return 0, None
+    start, _, extra = load_checkpoint(resume_path, model=transformer, optimizer=optimizer, scheduler=scheduler,
+                                      run_config=run_config)  # fmt: skip
+    if extra.get("sampler_position") != sampler.position(start):
+        raise CheckpointError(
+            f"{resume_path}: sampler position {extra.get('sampler_position')} does not match iteration {start} "
+            f"({sampler.position(start)} prompts); the checkpoint was not written by this run"
+        )
+    _set_rng_states(extra["rng"])
+    return start, resume_path
+
+
+@dataclass
+class UpdatePlan:
+    """One iteration's rewards (over every rank), advantages and this rank's micro-batches of kept samples."""
+
+    all_frames: np.ndarray
+    """``[P * G, F]`` per-frame rewards of every rollout of the iteration, in prompt order."""
+    trajectory: np.ndarray
+    """``[P, G]`` trajectory rewards (mean over frames)."""
+    advantages: np.ndarray
+    keep: np.ndarray
+    local_advantages: torch.Tensor
+    """``float32[local samples]`` this rank's advantages, by sample index."""
+    samples: np.ndarray
+    """This rank's kept sample indices."""
+    parts: list[list[torch.Tensor]]
+    """Optimizer steps of micro-batches (sample indices)."""
+    units: list[float]
+    """Per optimizer step: the loss units (tokens, or trained denoising steps) of its kept samples on every rank."""
+
+
+def plan_update(per_frame: np.ndarray, *, group: int, iteration: int, sampler: PromptSampler, algo, dist: Dist,
+                units_per_sample: int, logger: RunLogger) -> UpdatePlan:  # fmt: skip
+    """Gather every rank's per-frame rewards, normalise them per group (:func:`group_advantages`), drop zero-std
+    groups and split this rank's kept samples into ``algo.minibatches`` steps of ``algo.micro_batch``."""
+    all_frames = dist.gather_rows(per_frame)  # [P * G, F] in prompt order
+    trajectory = all_frames.mean(axis=1).reshape(-1, group)
+    advantages, keep = group_advantages(trajectory, scale=algo.scale, eps=algo.adv_eps, clip=algo.adv_clip)
+    logger.samples.log(step=iteration, items=sampler.global_prompts(iteration), rewards=trajectory,
+                       advantages=advantages, train=keep)  # fmt: skip
+    local_adv = torch.as_tensor(advantages[sampler.local_slots].reshape(-1), dtype=torch.float32)
+    samples = np.nonzero(keep[sampler.local_slots].reshape(-1))[0]
+    parts = _micro_batches(samples, algo.minibatches, algo.micro_batch)
+    counts = torch.tensor([float(sum(len(m) for m in part)) for part in parts], dtype=torch.float64)
+    units = (dist.reduce(counts) * units_per_sample).tolist()
+    return UpdatePlan(all_frames, trajectory, advantages, keep, local_adv, samples, parts, units)
+
+
+def update_steps(
+    plan: UpdatePlan, micro_step, *, params: list[nn.Parameter], optimizer, scheduler, max_grad_norm: float | None,
+    dist: Dist,
+) -> tuple[LossStats, tuple[float, float] | None, list[float]]:  # fmt: skip
+    """One optimizer step per part of ``plan``: ``micro_step(micro, units) -> LossStats`` runs a micro-batch's
+    forward and backward (its loss divided by the step's global ``units``); gradients are summed over ranks,
+    clipped, applied. Returns the summed stats, the first micro-step's ratio range and the gradient norms."""
+    stats, first_ratio, grad_norms = LossStats(), None, []
+    for part, units in zip(plan.parts, plan.units):
+        if units == 0:  # every group of this slice had equal rewards on every rank: no step
+            with warnings.catch_warnings():  # the schedule still advances, to stay aligned with iterations
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+                scheduler.step()
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        for micro in part:
+            micro_stats = micro_step(micro, units)
+            if first_ratio is None:
+                first_ratio = (micro_stats.ratio_min, micro_stats.ratio_max)
+            stats.add(micro_stats)
+        sum_gradients(params, dist)
+        max_norm = max_grad_norm if max_grad_norm is not None else math.inf
+        grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm)))
+        optimizer.step()
+        scheduler.step()
+    return stats, first_ratio, grad_norms
+
+
+def reward_metrics(plan: UpdatePlan, grad_norms: list[float], dist: Dist) -> dict[str, Any]:
+    """The iteration's reward statistics (global over ranks), trained samples and gradient norm(s)."""
+    trajectory = plan.trajectory
+    return {
+        "reward_mean": float(trajectory.mean()),
+        "reward_std": float(trajectory.std()),
+        "reward_per_frame": plan.all_frames.mean(axis=0).tolist(),
+        "frac_zero_std": float((~plan.keep[:, 0]).mean()),
+        "reward_std_in_group": float(trajectory.std(axis=1).mean()),
+        "samples_trained": int(dist.reduce(torch.tensor([float(len(plan.samples))])).item()),
+        "grad_norm": grad_norms[0] if len(grad_norms) == 1 else (grad_norms or None),
+    }
+
+
+def checkpoint_if_due(
+    run_dir: Path, done: int, config, *, sampler: PromptSampler, dist: Dist, transformer: nn.Module, optimizer,
+    scheduler, run_config: dict, off_policy: bool,
+) -> None:  # fmt: skip
+    """Every ``checkpoint.every`` iterations and at the end: rank 0 saves (:func:`save_run_checkpoint`), all wait."""
+    if done % config.checkpoint.every == 0 or done == config.iterations:
+        if dist.main:
+            extra = {"iteration": done, "sampler_position": sampler.position(done), "rng": _rng_states(),
+                     "off_policy": off_policy, "world_size": dist.world}  # fmt: skip
+            save_run_checkpoint(run_dir, done, transformer=transformer, optimizer=optimizer, scheduler=scheduler,
+                                run_config=run_config, extra=extra, keep=config.checkpoint.keep)  # fmt: skip
+        dist.barrier()
+
+
 def train(
     config: PostTrainConfig,
     *,
@@ -449,9 +590,14 @@ def train(
     Returns:
         The run summary (also written to ``<out>/summary.json``).
     """
-    from evaluation.suites import load_suite
     from worldmodels.mineworld import MineWorld, save_safetensors
 
+    from posttrain.flow.config import FlowPostTrainConfig
+
+    if isinstance(config, FlowPostTrainConfig):  # the diffusion paradigm (NFD): Flow-GRPO
+        from posttrain.flow.trainer import train_flow
+
+        return train_flow(config, model=model, suite=suite, reward_fn=reward_fn, eval_suite=eval_suite)
     config.validate(require_paths=False)
     missing = [name for name, ok in (("out", config.out), ("model.path", model is not None or config.model.path),
                                      ("data.suite", suite is not None or config.data.suite)) if not ok]  # fmt: skip
@@ -473,7 +619,11 @@ def train(
         options = {} if config.model.reference_frames is None else {"reference_frames": config.model.reference_frames}
         model = load_world_model(config.model.path, device=device, **options)
     if not isinstance(model, MineWorld):
-        raise ConfigError(f"post-training needs a MineWorld-architecture model, got {type(model).__name__}")
+        from worldmodels.nfd import NFD
+
+        hint = (" (NFD models post-train with Flow-GRPO: build the config with posttrain.flow.config.load_flow_config; "
+                "`rlir posttrain` does so for NFD checkpoints)") if isinstance(model, NFD) else ""  # fmt: skip
+        raise ConfigError(f"GRPO post-training needs a MineWorld-architecture model, got {type(model).__name__}{hint}")
     policy = model.eval().requires_grad_(False)
     reference, reference_kind = None, None
     if config.model.lora_rank > 0:
@@ -490,23 +640,8 @@ def train(
     named = [(n, p) for n, p in policy.transformer.named_parameters() if p.requires_grad]
 
     # -- data and reward --
-    suite = suite if suite is not None else load_suite(config.data.suite)
-    if suite.domain != policy.spec.domain or tuple(suite.frame_size) != tuple(policy.spec.frame_size):
-        raise ConfigError(
-            f"suite {suite.name!r} ({suite.domain}, {tuple(suite.frame_size)}) does not fit model {policy.spec.name!r} "
-            f"({policy.spec.domain}, {tuple(policy.spec.frame_size)})"
-        )
-    if eval_suite is None and config.data.eval_suite:
-        eval_suite = load_suite(config.data.eval_suite)
-    n_frames = config.data.n_frames or suite.n_frames
-    if n_frames > suite.n_frames:
-        raise ConfigError(f"data.n_frames={n_frames} exceeds the {suite.n_frames} actions of suite {suite.name!r}")
-    if reward_fn is None:
-        from posttrain.rewards import build_reward
-
-        reward_fn = build_reward(config.reward, suite, device=str(policy.device))
-    sampler = PromptSampler(len(suite), config.rollout.prompts_per_iter, config.seed, world_size=dist.world,
-                            rank=dist.rank, shuffle=config.data.shuffle)  # fmt: skip
+    suite, eval_suite, n_frames, reward_fn, sampler = load_data(config, policy, dist, suite=suite,
+                                                                eval_suite=eval_suite, reward_fn=reward_fn)  # fmt: skip
     group = config.rollout.group_size
     sampling = _sampling(config)
     hw = policy.config.tokens_per_frame
@@ -519,17 +654,9 @@ def train(
                                    min_ratio=config.optim.min_lr_ratio)  # fmt: skip
     run_config = {k: v for k, v in config_to_dict(config).items() if k not in ("out", "logging", "checkpoint")}
     run_config["world_size"] = dist.world
-    start = 0
-    resume_path = find_resume_checkpoint(run_dir, config.checkpoint.resume)
-    if resume_path is not None:
-        start, _, extra = load_checkpoint(resume_path, model=policy.transformer, optimizer=optimizer,
-                                          scheduler=scheduler, run_config=run_config)  # fmt: skip
-        if extra.get("sampler_position") != sampler.position(start):
-            raise CheckpointError(
-                f"{resume_path}: sampler position {extra.get('sampler_position')} does not match iteration {start} "
-                f"({sampler.position(start)} prompts); the checkpoint was not written by this run"
-            )
-        _set_rng_states(extra["rng"])
+    start, resume_path = resume_run(run_dir, config.checkpoint.resume, transformer=policy.transformer,
+                                    optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                                    sampler=sampler)  # fmt: skip
     if dist.main:
         save_config(config, run_dir / "config.yaml")
     logger = RunLogger(run_dir, start=start, tensorboard=config.logging.tensorboard, enabled=dist.main,
@@ -562,23 +689,14 @@ def train(
                 sample_items = [suite[int(i)] for i in items for _ in range(group)]
                 actions = np.repeat(prompts.actions, group, axis=0)
                 per_frame = compute_rewards(reward_fn, videos, actions, sample_items)
-            all_frames = dist.gather_rows(per_frame)  # [P * G, F] in prompt order
-            trajectory = all_frames.mean(axis=1).reshape(-1, group)
-            advantages, keep = group_advantages(trajectory, scale=config.algo.scale, eps=config.algo.adv_eps,
-                                                clip=config.algo.adv_clip)  # fmt: skip
-            logger.samples.log(step=iteration, items=sampler.global_prompts(iteration), rewards=trajectory,
-                               advantages=advantages, train=keep)  # fmt: skip
-            local_adv = torch.as_tensor(advantages[sampler.local_slots].reshape(-1), dtype=torch.float32)
-            samples = np.nonzero(keep[sampler.local_slots].reshape(-1))[0]
-            parts = _micro_batches(samples, config.algo.minibatches, config.algo.micro_batch)
-            counts = torch.tensor([float(sum(len(m) for m in part)) for part in parts], dtype=torch.float64)
-            global_tokens = dist.reduce(counts) * n_frames * hw
+            plan = plan_update(per_frame, group=group, iteration=iteration, sampler=sampler, algo=config.algo,
+                               dist=dist, units_per_sample=n_frames * hw, logger=logger)  # fmt: skip
 
             # 4. old (and reference) log-probs with the update's own micro-batches
             old, ref = {}, {}
             sampler_gap = torch.zeros(1, dtype=torch.float64)
             with watch("old_logp"), replay_mode(policy), torch.no_grad():
-                for micro in (micro for part in parts for micro in part):
+                for micro in (micro for part in plan.parts for micro in part):
                     key = int(micro[0])
                     old[key], _ = replay_logprobs(policy, batch, micro, temperature=temperature)
                     gap = (old[key].cpu() - batch.sampler_logprobs.flatten(0, 1)[micro]).abs().max()
@@ -587,47 +705,31 @@ def train(
                         ref[key] = _reference_logprobs(policy, reference, batch, micro, temperature)
 
             # 5. the update: one optimizer step per slice of the kept rollouts
-            stats, first_ratio, grad_norms = LossStats(), None, []
+            def micro_step(micro: torch.Tensor, tokens: float) -> LossStats:
+                key = int(micro[0])
+                logp, entropy = replay_logprobs(policy, batch, micro, temperature=temperature,
+                                                gradient_checkpointing=config.model.gradient_checkpointing,
+                                                with_entropy=True)  # fmt: skip
+                loss, micro_stats = grpo_loss(
+                    logp, old[key], plan.local_advantages[micro].to(logp.device),
+                    torch.ones_like(logp, dtype=torch.bool), total_tokens=tokens, eps_low=config.algo.eps_low,
+                    eps_high=config.algo.eps_high, beta=config.algo.beta, ref_logp=ref.get(key), entropy=entropy,
+                )  # fmt: skip
+                loss.backward()
+                return micro_stats
+
             with watch("update"), replay_mode(policy):
-                for part, tokens in zip(parts, global_tokens.tolist()):
-                    if tokens == 0:  # every group of this slice had equal rewards on every rank: no step
-                        with warnings.catch_warnings():  # the schedule still advances, to stay aligned with iterations
-                            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
-                            scheduler.step()
-                        continue
-                    optimizer.zero_grad(set_to_none=True)
-                    for micro in part:
-                        key = int(micro[0])
-                        logp, entropy = replay_logprobs(policy, batch, micro, temperature=temperature,
-                                                        gradient_checkpointing=config.model.gradient_checkpointing,
-                                                        with_entropy=True)  # fmt: skip
-                        loss, micro_stats = grpo_loss(
-                            logp, old[key], local_adv[micro].to(logp.device), torch.ones_like(logp, dtype=torch.bool),
-                            total_tokens=tokens, eps_low=config.algo.eps_low, eps_high=config.algo.eps_high,
-                            beta=config.algo.beta, ref_logp=ref.get(key), entropy=entropy,
-                        )  # fmt: skip
-                        loss.backward()
-                        if first_ratio is None:
-                            first_ratio = (micro_stats.ratio_min, micro_stats.ratio_max)
-                        stats.add(micro_stats)
-                    sum_gradients(params, dist)
-                    max_norm = config.optim.max_grad_norm if config.optim.max_grad_norm is not None else math.inf
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm)))
-                    optimizer.step()
-                    scheduler.step()
+                stats, first_ratio, grad_norms = update_steps(
+                    plan, micro_step, params=params, optimizer=optimizer, scheduler=scheduler,
+                    max_grad_norm=config.optim.max_grad_norm, dist=dist,
+                )  # fmt: skip
 
             # 6. metrics (global over ranks), samples, evaluation, checkpoint
             record = {
                 "lr": lr,
-                "reward_mean": float(trajectory.mean()),
-                "reward_std": float(trajectory.std()),
-                "reward_per_frame": all_frames.mean(axis=0).tolist(),
-                "frac_zero_std": float((~keep[:, 0]).mean()),
-                "reward_std_in_group": float(trajectory.std(axis=1).mean()),
-                "samples_trained": int(dist.reduce(torch.tensor([float(len(samples))])).item()),
+                **reward_metrics(plan, grad_norms, dist),
                 **_loss_metrics(stats, first_ratio, sampler_gap, dist),
-                "grad_norm": grad_norms[0] if len(grad_norms) == 1 else (grad_norms or None),
-                **_speed_metrics(watch, batch.n_samples * n_frames * hw, 2 * len(samples) * n_frames * hw),
+                **_speed_metrics(watch, batch.n_samples * n_frames * hw, 2 * len(plan.samples) * n_frames * hw),
                 "peak_memory_mib": _peak_memory_mib(policy.device),
                 "off_policy": config.off_policy,
                 "reward": reward_name(reward_fn),
@@ -641,14 +743,9 @@ def train(
                     record.update(evaluate_reward(policy, eval_suite, reward_fn, config))
             logger.log(iteration, record)
             last = record
-            if done % config.checkpoint.every == 0 or done == config.iterations:
-                if dist.main:
-                    extra = {"iteration": done, "sampler_position": sampler.position(done), "rng": _rng_states(),
-                             "off_policy": config.off_policy, "world_size": dist.world}  # fmt: skip
-                    save_run_checkpoint(run_dir, done, transformer=policy.transformer, optimizer=optimizer,
-                                        scheduler=scheduler, run_config=run_config, extra=extra,
-                                        keep=config.checkpoint.keep)  # fmt: skip
-                dist.barrier()
+            checkpoint_if_due(run_dir, done, config, sampler=sampler, dist=dist, transformer=policy.transformer,
+                              optimizer=optimizer, scheduler=scheduler, run_config=run_config,
+                              off_policy=config.off_policy)  # fmt: skip
             progress.advance(1, f"reward {record['reward_mean']:.3f}")
 
     # -- the post-trained model --

@@ -26,5 +26,22 @@ _register(
 )
 # The real game, as ground truth; Crafter's own `length` truncates episodes.
 _register("RLIR-CrafterReal-v0", entry_point="rlir_env.crafter.env:CrafterEnv")
+# A next-frame diffusion world model: pass checkpoint=<an NFD .safetensors from `rlir train nfd`> (no default).
+_register("RLIR-NFD-v0", entry_point=_WORLD_MODEL_ENV, vector_entry_point=_WORLD_MODEL_VECTOR_ENV)
+# The Crafter world model with Crafter's reward and death predicted from frames (rlir_env/dream/env.py explains the
+# 1000-step default: the model learned from episodes of at most ~1150 frames).
+_register(
+    "RLIR-CrafterDream-v0",
+    entry_point="rlir_env.dream.env:make_dream_env",
+    vector_entry_point="rlir_env.dream.env:make_dream_vector_env",
+    max_episode_steps=1000,
+)
+# The bundled world model trained on real Crafter; episodes start from real frames of the bundled scene pool.
+_register(
+    "RLIR-Crafter-v0",
+    entry_point=_WORLD_MODEL_ENV,
+    vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
+    kwargs={"checkpoint": "crafter-mineworld", "scenes": "crafter"},
+)
 
 __all__: list[str] = []

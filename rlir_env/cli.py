@@ -12,6 +12,7 @@ from worldmodels.errors import RlirError
 
 # Each module registers its subcommand; modules stay light and import heavy parts inside their handlers.
 COMMAND_MODULES = (
+    "rlir_env.commands.demo",
     "rlir_env.commands.actions",
     "rlir_env.commands.record",
     "rlir_env.commands.rollout",
@@ -19,6 +20,7 @@ COMMAND_MODULES = (
     "worldmodels.training.cli",
     "worldmodels.training.nfd_cli",
     "evaluation.idm.cli",
+    "rlir_env.dream.cli",
     "leaderboard.cli",
     "posttrain.cli",
 )

@@ -86,6 +86,26 @@ def test_targets_are_the_recorded_env_actions(setup, reference):
     assert reference.items[0].gt_labels == expected.tolist()
 
 
+def test_resume_refuses_records_of_another_run(setup, tmp_path):
+    out = tmp_path / "mixed"
+    assert run(setup, out, stop_after=1) is None
+    with pytest.raises(ConfigError, match="another run .*settings"):
+        run(setup, out, settings=EvalSettings(num_envs=3, seed=6))
+    fresh = run(setup, out, settings=EvalSettings(num_envs=3, seed=6), resume=False)  # regenerates every item
+    assert {record.seed for record in fresh.items} == {item_seed(6, item_id) for item_id in setup["suite"].item_ids}
+
+
+def test_ground_truth_bundle_is_the_ceiling(setup, tmp_path):
+    from evaluation.bundle import CEILING_MODEL_NAME
+    from evaluation.evaluator import evaluate_ground_truth
+
+    suite = setup["suite"]
+    ceiling = evaluate_ground_truth(suite, setup["idm"], tmp_path / "gt")
+    assert ceiling.model.name == CEILING_MODEL_NAME and verify_metrics(ceiling) == []
+    expected = score_videos([(item.id, item.ground_truth) for item in suite], suite, setup["idm"], video_metrics=False)
+    assert ceiling.items == expected
+
+
 def test_batching_does_not_change_items(setup, reference, tmp_path):
     other = run(setup, tmp_path / "b", settings=EvalSettings(num_envs=1, seed=5))
     assert other.items == reference.items

@@ -162,7 +162,8 @@ def load_world_model(
     dtype: torch.dtype = torch.float32,
     **kwargs: Any,
 ):
-    """Load a registered model by name, or a MineWorld checkpoint by path (``.safetensors`` or ``.ckpt``).
+    """Load a registered model by name, or a checkpoint by path: an NFD ``.safetensors`` (recognised by its metadata,
+    :func:`worldmodels.nfd.is_nfd_checkpoint`), else a MineWorld one (``.safetensors`` or ``.ckpt``).
 
     ``kwargs`` go to the loader (for MineWorld: ``config``, ``vae_config``, ``reference_frames``, ``sampling``,
     ``compile``).
@@ -172,6 +173,10 @@ def load_world_model(
         return entry.loader(resolve_files(name_or_path), device=device, dtype=dtype, **kwargs)
     path = Path(name_or_path).expanduser()
     if path.is_file():
+        from worldmodels.nfd.model import is_nfd_checkpoint, load_nfd
+
+        if is_nfd_checkpoint(path):  # NFD safetensors carry their configs (kwargs: reference_frames, sampling)
+            return load_nfd(path, device=device, dtype=dtype, **kwargs)
         from worldmodels.mineworld import MineWorld
 
         config = kwargs.pop("config", None)
@@ -228,3 +233,35 @@ def _register_official_mineworld() -> None:
 
 
 _register_official_mineworld()
+
+
+# --- the bundled Crafter world model -----------------------------------------------------------------------------
+
+CRAFTER_MODEL_NAME = "crafter-mineworld"
+CRAFTER_MODEL_FILE = "crafter-mineworld.safetensors"
+
+
+def load_bundled_mineworld(paths: Mapping[str, Path], *, device: torch.device | str = "cpu",
+                           dtype: torch.dtype = torch.float32, **kwargs: Any):  # fmt: skip
+    """Loader for bundled MineWorld-architecture models (configs in the safetensors metadata)."""
+    from worldmodels.mineworld import MineWorld
+
+    kwargs.pop("config", None), kwargs.pop("vae_config", None)
+    return MineWorld.from_checkpoint(paths["checkpoint"], None, device=device, dtype=dtype, **kwargs)
+
+
+def _register_bundled_crafter() -> None:
+    from worldmodels.bundled import bundled_dir, read_pins
+
+    root = bundled_dir()
+    register(
+        CRAFTER_MODEL_NAME,
+        files=(ModelFile("checkpoint", CRAFTER_MODEL_FILE, sha256=read_pins(root).get(CRAFTER_MODEL_FILE)),),
+        loader=load_bundled_mineworld,
+        root=root,
+        source="It ships with rlir (worldmodels/bundled/); rebuild it with scripts/build_embedded.sh.",
+        description="MineWorld architecture trained on real Crafter, 72x72, 17 actions (worldmodels/bundled/MODEL_CARD.md)",
+    )
+
+
+_register_bundled_crafter()

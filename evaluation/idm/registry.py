@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from worldmodels.bundled import read_pins
 from worldmodels.errors import ConfigError, MissingFileError
 from worldmodels.registry import rlir_home
 
@@ -20,6 +21,22 @@ BUNDLED_IDMS: dict[str, tuple[Path, str | None]] = {}
 
 def register_bundled_idm(name: str, path: Path, sha256: str | None) -> None:
     BUNDLED_IDMS[name] = (Path(path), sha256)
+
+
+BUNDLED_IDM_DIR = Path(__file__).with_name("bundled")
+REWARD_IDM = "crafter-idm-reward"
+"""The GRPO reward of the embedded world (trained on the first half of the training recording)."""
+HELDOUT_IDM = "crafter-idm-heldout"
+"""Every reported Crafter score (another recording, seed and width than the reward IDM)."""
+
+
+def _register_bundled_idms() -> None:
+    pins = read_pins(BUNDLED_IDM_DIR)
+    for name in (REWARD_IDM, HELDOUT_IDM):
+        register_bundled_idm(name, BUNDLED_IDM_DIR / f"{name}.safetensors", pins.get(f"{name}.safetensors"))
+
+
+_register_bundled_idms()
 
 
 def load_idm(name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

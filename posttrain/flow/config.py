@@ -5,11 +5,17 @@ Defaults are RLIR's NFD settings (arXiv 2509.23958, Appendix A.3): AdamW, lr 1e-
 24, 16 prompts per iteration (the paper's "16 samples per iteration", read as for MineWorld: groups, since 16 single
 rollouts cannot form groups of 24), 10 sampling steps, SDE noise level 0.75, timestep selection 0.6.
 
-**Clip range.** RLIR's table lists 0.2 for both paradigms; we default to Flow-GRPO's ``1e-4`` because a step's
-log-probability is a Gaussian log-density *averaged* over the latent dimensions: a parameter update moves it by
-~1e-4..1e-3, so a clip range of 0.2 would never bind, while 1e-4 keeps later minibatches of an iteration close to
-the sampling policy (Flow-GRPO base config; its README warns that larger ranges crash). With ``minibatches = 1`` every
-micro-step uses the sampling weights, the ratio is exactly 1 and the clip never acts, whatever its value.
+**Clip range** (``algo.clip_range``, default ``1e-4``, symmetric: the ratio is clipped to ``[1 - 1e-4, 1 + 1e-4]``).
+The PPO ratio is taken per trained denoising step, ``r = exp(logp - old_logp)``, where ``logp`` is the Gaussian
+log-density of the step's sample *averaged* over the latent dimensions (as Flow-GRPO and DanceGRPO compute it), so
+``log r`` is the mean of the per-dimension log-ratios and one optimizer step moves it very little: on the tiny test
+model one AdamW step at RLIR's lr 1e-5 leaves every step ratio within ``[0.99991, 1.00009]`` (1e-3: within about
++-0.008). RLIR's table lists a clip ratio of 0.2 for both paradigms; on this scale 0.2 would never bind, so a second
+optimizer step on the same rollouts would be unconstrained. ``1e-4`` (Flow-GRPO's base ``clip_range``, DanceGRPO's
+hard-coded value) keeps later steps of an iteration within the neighbourhood the sampled transitions describe. With
+the default single optimizer step per iteration (``algo.minibatches = 1``) every micro-step runs at the sampling
+weights: the ratio is exactly 1 and no clip value changes the update; the clip only matters for ``minibatches > 1``.
+RLIR's value is one override away (``algo.clip_range=0.2``).
 """
 
 from __future__ import annotations
@@ -46,13 +52,21 @@ class FlowModelConfig:
 class FlowRolloutConfig:
     group_size: int = 24
     prompts_per_iter: int = 16
+    """Prompts (groups) per iteration over all ranks (RLIR's "16 samples per iteration")."""
     prompts_per_state: int | None = None
+    """Prompts denoised together in one batched KV-cache state (``None``: all of a rank's prompts)."""
     steps: int = 10
+    """SDE sampling steps per frame (RLIR: 10)."""
     noise_level: float = 0.75
+    """``a`` in ``sigma_t = a sqrt(t / (1 - t))`` (RLIR's SDE noise level 0.75)."""
     shift: float = 1.0
+    """SD3 time shift of the sampling grid (1: uniform)."""
     timestep_fraction: float = 0.6
+    """Share of each frame's ``steps - 1`` non-final SDE steps that is trained (RLIR's timestep selection 0.6)."""
     same_noise: bool = True
+    """One initial noise per frame for the whole group (Flow-GRPO's ``same_latent``)."""
     sde_type: str = "flow"
+    """``flow`` (Flow-GRPO's sigma_t) or ``dance`` (DanceGRPO's constant sigma_t = noise_level)."""
     eval_sampler: str = "dpmpp2m"
     eval_steps: int = 18
     """Evaluation rollouts use the ODE sampler RLIR evaluates NFD with (DPM-Solver++, 18 steps)."""
@@ -64,6 +78,7 @@ class FlowAlgoConfig:
     adv_eps: float = 1e-4
     adv_clip: float | None = 5.0
     clip_range: float = 1e-4
+    """Symmetric PPO clip of the per-step ratio (see the module docstring for why not RLIR's 0.2)."""
     beta: float = 0.0
     """Weight of the closed-form KL between the policy's and a frozen reference's SDE steps (0: no reference)."""
     micro_batch: int = 4
@@ -132,6 +147,44 @@ class FlowPostTrainConfig:
         return self
 
 
+def is_flow_model(path: str | Path | None) -> bool:
+    """Whether ``path`` (a checkpoint path or a registered model name) is an NFD model, i.e. post-trains with
+    Flow-GRPO (:func:`posttrain.trainer.train` dispatches on the config type; ``rlir posttrain`` picks the config
+    type with this)."""
+    if not path:
+        return False
+    from worldmodels.nfd import is_nfd_checkpoint
+    from worldmodels.registry import resolve_checkpoint_path
+
+    try:
+        checkpoint = resolve_checkpoint_path(str(path))
+    except (ConfigError, MissingFileError):
+        return False
+    return checkpoint is not None and is_nfd_checkpoint(checkpoint)
+
+
+def requested_model_path(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), values: dict[str, Any] | None = None
+) -> str | None:
+    """``model.path`` as :func:`load_flow_config` / :func:`posttrain.config.load_config` would resolve it (YAML, then
+    ``values``, then overrides), read before knowing which of the two config types applies."""
+    import yaml
+
+    found = None
+    if path is not None and Path(path).is_file():
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        model = data.get("model") if isinstance(data, dict) else None
+        found = model.get("path") if isinstance(model, dict) else None
+    found = (values or {}).get("model.path", found)
+    model = parse_overrides(list(overrides)).get("model")
+    if isinstance(model, dict) and "path" in model:
+        found = model["path"]
+    return None if found is None else str(found)
+
+
 def load_flow_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -163,4 +216,4 @@ def load_flow_config(
 
 
 __all__ = ["FlowAlgoConfig", "FlowModelConfig", "FlowOptimConfig", "FlowPostTrainConfig", "FlowRolloutConfig",
-           "config_to_dict", "load_flow_config"]  # fmt: skip
+           "config_to_dict", "is_flow_model", "load_flow_config", "requested_model_path"]  # fmt: skip

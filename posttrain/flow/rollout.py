@@ -187,7 +187,8 @@ def flow_rollout(
         for leader, g in zip(leaders, (members[q] for q in leaders)):
             state.generators[leader] = g
         chosen = torch.stack([select_train_steps(sel, n_steps, sampling.fraction, n_frames) for sel in selectors])
-        history = [state.latents[:, j].float().cpu() for j in range(n_context)]
+        # copies: the window tensor is rewritten in place when a slot slides
+        history = [state.latents[:, j].float().cpu().clone() for j in range(n_context)]
         commanded = prompts.actions[begin : begin + n]
         per_frame: dict[str, list[torch.Tensor]] = {k: [] for k in ("latents", "x", "x_next", "t", "s", "logp")}
         starts = []

@@ -14,8 +14,10 @@ Euler-Maruyama step from ``t`` to ``s`` is Gaussian:
 
 At ``t = 1`` the denominator ``1 - t`` vanishes; Flow-GRPO substitutes the next grid time there
 (``sigma_t = a sqrt(1 / (1 - t_1))``), and so do we. Everything is computed in float32 (Flow-GRPO: bf16 overflows
-here). The log-probability of a step is the Gaussian log-density **averaged** over the latent dimensions (not summed,
-as Flow-GRPO), so importance ratios stay within ~1e-3 of 1 and PPO clip ranges are ~1e-4.
+here). The log-probability of a step is the Gaussian log-density **averaged** over the latent dimensions, as
+Flow-GRPO and DanceGRPO compute it (``log_prob.mean(dim=tuple(range(1, log_prob.ndim)))``), so a step's importance
+ratio is the geometric mean of its per-dimension ratios and stays close to 1 (see ``posttrain.flow.config`` for the
+clip range this implies).
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     crafter.add_argument("--shard-frames", type=int, default=5000)
     crafter.add_argument("--overwrite", action="store_true")
     crafter.set_defaults(func=_crafter)
+    scenes = sub.add_parser("scenes", help="cut a start-scene pool for Crafter world-model envs from a recording")
+    scenes.add_argument("data", help="recording directory (from `rlir record crafter`)")
+    scenes.add_argument("out", help="pool file to write (.npz)")
+    scenes.add_argument("--scenes", type=int, default=256, help="number of scenes")
+    scenes.add_argument("--scene-frames", type=int, default=4, help="consecutive real frames per scene (>= 2)")
+    scenes.add_argument("--seed", type=int, default=0)
+    scenes.set_defaults(func=_scenes)
 
 
 def _crafter(args: argparse.Namespace) -> int:
@@ -30,4 +37,14 @@ def _crafter(args: argparse.Namespace) -> int:
         policy=args.policy, size=args.size, progress=True, overwrite=args.overwrite,
     )  # fmt: skip
     Console().print(f"recorded {sum(s['frames'] for s in manifest['shards'])} frames into {args.out}")
+    return 0
+
+
+def _scenes(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from rlir_env.crafter.scenes import build_scene_pool
+
+    path = build_scene_pool(args.data, args.out, n_scenes=args.scenes, scene_frames=args.scene_frames, seed=args.seed)
+    Console().print(f"wrote {args.scenes} scenes of {args.scene_frames} frames to {path}")
     return 0

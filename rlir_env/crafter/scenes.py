@@ -2,8 +2,8 @@
 
 A Crafter world model's episode starts from real frames. :class:`CrafterScenes` draws them from a pool shipped with
 the package (``start_scenes.npz``: consecutive real frames and the actions between them, cut from recorded play),
-so a reset costs microseconds instead of a world generation; without the file it falls back to fresh worlds played
-by the recording policy (:func:`crafter_scene`).
+so a reset costs microseconds instead of a world generation (:func:`build_scene_pool` makes it); without the file it
+falls back to fresh worlds played by the recording policy (:func:`crafter_scene`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,23 @@ def crafter_scene(
         actions.append(action)
     keep = context_frames - 1
     return Scene(frames=np.stack(frames[-context_frames:]), actions=np.array(actions[len(actions) - keep :], dtype=np.int64))
+
+
+def build_scene_pool(
+    data_dir: str | Path, out: str | Path, *, n_scenes: int = 256, scene_frames: int = 4, seed: int = 0
+) -> Path:
+    """Cut ``n_scenes`` windows of ``scene_frames`` consecutive real frames (and the actions between them) from a
+    recording (:mod:`worldmodels.data.shards`) into a pool file for :class:`CrafterScenes`; deterministic from
+    ``seed``. Returns the written path (an ``.npz``, compressed: Crafter frames compress about 25x)."""
+    from worldmodels.data.shards import ShardDataset
+
+    if n_scenes < 1 or scene_frames < 2:
+        raise ConfigError(f"need n_scenes >= 1 and scene_frames >= 2, got {n_scenes} and {scene_frames}")
+    frames, actions = ShardDataset(data_dir).sample_windows(n_scenes, scene_frames - 1, np.random.default_rng(seed))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, frames=frames, actions=actions)
+    return out
 
 
 class CrafterScenes:

@@ -93,10 +93,13 @@ class VQTokenizer(nn.Module):
         chunk: frames per encoder/decoder call. Every call is padded to exactly ``chunk`` frames: convolution
             kernels pick algorithms by batch size, and a frame's truncated pixels (rarely even its nearest code)
             could otherwise differ by one step between batch compositions. With a fixed call size a frame's
-            result does not depend on the batch it came in.
+            result does not depend on the batch it came in. The default, one frame per call, never pays for
+            padding: a single env decodes one frame, not ``chunk`` (on the 2-core CPU the Crafter decoder costs
+            25.6 ms per frame one at a time against 21.2 ms in calls of 16, but a padded call of 16 costs 340 ms
+            for a single env). Bulk work (tokenizing recordings) passes a larger ``chunk``.
     """
 
-    def __init__(self, config: dict[str, Any], frame_size: tuple[int, int], *, chunk: int = 16):
+    def __init__(self, config: dict[str, Any], frame_size: tuple[int, int], *, chunk: int = 1):
         super().__init__()
         if config.get("_class_name", "VQModel") != "VQModel":
             raise ConfigError(f"VQ config has _class_name={config['_class_name']!r}; expected 'VQModel'")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from worldmodels.nfd.autoencoder import CRAFTER_AE_CONFIG, MINECRAFT_AE_CONFIG, TINY_AE_CONFIG, FrameAutoencoder
 from worldmodels.nfd.config import PRESETS, NFDConfig, get_preset
-from worldmodels.nfd.model import NFD, NFDState, is_nfd_checkpoint, save_nfd
+from worldmodels.nfd.model import NFD, NFDState, is_nfd_checkpoint, load_nfd, save_nfd
 from worldmodels.nfd.sampling import SAMPLERS, FlowSolver, NFDSampling, time_grid
 from worldmodels.nfd.transformer import KVCache, NFDTransformer
 
@@ -31,6 +31,7 @@ __all__ = [
     "TINY_AE_CONFIG",
     "get_preset",
     "is_nfd_checkpoint",
+    "load_nfd",
     "save_nfd",
     "time_grid",
 ]

@@ -15,7 +15,9 @@ Minecraft frames) load with the same code.
 
 Pixels: ``uint8`` RGB -> ``/255`` -> ``[-1, 1]``; decoding clamps to ``[-1, 1]`` and rounds to ``uint8``. Every
 encoder/decoder call is padded to a fixed number of frames (``chunk``), so a frame's result does not depend on the
-batch it came in (convolution algorithms are chosen by batch size).
+batch it came in (convolution algorithms are chosen by batch size). The default is one frame per call on the CPU
+(a CPU convolution costs the same per frame at any batch size, and padding a single frame to 16 made a batch-1
+decode of the Crafter autoencoder 17x slower) and 16 on a GPU (where one call per frame would serialise the batch).
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ class FrameAutoencoder(nn.Module):
     Args:
         config: a ``diffusers.AutoencoderKL`` config dict.
         frame_size: ``(H, W)`` of the frames it accepts (divisible by the downsampling factor).
-        chunk: frames per encoder/decoder call (calls are padded to exactly this many; see the module docstring).
+        chunk: frames per encoder/decoder call (calls are padded to exactly this many; see the module docstring);
+            ``None``: 1 on the CPU, 16 on other devices.
     """
 
-    def __init__(self, config: dict[str, Any], frame_size: tuple[int, int], *, chunk: int = 16):
+    def __init__(self, config: dict[str, Any], frame_size: tuple[int, int], *, chunk: int | None = None):
         super().__init__()
         if config.get("_class_name", "AutoencoderKL") != "AutoencoderKL":
             raise ConfigError(f"autoencoder config has _class_name={config['_class_name']!r}; expected 'AutoencoderKL'")
@@ -93,14 +96,15 @@ class FrameAutoencoder(nn.Module):
             )
         self.grid = (self.frame_size[0] // self.downsample, self.frame_size[1] // self.downsample)
         self.latent_channels = int(self.model.config.latent_channels)
-        self.chunk = int(chunk)
+        self.chunk = None if chunk is None else int(chunk)
         self.register_buffer("latent_mean", torch.zeros(self.latent_channels))
         self.register_buffer("latent_std", torch.ones(self.latent_channels))
 
     # --- differentiable pieces (training) ----------------------------------------------------------------------
 
     def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, logvar)`` ``[B, C, h, w]`` of raw (unnormalised) latents for pixels ``[B, 3, H, W]`` in ``[-1, 1]``."""
+        """``(mean, logvar)`` ``[B, C, h, w]`` of raw (unnormalised) latents for pixels ``[B, 3, H, W]`` in
+        ``[-1, 1]``."""
         h = self.model.encoder(pixels)
         if self.model.quant_conv is not None:
             h = self.model.quant_conv(h)
@@ -121,9 +125,16 @@ class FrameAutoencoder(nn.Module):
 
     # --- inference ---------------------------------------------------------------------------------------------
 
+    def call_size(self, device: torch.device) -> int:
+        """Frames per encoder/decoder call on ``device`` (see ``chunk``)."""
+        if self.chunk is not None:
+            return self.chunk
+        return 1 if torch.device(device).type == "cpu" else 16
+
     def _check_frames(self, frames: torch.Tensor) -> None:
         if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8:
-            raise FrameError(f"frames must be a uint8 torch.Tensor (RGB in [0, 255]), got {getattr(frames, 'dtype', type(frames))}")
+            got = getattr(frames, "dtype", type(frames))
+            raise FrameError(f"frames must be a uint8 torch.Tensor (RGB in [0, 255]), got {got}")
         if frames.ndim != 4 or frames.shape[-1] != 3 or tuple(frames.shape[1:3]) != self.frame_size:
             raise FrameError(
                 f"frames must have shape [B, {self.frame_size[0]}, {self.frame_size[1]}, 3] (uint8 RGB, channels "
@@ -136,7 +147,7 @@ class FrameAutoencoder(nn.Module):
         self._check_frames(frames)
         weight = self.model.encoder.conv_in.weight
         out = []
-        for part, n in fixed_size_parts(frames, chunk or self.chunk):
+        for part, n in fixed_size_parts(frames, chunk or self.call_size(weight.device)):
             pixels = part.to(weight.device).permute(0, 3, 1, 2).to(weight.dtype) / 127.5 - 1.0
             mean, _ = self.posterior(pixels)
             out.append(self.normalize(mean[:n]).float())
@@ -147,10 +158,11 @@ class FrameAutoencoder(nn.Module):
         """Normalised latents ``[B, C, h, w]`` -> ``uint8[B, H, W, 3]`` RGB."""
         expected = (self.latent_channels, *self.grid)
         if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
-            raise FrameError(f"latents must have shape [B, {', '.join(map(str, expected))}], got {tuple(latents.shape)}")
+            shape = ", ".join(map(str, expected))
+            raise FrameError(f"latents must have shape [B, {shape}], got {tuple(latents.shape)}")
         weight = self.model.decoder.conv_in.weight
         out = []
-        for part, n in fixed_size_parts(latents, chunk or self.chunk):
+        for part, n in fixed_size_parts(latents, chunk or self.call_size(weight.device)):
             pixels = self.decode_raw(self.denormalize(part.to(weight.device, weight.dtype)))[:n]
             out.append(pixels_to_uint8(pixels))
         return torch.cat(out)

@@ -557,6 +557,25 @@ def save_nfd(model: NFD, path: str | Path) -> Path:
     return path
 
 
+def load_nfd(
+    path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    config: Any = None,
+    vae_config: Any = None,
+    **options: Any,
+) -> NFD:
+    """Registry loader: ``NFD.from_checkpoint(path, ...)``. ``config`` / ``vae_config`` (the MineWorld loader's
+    options, passed as ``None`` by envs) must stay unset: an NFD file holds its own configs."""
+    if config is not None or vae_config is not None:
+        raise ConfigError(
+            f"{path} is an NFD checkpoint: its configs are stored in the file, so config= / vae_config= cannot be "
+            "used with it; drop them"
+        )
+    return NFD.from_checkpoint(path, device=device, dtype=dtype, **options)
+
+
 def is_nfd_checkpoint(path: str | Path) -> bool:
     """Whether ``path`` is a safetensors file whose metadata says it holds an NFD model (reads the header only)."""
     path = Path(path)

@@ -17,6 +17,12 @@ Architecture (DiT blocks with NFD's changes, ``mineworld.md`` §12):
 * **output**: final adaLN (shift, scale; zero-initialised) and a zero-initialised linear layer to the patch values:
   the predicted flow velocity ``v = eps - z``.
 
+Batch invariance: the per-frame layers (timestep MLP, adaLN maps) see only ``batch x frames`` rows, and a CPU GEMM
+with that few rows picks kernels by the row count, so a slot's numbers would depend on how many other slots share
+its batch. They run on fixed blocks of :data:`CONDITIONING_ROWS` rows instead (:func:`fixed_rows_linear`; the
+autoencoder pads its calls the same way), which keeps a seeded rollout bit-identical whatever else is in the batch.
+Token-level layers have hundreds of rows, where the kernels no longer depend on the count.
+
 Two entry points, both running the same layers:
 
 * :meth:`NFDTransformer.forward` - a whole window (or any packed set of frames with an explicit frame mask), no cache,
@@ -33,7 +39,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodels.nfd.autoencoder import fixed_size_parts
 from worldmodels.nfd.config import NFDConfig
+
+CONDITIONING_ROWS = 16
+"""Rows per call of the per-frame linear layers (see the module docstring)."""
+
+
+def fixed_rows_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` computed on blocks of exactly :data:`CONDITIONING_ROWS` rows (the last padded), so a row's
+    result does not depend on how many rows ``x`` has."""
+    flat = x.reshape(-1, x.shape[-1])
+    out = torch.cat([layer(part)[:n] for part, n in fixed_size_parts(flat, CONDITIONING_ROWS)])
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 class KVCache:
@@ -91,7 +109,8 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_features(t, self.frequency_dim).to(self.mlp[0].weight.dtype))
+        features = timestep_features(t, self.frequency_dim).to(self.mlp[0].weight.dtype)
+        return fixed_rows_linear(self.mlp[2], F.silu(fixed_rows_linear(self.mlp[0], features)))
 
 
 class ActionEmbedder(nn.Module):
@@ -180,7 +199,8 @@ class Block(nn.Module):
 
     def forward(self, x, c, rotation, mask, **cache):
         b, f, n, d = x.shape
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN(c).unsqueeze(2).chunk(6, dim=-1)
+        modulation = fixed_rows_linear(self.adaLN, c).unsqueeze(2)
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation.chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1).reshape(b, f * n, d)
         x = torch.addcmul(x, gate1, self.attn(h, rotation, mask, **cache).view(b, f, n, d))
         return torch.addcmul(x, gate2, self.mlp(modulate(self.norm2(x), shift2, scale2)))
@@ -219,7 +239,8 @@ class NFDTransformer(nn.Module):
     @torch.no_grad()
     def initialize_weights(self) -> None:
         """DiT's initialisation: Xavier-uniform linear layers with zero biases, N(0, 0.02) timestep MLP and action
-        layer, and zero adaLN maps and output layer (adaLN-Zero: every block starts as the identity, the output at 0)."""
+        layer, and zero adaLN maps and output layer (adaLN-Zero: every block starts as the identity, the output
+        at 0)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
@@ -274,7 +295,7 @@ class NFDTransformer(nn.Module):
         return torch.polar(torch.ones_like(angles), angles).to(torch.complex64).flatten(-3, -2).unsqueeze(-2)
 
     def _output(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.final_adaLN(c).unsqueeze(2).chunk(2, dim=-1)
+        shift, scale = fixed_rows_linear(self.final_adaLN, c).unsqueeze(2).chunk(2, dim=-1)
         return self.unpatchify(self.final_proj(modulate(self.final_norm(x), shift, scale)))
 
     # --- entry points --------------------------------------------------------------------------------------------

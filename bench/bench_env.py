@@ -1,0 +1,113 @@
+"""Env throughput: frames/s of the natively batched world-model env at 1, 4, 16 and 64 envs, next to the real game.
+
+For each batch size the vector env is reset from real start scenes and stepped with random actions; "frames/s" is
+generated frames (env steps summed over envs) per wall-clock second, and every ratio is to the single env timed in
+the same process, rounds alternated so that load from other processes hits all batch sizes alike. The real game
+(``RLIR-CrafterReal-v0``, opensimplex 0.3) is timed the same way for Crafter models. Prints markdown rows for
+docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_env.py                                # the bundled Crafter world model
+    .venv/bin/python bench/bench_env.py --model tiny --batch 1 --batch 4 --batch 16 --batch 64
+    .venv/bin/python bench/bench_env.py --model PATH.safetensors --device cuda --dtype float16
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import rlir_env  # noqa: F401  (registers the ids)
+from rlir_env.vector import WorldModelVectorEnv, as_torch_dtype
+
+
+def load_model(name: str, device: str, dtype: str):
+    if name == "tiny":
+        from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, get_preset
+
+        torch.manual_seed(0)
+        return MineWorld.from_config(get_preset("tiny"), TINY_VQ_CONFIG).to(device=device, dtype=as_torch_dtype(dtype)).eval()
+    from worldmodels.registry import load_world_model
+
+    return load_world_model(name, device=device, dtype=as_torch_dtype(dtype))
+
+
+def scenes_for(model):
+    if model.spec.domain == "crafter":
+        return "crafter"
+    from rlir_env.scenes import Scene
+
+    h, w = model.spec.frame_size
+    rng = np.random.default_rng(0)
+    empty = np.zeros((0, *model.config.domain.compact_shape), dtype=np.int64)
+    return [Scene(frames=rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8), actions=empty)]
+
+
+def time_world_model(model, num_envs: int, steps: int, decoding: str) -> float:
+    env = WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding=decoding)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    env.step(env.action_space.sample())  # warm-up: first-call allocations
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(env.action_space.sample())
+    seconds = time.perf_counter() - start
+    env.close()
+    return num_envs * steps / seconds
+
+
+def time_real_crafter(steps: int) -> float:
+    env = gym.make("RLIR-CrafterReal-v0")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="crafter-mineworld", help="registry name, checkpoint path or 'tiny'")
+    parser.add_argument("--batch", type=int, action="append", help="env counts (default 1, 4, 16, 64)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 30 / batch-scaled)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--decoding", default="naive")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = args.batch or [1, 4, 16, 64]
+    model = load_model(args.model, args.device, args.dtype)
+
+    results: dict[int, list[float]] = {b: [] for b in batches}
+    real: list[float] = []
+    for _ in range(args.rounds):
+        for b in batches:
+            steps = args.steps or max(4, 30 // max(1, b // 4))
+            results[b].append(time_world_model(model, b, steps, args.decoding))
+        if model.spec.domain == "crafter":
+            real.append(time_real_crafter(300))
+
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
+    print(f"\n{args.model} ({model.spec.name}), {args.device} {args.dtype}, {args.decoding} decoding; {machine}\n")
+    print("| envs | frames/s (median of rounds) | per env | ratio to 1 env |")
+    print("|---:|---:|---:|---:|")
+    base = statistics.median(results[batches[0]]) / batches[0]
+    for b in batches:
+        fps = statistics.median(results[b])
+        print(f"| {b} | {fps:.1f} | {fps / b:.1f} | {fps / base:.1f}x |")
+    if real:
+        print(f"| real Crafter (1 env) | {statistics.median(real):.1f} | | |")
+
+
+if __name__ == "__main__":
+    main()

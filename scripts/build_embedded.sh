@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Rebuild every bundled file of the embedded Crafter world from seeds, on a CPU:
+#   recordings -> VQ tokenizer -> world model, the two IDMs, the start-scene pool, the suite, and their SHA256SUMS.
+# Usage: scripts/build_embedded.sh [WORK_DIR]   (default runs/embedded; `make embedded` runs it)
+# The model card (worldmodels/bundled/MODEL_CARD.md) records what one run of this script measured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RLIR=${RLIR:-.venv/bin/rlir}
+WORK=${1:-runs/embedded}
+MODELS=$WORK/models
+mkdir -p "$MODELS"
+
+# 1. Real Crafter played by the mixture behaviour policy (the result does not depend on --workers).
+#    `data` trains the tokenizer, the world model and the reward IDM; `heldout` (another seed) the held-out IDM
+#    and the start scenes.
+[ -f "$WORK/data/manifest.json" ] || $RLIR record crafter "$WORK/data" --frames 100000 --seed 0 --workers 2
+[ -f "$WORK/heldout/manifest.json" ] || $RLIR record crafter "$WORK/heldout" --frames 40000 --seed 1 --workers 2
+
+# 2. The VQ tokenizer (72x72 -> 9x9 tokens, 512 codes).
+$RLIR train tokenizer --data "$WORK/data" --out "$MODELS/crafter-vq.safetensors" --steps 5000 --eval-every 2500 --seed 0 \
+  --threads 1 --no-progress
+
+# 3. The world model (one thread) next to the two IDMs (one thread each, one after the other): the 2 cores stay busy
+#    without OpenMP threads of different jobs waiting on each other.
+$RLIR train worldmodel --data "$WORK/data" --tokenizer "$MODELS/crafter-vq.safetensors" \
+  --out "$MODELS/crafter-mineworld.safetensors" --seed 0 --threads 1 --no-progress &
+wm=$!
+$RLIR train idm --data "$WORK/data" --split train --width 48 --seed 1 --threads 1 --eval-data "$WORK/heldout" \
+  --out "$MODELS/crafter-idm-reward.safetensors" --name crafter-idm-reward
+$RLIR train idm --data "$WORK/heldout" --width 64 --seed 2 --threads 1 --eval-data "$WORK/data" \
+  --out "$MODELS/crafter-idm-heldout.safetensors" --name crafter-idm-heldout
+wait $wm
+
+# 4. Start scenes for RLIR-Crafter-v0 (from the held-out recording) and the suite (its own seeds; pinned in
+#    evaluation/suites.py, so a different result fails loudly).
+$RLIR record scenes "$WORK/heldout" rlir_env/crafter/start_scenes.npz --scenes 256 --scene-frames 4 --seed 5
+$RLIR suite build-crafter evaluation/suite_data/crafter-af-v1 --items 256 --seed 33
+
+# 5. Install the weights with their summaries and pins.
+cp "$MODELS/crafter-mineworld.safetensors" "$MODELS/crafter-mineworld.json" worldmodels/bundled/
+cp "$MODELS"/crafter-idm-{reward,heldout}.{safetensors,json} evaluation/idm/bundled/
+(cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors > SHA256SUMS)
+(cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors > SHA256SUMS)
+$RLIR suite info crafter-af-v1
+echo "bundled files rebuilt; run 'make demo' to evaluate them"

@@ -1,0 +1,181 @@
+"""worldmodels.training.nfd (``rlir train nfd``): the flow-matching loss and its per-frame times checked against
+their definitions, windows inside episodes, a tiny two-stage run through the CLI that writes a loadable model and
+resumes bit-identically, and two gloo processes under torchrun matching one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.test_nfd_model import tiny_nfd
+from worldmodels.data.shards import write_manifest, write_shard
+from worldmodels.nfd import NFD, TINY_AE_CONFIG
+from worldmodels.registry import load_world_model
+from worldmodels.training.nfd import LatentData, flow_matching_loss, gather_windows, sample_flow_times
+from worldmodels.training.nfd_cli import main
+
+EPISODES, LENGTH = 6, 12
+
+
+def moving_square_episode(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A 4x4 bright square on a coloured background, moved one pixel by actions 1-4 (left, right, up, down)."""
+    frames = np.empty((LENGTH, 16, 16, 3), dtype=np.uint8)
+    actions = rng.integers(0, 5, LENGTH)
+    actions[-1] = -1
+    background = rng.integers(0, 120, 3)
+    y, x = rng.integers(0, 13, 2)
+    for k in range(LENGTH):
+        frames[k] = background
+        frames[k, y : y + 4, x : x + 4] = 255
+        if k + 1 < LENGTH:
+            dy, dx = {1: (0, -1), 2: (0, 1), 3: (-1, 0), 4: (1, 0)}.get(int(actions[k]), (0, 0))
+            y, x = int(np.clip(y + dy, 0, 12)), int(np.clip(x + dx, 0, 12))
+    return frames, actions
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("squares")
+    rng = np.random.default_rng(0)
+    episodes = [moving_square_episode(rng) for _ in range(EPISODES)]
+    shards = []
+    for j in range(2):
+        part = episodes[j * 3 : (j + 1) * 3]
+        frames = np.concatenate([f for f, _ in part])
+        actions = np.concatenate([a for _, a in part])
+        shards.append(write_shard(root / f"shard-{j:05d}.npz", frames=frames, actions=actions,
+                                  rewards=np.zeros(len(frames)), terminated=np.zeros(len(frames), bool),
+                                  episode_starts=np.arange(3) * LENGTH))  # fmt: skip
+    write_manifest(root, shards)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ae_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "ae.json"
+    path.write_text(json.dumps(TINY_AE_CONFIG))
+    return path
+
+
+def test_flow_times_are_logit_normal_with_clean_context_prefixes():
+    g = torch.Generator().manual_seed(0)
+    t, mask = sample_flow_times(g, 4000, 6, context_noise=0.05, context_prob=0.5)
+    free = t[mask]
+    logit = torch.log(free / (1 - free))
+    assert abs(float(logit.mean())) < 0.03 and abs(float(logit.std()) - 1.0) < 0.03  # logit(t) ~ N(0, 1)
+    assert torch.all(t[~mask] == 0.05)
+    prefix = (~mask).sum(1)
+    assert torch.equal(~mask, torch.arange(6)[None] < prefix[:, None])  # the context is a prefix
+    assert abs(float((prefix > 0).float().mean()) - 0.5) < 0.03 and int(prefix.max()) == 5  # one frame stays free
+    t, mask = sample_flow_times(g, 10, 6, context_noise=0.05, context_prob=0.0)
+    assert mask.all() and (t > 0).all() and (t < 1).all()
+
+
+def test_flow_matching_loss_is_the_masked_velocity_mse():
+    model = tiny_nfd(seed=2)
+    g = torch.Generator().manual_seed(1)
+    z, noise = torch.randn(3, 4, 4, 4, 4, generator=g), torch.randn(3, 4, 4, 4, 4, generator=g)
+    times, mask = sample_flow_times(g, 3, 4, context_noise=0.05, context_prob=1.0)
+    actions, present = torch.randint(0, 17, (3, 4), generator=g), torch.ones(3, 4, dtype=torch.bool)
+    present[:, 0] = False
+    loss, per_frame = flow_matching_loss(model.transformer, z, actions, present, times, noise, mask)
+    expected, count = 0.0, 0
+    for b in range(3):
+        x = torch.stack([(1 - times[b, j]) * z[b, j] + times[b, j] * noise[b, j] for j in range(4)])[None]
+        with torch.no_grad():
+            v = model.transformer(x, times[b : b + 1], actions[b : b + 1], present[b : b + 1])[0]
+        for j in range(4):
+            if mask[b, j]:
+                expected += float(((v[j] - (noise[b, j] - z[b, j])) ** 2).mean())
+                count += 1
+    assert count < 12 and loss.item() == pytest.approx(expected / count, rel=1e-5)
+    assert per_frame.shape == (3, 4)
+
+
+def test_windows_carry_the_action_that_led_to_each_frame():
+    latents = np.arange(10, dtype=np.float16)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float16)
+    actions = np.array([3, 1, 4, 1, -1, 5, 9, 2, 6, -1])
+    data = LatentData(latents, actions, np.array([5, 5]), key="k")
+    z, a, present = gather_windows(data, np.array([0, 6]), 3)
+    assert z[:, :, 0, 0, 0].tolist() == [[0, 1, 2], [6, 7, 8]]
+    assert a.tolist() == [[0, 3, 1], [0, 9, 2]] and present.tolist() == [[False, True, True]] * 2
+
+
+def _cli(data: Path, ae_config: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--size", "nfd-tiny", "--ae-config", str(ae_config),
+            "--ae-steps", "4", "--ae-batch-size", "4", "--steps", "6", "--batch-size", "4", "--warmup", "2",
+            "--val-windows", "4", "--eval-every", "3", "--log-every", "1", "--checkpoint-every", "2",
+            "--val-fraction", "0.2", "--lr", "3e-3", "--no-progress", *extra]  # fmt: skip
+
+
+def _log(path: Path) -> list[dict]:
+    drop = ("s_per_step",)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in drop} for row in rows]
+
+
+def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp_path, capsys):
+    straight = tmp_path / "straight" / "nfd.safetensors"
+    assert main(_cli(data, ae_config, straight)) == 0
+    summary = json.loads(straight.with_suffix(".json").read_text())
+    assert summary["finished"] and summary["steps_done"] == 6 and summary["world_size"] == 1
+    assert set(summary["generation"]) == {"euler10", "dpmpp2m18"}
+    assert all(np.isfinite(v["psnr"]) for v in summary["generation"].values())
+    assert [v["step"] for v in summary["validations"]] == [0, 3, 6]
+    model = load_world_model(straight)
+    assert isinstance(model, NFD) and model.config.name == "nfd-tiny"
+    frames = torch.zeros(1, 1, 16, 16, 3, dtype=torch.uint8)
+    state = model.start(frames, None, [torch.Generator().manual_seed(0)])
+    assert model.step(state, torch.tensor([2])).shape == (1, 16, 16, 3)
+
+    resumed = tmp_path / "resumed" / "nfd.safetensors"
+    assert main(_cli(data, ae_config, resumed, "--stop-after", "3")) == 0
+    assert not resumed.exists() and (resumed.parent / "nfd.run" / "checkpoint.safetensors").is_file()
+    assert main(_cli(data, ae_config, resumed, "--resume")) == 0
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads(resumed.with_suffix(".json").read_text())["resumed_from"] == 3
+    assert _log(straight.parent / "nfd.run" / "log.jsonl") == _log(resumed.parent / "nfd.run" / "log.jsonl")
+    # the trained transformer moved away from its initialisation (adaLN-Zero: output layer 0 at the start)
+    assert a["transformer.final_proj.weight"].abs().max() > 0
+    capsys.readouterr()
+    assert main(_cli(data, ae_config, resumed, "--resume", "--stop-after", "4", "--lr", "1e-3")) == 2
+    assert "belongs to another run" in capsys.readouterr().err  # resuming with other settings is refused
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one(data, ae_config, tmp_path):
+    """Every rank takes its rows of each global batch and DDP averages the gradients of a loss normalised by the
+    global frame count, so both layouts take the same steps up to float summation order."""
+    args = ["--steps", "3", "--ae-steps", "2", "--eval-every", "0", "--checkpoint-every", "3"]
+    one = tmp_path / "one" / "nfd.safetensors"
+    assert main(_cli(data, ae_config, one, *args)) == 0
+    two = tmp_path / "two" / "nfd.safetensors"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    result = subprocess.run([*torchrun, "-m", "worldmodels.training.nfd_cli", *_cli(data, ae_config, two, *args)],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(two.with_suffix(".json").read_text())["world_size"] == 2
+    a, b = load_file(str(one)), load_file(str(two))
+    assert a.keys() == b.keys() and a["transformer.final_proj.weight"].abs().max() > 0  # trained (zero at init)
+    for key in a:  # Adam turns rounding-level gradient differences of near-zero entries into ~1e-5 of weight
+        assert torch.allclose(a[key], b[key], atol=5e-5, rtol=0), key
+    log_one, log_two = _log(one.parent / "nfd.run" / "log.jsonl"), _log(two.parent / "nfd.run" / "log.jsonl")
+    assert [r["loss"] for r in log_one if "loss" in r] == pytest.approx([r["loss"] for r in log_two if "loss" in r],
+                                                                         rel=1e-4)  # fmt: skip
