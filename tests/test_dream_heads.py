@@ -17,9 +17,10 @@ from rlir_env.crafter.env import ACHIEVEMENTS, INVENTORY_ITEMS, CrafterEnv
 from rlir_env.dream.heads import BUNDLED_HEADS, CrafterHeads, CrafterHeadsConfig, CrafterReward, track_health
 from rlir_env.dream.train import evaluate_heads, load_transitions, predict_rewards, roc_auc, train_heads
 from rlir_env.dream.wrappers import LearnedCrafterReward, LearnedCrafterTermination
-from tests.test_dream_setup import SIZE, crafter_data, heads_file  # noqa: F401  (fixtures)
+from tests.test_dream_setup import SIZE, crafter_data, heads_file, tiny_model  # noqa: F401  (fixtures)
 from worldmodels.data.shards import ShardDataset, write_manifest, write_shard
 from worldmodels.errors import CheckpointError, DataError, FrameError, MissingFileError
+from worldmodels.mineworld.checkpoint import save_safetensors
 
 
 def test_crafter_reward_is_unlock_bonus_plus_health_change():
@@ -86,6 +87,25 @@ def test_training_writes_heads_that_load_and_learn(crafter_data, tmp_path):
                 log_every=10, val_transitions=64, eval_every=20, progress=False)
     again = CrafterHeads.load(tmp_path / "again.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(heads.state_dict().values(), again.state_dict().values()))
+
+
+def test_training_on_frames_the_world_model_reconstructs(crafter_data, tiny_model, tmp_path):
+    """With the world model's tokenizer, batches mix real transitions with transitions passed through its VQ
+    (encode + decode), and held-out episodes are also scored on reconstructed frames."""
+    from rlir_env.dream.train import load_frame_tokenizer, reconstruct_frames
+
+    checkpoint = tmp_path / "wm.safetensors"
+    save_safetensors(tiny_model, checkpoint)
+    tokenizer = load_frame_tokenizer(checkpoint)  # a world-model file: its tokenizer is used
+    frames = ShardDataset(crafter_data).episode(0).frames[:4]
+    expected = tiny_model.tokenizer.detokenize(tiny_model.tokenizer.tokenize(torch.from_numpy(frames))).numpy()
+    assert np.array_equal(reconstruct_frames(tokenizer, frames), expected) and not np.array_equal(expected, frames)
+    summary = train_heads(crafter_data, tmp_path / "h.safetensors", tokenizer=checkpoint, reconstruct_transitions=40,
+                          heldout_reconstruct_episodes=1, steps=3, batch_size=8, val_transitions=16, progress=False)
+    assert summary["transitions"]["reconstructed"] >= 20 and summary["tokenizer"]["sha256"] is not None
+    reconstructed = summary["metrics_reconstructed"]
+    assert reconstructed["episodes"] == 1 and reconstructed["transitions"] > 0
+    assert summary["metrics"]["episodes"] >= 1
 
 
 def test_cli_trains_reward_heads(crafter_data, tmp_path):
