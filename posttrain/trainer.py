@@ -20,6 +20,11 @@ Everything random is drawn from generators seeded by ``(seed, iteration, prompt 
 holds weights, optimizer, scheduler, RNG states and the sampler position, so a run killed at any point and resumed
 with ``checkpoint.resume=auto`` ends with the same weights as an uninterrupted run. The result is
 ``<out>/model.safetensors`` (LoRA merged), loadable with ``MineWorld.from_checkpoint`` / ``rlir eval --model``.
+
+NFD (next-frame diffusion) models post-train with Flow-GRPO: :func:`train` hands a
+:class:`~posttrain.flow.config.FlowPostTrainConfig` to :func:`posttrain.flow.trainer.train_flow`, which runs the same
+loop with SDE rollouts and per-step ratios, built from the shared pieces below (:func:`load_data`,
+:func:`resume_run`, :func:`plan_update`, :func:`update_steps`, :func:`reward_metrics`, :func:`checkpoint_if_due`).
 """
 
 from __future__ import annotations
@@ -579,7 +584,8 @@ def train(
     """Post-train ``config.model.path`` (or ``model``) on ``config.data.suite`` (or ``suite``) with GRPO.
 
     Args:
-        config: the run (see :mod:`posttrain.config`); ``config.out`` is the run directory.
+        config: the run (see :mod:`posttrain.config`); ``config.out`` is the run directory. A
+            :class:`~posttrain.flow.config.FlowPostTrainConfig` runs Flow-GRPO on an NFD model instead.
         model: an already loaded ``MineWorld`` to start from (its weights are trained in place); default: load
             ``config.model.path``.
         suite: the training suite; default: load ``config.data.suite``.

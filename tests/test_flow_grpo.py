@@ -344,4 +344,4 @@ def test_two_gloo_processes_match_one(tmp_path):
     a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
     assert json.loads((two / "summary.json").read_text())["world_size"] == 2
     for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+        assert torch.allclose(a[key], b[key], atol=1e-5, rtol=0), key

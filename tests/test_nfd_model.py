@@ -478,3 +478,21 @@ def test_meta_device_builds_the_structure_only():
     model = NFD.from_config(TINY, TINY_AE_CONFIG, device="meta")
     assert next(model.parameters()).device.type == "meta"
     assert np.isclose(sum(p.numel() for p in model.transformer.parameters()), _count(TINY))
+
+
+def test_minecraft_domain_takes_compact_and_minerl_actions():
+    from worldmodels.actions import minecraft
+
+    config = NFDConfig(**(TINY.to_dict() | {"action_domain": "minecraft", "name": "nfd-tiny-mc"}))
+    torch.manual_seed(0)
+    model = NFD.from_config(config, TINY_AE_CONFIG).eval()
+    assert model.transformer.action_embed.linear.weight.shape == (config.hidden_size, sum(minecraft.COMPACT_NVEC) + 1)
+    dicts = [[minecraft.noop() | {"forward": 1, "camera": np.array([0.0, 10.0])}], [minecraft.noop() | {"jump": 1}]]
+    compact = minecraft.to_compact(dicts)  # [2, 1, 9]
+    frames = random_frames(2, 1, seed=30)
+    a = rollout(model, frames, None, torch.as_tensor(compact), (1, 2))
+    state = model.start(frames, None, gens(1, 2))
+    b = model.step_latents(state, [row[0] for row in dicts])  # MineRL dicts, one per env
+    assert torch.equal(a[:, 0], b)
+    with pytest.raises(ActionError):  # 8 slots instead of MineWorld's 9
+        model.step(state, torch.zeros(2, 8, dtype=torch.long))
