@@ -375,7 +375,7 @@ def suite_from_vpt_recordings(
     """
     import torch
 
-    from evaluation.idm.resize import resize_linear_uint8
+    from worldmodels.data.resize import resize_linear_uint8
     from worldmodels.actions import minecraft
     from worldmodels.data.clips import VPTDataset
 

@@ -13,7 +13,7 @@ _EXPORTS = {
     "InverseDynamicsModel": "evaluation.idm.base",
     "CrafterIDM": "evaluation.idm.crafter",
     "CrafterIDMConfig": "evaluation.idm.crafter",
-    "resize_linear_uint8": "evaluation.idm.resize",
+    "resize_linear_uint8": "worldmodels.data.resize",
     "IDM_BUTTONS": "evaluation.idm.vpt",
     "VPTIDMConfig": "evaluation.idm.vpt",
     "VPTInverseDynamicsModel": "evaluation.idm.vpt",

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation.idm.resize import resize_linear_uint8
+from worldmodels.data.resize import resize_linear_uint8
 from worldmodels.actions.camera import VPT_IDM_CAMERA
 from worldmodels.errors import (
     CheckpointError,

@@ -209,7 +209,7 @@ class ClipSource(FrameSource):
 
 
 def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from evaluation.idm.resize import resize_linear_uint8  # OpenCV-exact bilinear, as the suites use
+    from worldmodels.data.resize import resize_linear_uint8  # OpenCV-exact bilinear, as the suites use
 
     return resize_linear_uint8(torch.from_numpy(np.ascontiguousarray(frames)), *size).numpy()
 

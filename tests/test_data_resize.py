@@ -1,4 +1,4 @@
-"""evaluation.idm.resize: torch resize bit-exact with cv2.resize(..., INTER_LINEAR) on uint8 images."""
+"""worldmodels.data.resize: torch resize bit-exact with cv2.resize(..., INTER_LINEAR) on uint8 images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.idm.resize import linear_coefficients, resize_linear_uint8
+from worldmodels.data.resize import linear_coefficients, resize_linear_uint8
 from worldmodels.errors import FrameError
 
 
