@@ -192,8 +192,9 @@ class WorldModelVectorEnv(VectorEnv):
         kwargs: dict[str, Any] = {}
         if isinstance(self.model, MineWorld):
             kwargs["sampling"] = SamplingConfig(**self.sampling)
-            if self.context_frames is not None:
-                kwargs["reference_frames"] = self.context_frames
+        # other models (NFD) sample with the settings they were loaded with (load_world_model(..., sampling=...))
+        if self.context_frames is not None:
+            kwargs["reference_frames"] = self.context_frames
         return kwargs
 
     def _scenes_for(self, ids: np.ndarray, options: dict[str, Any]) -> list[Scene]:

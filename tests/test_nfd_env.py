@@ -14,7 +14,7 @@ from evaluation.evaluator import EvalSettings, evaluate
 from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
 from evaluation.suites import SuiteItem, make_suite
 from rlir_env.scenes import Scene
-from tests.test_nfd_model import tiny_nfd
+from tests.world_models import tiny_nfd
 from worldmodels.errors import ConfigError
 from worldmodels.mineworld import save_safetensors
 from worldmodels.nfd import NFD, NFDSampling, save_nfd

@@ -29,23 +29,11 @@ from worldmodels.nfd import (
 from worldmodels.nfd import transformer as transformer_module
 from worldmodels.nfd.config import default_rope_axes
 from worldmodels.nfd.transformer import apply_rope
+from tests.world_models import tiny_nfd
 from worldmodels.protocol import WorldModel
 
 TINY = get_preset("nfd-tiny")  # 16x16 frames, 4x4x4 latents (16 tokens), Crafter actions, 4 frames of context
 LATENT = (TINY.latent_channels, *TINY.latent_grid)
-
-
-def tiny_nfd(seed: int = 0, **options) -> NFD:
-    """The ``nfd-tiny`` preset with seeded weights; the adaLN-Zero maps and the output layer get random values too,
-    so that every layer acts (at the DiT initialisation the transformer outputs exactly 0)."""
-    torch.manual_seed(seed)
-    model = NFD.from_config(TINY, TINY_AE_CONFIG, **options)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.transformer.named_parameters():
-            if "adaLN" in name or name.startswith("final_proj"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
-    return model.eval()
 
 
 def gens(*seeds: int) -> list[torch.Generator]:

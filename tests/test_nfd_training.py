@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_nfd_model import tiny_nfd
+from tests.world_models import tiny_nfd
 from worldmodels.data.shards import write_manifest, write_shard
 from worldmodels.nfd import NFD, TINY_AE_CONFIG
 from worldmodels.registry import load_world_model

@@ -84,3 +84,18 @@ def tiny_minecraft_suite(model: MineWorld, n_items: int = 4, n_frames: int = 5, 
             )
         )
     return make_suite(name, 1, "minecraft", items, description="tiny test suite")
+
+
+def tiny_nfd(seed: int = 0, **options):
+    """The ``nfd-tiny`` preset (16x16 frames, Crafter actions) with seeded weights; the adaLN-Zero maps and the output
+    layer get random values too, so that every layer acts (at the DiT initialisation the transformer outputs 0)."""
+    from worldmodels.nfd import NFD, TINY_AE_CONFIG, get_preset
+
+    torch.manual_seed(seed)
+    model = NFD.from_config(get_preset("nfd-tiny"), TINY_AE_CONFIG, **options)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.transformer.named_parameters():
+            if "adaLN" in name or name.startswith("final_proj"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
+    return model.eval()
