@@ -32,6 +32,19 @@ class ActionDomain:
         """Check compact actions (batch dims first) and return them as ``int64``; raises ActionError."""
         return self._module.validate_compact(compact)
 
+    def compact_batch(self, actions, batch_shape: tuple[int, ...]) -> np.ndarray:
+        """Actions for a batch -> ``int64[*batch_shape, *compact_shape]``: compact arrays or tensors, or (Minecraft)
+        MineRL dicts nested as ``batch_shape`` lists; raises ActionError naming the expected shape."""
+        if hasattr(actions, "detach"):  # a torch tensor (torch is not imported at this layer's import time)
+            actions = actions.detach().cpu().numpy()
+        compact = minecraft.to_compact(actions) if self.name == "minecraft" else self.validate(np.asarray(actions))
+        expected = tuple(batch_shape) + tuple(self.compact_shape)
+        if tuple(compact.shape) != expected:
+            raise ActionError(
+                f"expected {self.name} actions of shape {list(expected)} (compact form), got {list(compact.shape)}"
+            )
+        return compact
+
     def noop(self) -> np.ndarray:
         """The compact no-op action."""
         if self.name == "minecraft":

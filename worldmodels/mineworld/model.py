@@ -242,19 +242,7 @@ class MineWorld(nn.Module):
         domain MineRL dicts nested as ``batch_shape`` lists.
         """
         domain = self.config.domain
-        if isinstance(actions, torch.Tensor):
-            actions = actions.detach().cpu().numpy()
-        if domain.name == "minecraft":
-            from worldmodels.actions import minecraft
-
-            compact = minecraft.to_compact(actions)
-        else:
-            compact = domain.validate(np.asarray(actions))
-        expected = tuple(batch_shape) + tuple(domain.compact_shape)
-        if tuple(compact.shape) != expected:
-            raise ActionError(
-                f"expected {domain.name} actions of shape {list(expected)} (compact form), got {list(compact.shape)}"
-            )
+        compact = domain.compact_batch(actions, batch_shape)
         tokens = domain.to_tokens(compact, offset=self.config.action_vocab_offset)
         return torch.as_tensor(tokens, dtype=torch.long, device=self.device)
 

@@ -216,20 +216,7 @@ class NFD(nn.Module):
     def compact_actions(self, actions: Any, batch_shape: tuple[int, ...]) -> torch.Tensor:
         """Compact actions (or, for Minecraft, MineRL dicts nested as ``batch_shape`` lists) -> ``int64`` tensor
         ``[*batch_shape, *compact_shape]`` on the model's device."""
-        domain = self.config.domain
-        if isinstance(actions, torch.Tensor):
-            actions = actions.detach().cpu().numpy()
-        if domain.name == "minecraft" and not isinstance(actions, np.ndarray):
-            from worldmodels.actions import minecraft
-
-            compact = minecraft.to_compact(actions)
-        else:
-            compact = domain.validate(np.asarray(actions))
-        expected = tuple(batch_shape) + tuple(domain.compact_shape)
-        if tuple(compact.shape) != expected:
-            raise ActionError(
-                f"expected {domain.name} actions of shape {list(expected)} (compact form), got {list(compact.shape)}"
-            )
+        compact = self.config.domain.compact_batch(actions, batch_shape)
         return torch.as_tensor(compact, dtype=torch.long, device=self.device)
 
     def _context_latents(self, frames: Any, what: str) -> torch.Tensor:
