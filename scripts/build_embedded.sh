@@ -15,6 +15,9 @@ mkdir -p "$MODELS"
 #    and the start scenes.
 [ -f "$WORK/data/manifest.json" ] || $RLIR record crafter "$WORK/data" --frames 100000 --seed 0 --workers 2
 [ -f "$WORK/heldout/manifest.json" ] || $RLIR record crafter "$WORK/heldout" --frames 40000 --seed 1 --workers 2
+# Post-training prompts (bench/posttrain_demo.py): other worlds than the benchmark's.
+[ -f "$WORK/train-suite/manifest.json" ] || $RLIR suite build-crafter "$WORK/train-suite" --name crafter-train \
+  --items 512 --seed 77
 
 # 2. The VQ tokenizer (72x72 -> 9x9 tokens, 512 codes).
 $RLIR train tokenizer --data "$WORK/data" --out "$MODELS/crafter-vq.safetensors" --steps 5000 --eval-every 2500 --seed 0 \
@@ -31,15 +34,25 @@ $RLIR train idm --data "$WORK/heldout" --width 64 --seed 2 --threads 1 --eval-da
   --out "$MODELS/crafter-idm-heldout.safetensors" --name crafter-idm-heldout
 wait $wm
 
-# 4. Start scenes for RLIR-Crafter-v0 (from the held-out recording) and the suite (its own seeds; pinned in
+# 4. The learned reward and termination heads of RLIR-CrafterDream-v0, trained on real frames and on frames passed
+#    through the world model's tokenizer (what they see in the dream env), next to the NFD model of the diffusion
+#    paradigm (its own autoencoder; one thread each).
+$RLIR train nfd --data "$WORK/data" --out "$MODELS/crafter-nfd.safetensors" --size nfd-crafter-small --seed 0 \
+  --threads 1 --no-progress &
+nfd=$!
+$RLIR train reward-head --data "$WORK/data" --heldout "$WORK/heldout" --tokenizer "$MODELS/crafter-mineworld.safetensors" \
+  --out rlir_env/dream/crafter_heads.safetensors --steps 2500 --threads 1
+wait $nfd
+
+# 5. Start scenes for RLIR-Crafter-v0 (from the held-out recording) and the suite (its own seeds; pinned in
 #    evaluation/suites.py, so a different result fails loudly).
 $RLIR record scenes "$WORK/heldout" rlir_env/crafter/start_scenes.npz --scenes 256 --scene-frames 4 --seed 5
 $RLIR suite build-crafter evaluation/suite_data/crafter-af-v1 --items 256 --seed 33
 
-# 5. Install the weights with their summaries and pins.
-cp "$MODELS/crafter-mineworld.safetensors" "$MODELS/crafter-mineworld.json" worldmodels/bundled/
+# 6. Install the weights with their summaries and pins.
+cp "$MODELS"/crafter-{mineworld,nfd}.{safetensors,json} worldmodels/bundled/
 cp "$MODELS"/crafter-idm-{reward,heldout}.{safetensors,json} evaluation/idm/bundled/
-(cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors > SHA256SUMS)
+(cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors crafter-nfd.safetensors > SHA256SUMS)
 (cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors > SHA256SUMS)
 $RLIR suite info crafter-af-v1
 echo "bundled files rebuilt; run 'make demo' to evaluate them"
