@@ -6,7 +6,7 @@ For each reward and seed, ``rlir posttrain`` trains on the ``crafter-train`` pro
 the result with that seed; the base model is scored with the same seeds. The table reports the mean over seeds and
 a 95% t-interval over seeds (n = 3: t = 4.30), next to the mean of the per-run bootstrap intervals over clips.
 
-    .venv/bin/python -m bench.posttrain_demo --iterations 40          # everything (resumes what is done)
+    .venv/bin/python -m bench.posttrain_demo                  # everything (skips what is done)
     .venv/bin/python -m bench.posttrain_demo --arms base idm --seeds 0  # a part
 
 Prints markdown (for docs/benchmarks.md) and writes ``<out>/summary.json``.
@@ -76,11 +76,11 @@ def main() -> None:
     parser.add_argument("--idm", default="crafter-idm-heldout")
     parser.add_argument("--arms", nargs="+", default=["base", "idm", "pixel"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--frames", type=int, default=8, help="generated frames per training rollout")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--num-envs", type=int, default=32)
