@@ -43,5 +43,12 @@ _register(
     vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
     kwargs={"checkpoint": "crafter-mineworld", "scenes": "crafter"},
 )
+# The bundled next-frame diffusion model trained on the same recording (the paper's second paradigm).
+_register(
+    "RLIR-CrafterNFD-v0",
+    entry_point=_WORLD_MODEL_ENV,
+    vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
+    kwargs={"checkpoint": "crafter-nfd", "scenes": "crafter"},
+)
 
 __all__: list[str] = []

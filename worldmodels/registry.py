@@ -235,33 +235,40 @@ def _register_official_mineworld() -> None:
 _register_official_mineworld()
 
 
-# --- the bundled Crafter world model -----------------------------------------------------------------------------
+# --- the bundled Crafter world models ----------------------------------------------------------------------------
 
 CRAFTER_MODEL_NAME = "crafter-mineworld"
 CRAFTER_MODEL_FILE = "crafter-mineworld.safetensors"
+CRAFTER_NFD_NAME = "crafter-nfd"
+BUNDLED_MODELS: dict[str, tuple[str, str]] = {
+    CRAFTER_MODEL_NAME: (CRAFTER_MODEL_FILE, "MineWorld architecture trained on real Crafter, 72x72, 17 actions"),
+    CRAFTER_NFD_NAME: ("crafter-nfd.safetensors", "NFD (next-frame diffusion) trained on real Crafter, 72x72, 17 actions"),
+}
+"""Name -> (file in ``worldmodels/bundled/``, description); ``worldmodels/bundled/MODEL_CARD.md`` describes them."""
 
 
-def load_bundled_mineworld(paths: Mapping[str, Path], *, device: torch.device | str = "cpu",
-                           dtype: torch.dtype = torch.float32, **kwargs: Any):  # fmt: skip
-    """Loader for bundled MineWorld-architecture models (configs in the safetensors metadata)."""
-    from worldmodels.mineworld import MineWorld
+def load_bundled(paths: Mapping[str, Path], *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 **kwargs: Any):  # fmt: skip
+    """Loader for bundled models: their files carry their configs, so envs' ``config=None`` / ``vae_config=None``
+    are dropped and the file type (MineWorld or NFD) decides the loader."""
+    kwargs = {k: v for k, v in kwargs.items() if not (k in ("config", "vae_config") and v is None)}
+    return load_world_model(paths["checkpoint"], device=device, dtype=dtype, **kwargs)
 
-    kwargs.pop("config", None), kwargs.pop("vae_config", None)
-    return MineWorld.from_checkpoint(paths["checkpoint"], None, device=device, dtype=dtype, **kwargs)
 
-
-def _register_bundled_crafter() -> None:
+def _register_bundled() -> None:
     from worldmodels.bundled import bundled_dir, read_pins
 
     root = bundled_dir()
-    register(
-        CRAFTER_MODEL_NAME,
-        files=(ModelFile("checkpoint", CRAFTER_MODEL_FILE, sha256=read_pins(root).get(CRAFTER_MODEL_FILE)),),
-        loader=load_bundled_mineworld,
-        root=root,
-        source="It ships with rlir (worldmodels/bundled/); rebuild it with scripts/build_embedded.sh.",
-        description="MineWorld architecture trained on real Crafter, 72x72, 17 actions (worldmodels/bundled/MODEL_CARD.md)",
-    )
+    pins = read_pins(root)
+    for name, (file, description) in BUNDLED_MODELS.items():
+        register(
+            name,
+            files=(ModelFile("checkpoint", file, sha256=pins.get(file)),),
+            loader=load_bundled,
+            root=root,
+            source="It ships with rlir (worldmodels/bundled/); rebuild it with scripts/build_embedded.sh.",
+            description=description,
+        )
 
 
-_register_bundled_crafter()
+_register_bundled()
