@@ -15,7 +15,15 @@ from evaluation.idm.registry import BUNDLED_IDMS, HELDOUT_IDM, REWARD_IDM, load_
 from evaluation.suites import CRAFTER_SUITE, load_suite, suite_from_crafter
 from worldmodels.bundled import bundled_dir, pin_of, read_pins
 from worldmodels.errors import DataError, IntegrityError
-from worldmodels.registry import CRAFTER_MODEL_FILE, CRAFTER_MODEL_NAME, REGISTRY, load_world_model, resolve_files
+from worldmodels.registry import (
+    BUNDLED_MODELS,
+    CRAFTER_MODEL_FILE,
+    CRAFTER_MODEL_NAME,
+    CRAFTER_NFD_NAME,
+    REGISTRY,
+    load_world_model,
+    resolve_files,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +37,16 @@ def model():
 
 
 def test_every_bundled_weight_file_is_pinned_and_matches():
-    model_file = bundled_dir() / CRAFTER_MODEL_FILE
-    assert pin_of(model_file) is not None and resolve_files(CRAFTER_MODEL_NAME)["checkpoint"] == model_file
+    model_files = [bundled_dir() / file for file, _ in BUNDLED_MODELS.values()]
+    for name, path in zip(BUNDLED_MODELS, model_files):
+        assert pin_of(path) is not None and resolve_files(name)["checkpoint"] == path  # resolve_files checks the pin
     for name in (REWARD_IDM, HELDOUT_IDM):
         path, sha256 = BUNDLED_IDMS[name]
         assert sha256 is not None and load_idm(name).sha256 == sha256
     assert load_idm(REWARD_IDM).sha256 != load_idm(HELDOUT_IDM).sha256
-    sizes = [p.stat().st_size for p in [model_file, *(BUNDLED_IDMS[n][0] for n in BUNDLED_IDMS)]]
+    from rlir_env.dream.heads import resolve_heads_path
+
+    sizes = [p.stat().st_size for p in [*model_files, *(BUNDLED_IDMS[n][0] for n in BUNDLED_IDMS), resolve_heads_path(None)]]
     assert sum(sizes) <= 50 * 2**20  # the budget for all bundled weights
 
 
@@ -133,3 +144,13 @@ def test_demo_command_on_a_small_suite(tmp_path, suite):
     ceiling = load_bundle(tmp_path / "out" / "ground-truth")
     assert [r.id for r in bundle.items] == small.item_ids == [r.id for r in ceiling.items]
     assert bundle.metrics.psnr is not None and bundle.metrics.throughput.frames_per_second > 0
+
+
+def test_bundled_nfd_env_checks():
+    from worldmodels.nfd import NFD
+
+    env = gym.make("RLIR-CrafterNFD-v0", max_episode_steps=4)
+    assert isinstance(env.unwrapped.model, NFD) and env.unwrapped.model.spec.domain == "crafter"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env.unwrapped, skip_render_check=True)
