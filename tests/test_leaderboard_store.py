@@ -507,5 +507,6 @@ def test_seed_store_registers_suite_and_ceiling_idempotently(world, tmp_path):
     assert again.added == [] and again.already_present == ["ceiling.json", "tiny.json"]
     [board] = leaderboards(store)
     assert [(r.model, r.kind, r.band) for r in board.rows][0] == (CEILING_MODEL_NAME, "reference", None)
-    # without the embedded suite installed, seeding says so instead of failing
-    assert "not registered" in seed_store(Store(tmp_path / "none.db"), bundles_dir=tmp_path / "empty").notes[0]
+    # a suite that is not installed: seeding says so instead of failing
+    missing = seed_store(Store(tmp_path / "none.db"), bundles_dir=tmp_path / "empty", suite=str(tmp_path / "no-suite"))
+    assert len(missing.notes) == 1 and "not registered" in missing.notes[0] and "no-suite" in missing.notes[0]
