@@ -573,6 +573,29 @@ def checkpoint_if_due(
         dist.barrier()
 
 
+def open_run(config, model, suite) -> tuple[Dist, Path, Any]:
+    """The start both paradigms share: validate ``config`` (GRPO or Flow-GRPO), join the process group, create the
+    run directory and load ``config.model.path`` unless ``model`` is given (on this rank's GPU under torchrun)."""
+    config.validate(require_paths=False)
+    missing = [name for name, ok in (("out", config.out), ("model.path", model is not None or config.model.path),
+                                     ("data.suite", suite is not None or config.data.suite)) if not ok]  # fmt: skip
+    if missing:
+        raise ConfigError(f"config {missing} empty: pass the run directory, the world model and the training suite")
+    dist = Dist.from_env(config.model.device)
+    device = config.model.device
+    if device.startswith("cuda") and dist.world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    run_dir = Path(config.out)
+    if dist.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if model is None:
+        from worldmodels.registry import load_world_model
+
+        options = {} if config.model.reference_frames is None else {"reference_frames": config.model.reference_frames}
+        model = load_world_model(config.model.path, device=device, **options)
+    return dist, run_dir, model
+
+
 def train(
     config: PostTrainConfig,
     *,
@@ -604,26 +627,10 @@ def train(
         from posttrain.flow.trainer import train_flow
 
         return train_flow(config, model=model, suite=suite, reward_fn=reward_fn, eval_suite=eval_suite)
-    config.validate(require_paths=False)
-    missing = [name for name, ok in (("out", config.out), ("model.path", model is not None or config.model.path),
-                                     ("data.suite", suite is not None or config.data.suite)) if not ok]  # fmt: skip
-    if missing:
-        raise ConfigError(f"config {missing} empty: pass the run directory, the world model and the training suite")
     started = time.perf_counter()
-    dist = Dist.from_env(config.model.device)
-    device = config.model.device
-    if device.startswith("cuda") and dist.world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    run_dir = Path(config.out)
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    dist, run_dir, model = open_run(config, model, suite)
 
     # -- the policy (and the frozen reference when beta > 0) --
-    if model is None:
-        from worldmodels.registry import load_world_model
-
-        options = {} if config.model.reference_frames is None else {"reference_frames": config.model.reference_frames}
-        model = load_world_model(config.model.path, device=device, **options)
     if not isinstance(model, MineWorld):
         from worldmodels.nfd import NFD
 

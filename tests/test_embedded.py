@@ -19,7 +19,6 @@ from worldmodels.registry import (
     BUNDLED_MODELS,
     CRAFTER_MODEL_FILE,
     CRAFTER_MODEL_NAME,
-    CRAFTER_NFD_NAME,
     REGISTRY,
     load_world_model,
     resolve_files,

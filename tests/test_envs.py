@@ -10,7 +10,6 @@ from gymnasium.vector import AutoresetMode
 
 import rlir_env  # noqa: F401  (registers the env ids)
 from rlir_env.env import WorldModelEnv
-from rlir_env.scenes import Scene
 from rlir_env.vector import WorldModelVectorEnv
 from rlir_env.wrappers import (
     ActionRepeat,

@@ -8,7 +8,6 @@ rules written out here, and fresh prefills of the generated sequences.
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest

@@ -127,7 +127,7 @@ class FlowPostTrainConfig:
         check(r.shift > 0, f"rollout.shift must be > 0, got {r.shift}")
         check(0 < r.timestep_fraction <= 1, f"rollout.timestep_fraction must lie in (0, 1], got {r.timestep_fraction}")
         check(r.sde_type in ("flow", "dance"), f"rollout.sde_type must be 'flow' or 'dance', got {r.sde_type!r}")
-        check(r.eval_sampler in ("euler", "dpmpp2m"), f"rollout.eval_sampler must be euler or dpmpp2m")
+        check(r.eval_sampler in ("euler", "dpmpp2m"), "rollout.eval_sampler must be euler or dpmpp2m")
         check(r.eval_steps >= 1, f"rollout.eval_steps must be >= 1, got {r.eval_steps}")
         check(a.scale in ADVANTAGE_SCALES, f"algo.scale must be one of {ADVANTAGE_SCALES}, got {a.scale!r}")
         check(a.adv_eps >= 0, f"algo.adv_eps must be >= 0, got {a.adv_eps}")

@@ -29,9 +29,7 @@ The result is ``<out>/model.safetensors``, an NFD file (``NFD.from_checkpoint``,
 from __future__ import annotations
 
 import copy
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +44,6 @@ from posttrain.grpo.rollout import EVAL_STREAM, member_generator, prompts_from_s
 from posttrain.rewards import compute_rewards, reward_name
 from posttrain.trainer import (
     OUTPUT_NAME,
-    Dist,
     RunLogger,
     _loss_metrics,
     _peak_memory_mib,
@@ -54,6 +51,7 @@ from posttrain.trainer import (
     _write_samples,
     checkpoint_if_due,
     load_data,
+    open_run,
     plan_update,
     resume_run,
     reward_metrics,
@@ -126,26 +124,10 @@ def train_flow(
     from worldmodels.data.jsonl import atomic_output
     from worldmodels.nfd import NFD, save_nfd
 
-    config.validate(require_paths=False)
-    missing = [name for name, ok in (("out", config.out), ("model.path", model is not None or config.model.path),
-                                     ("data.suite", suite is not None or config.data.suite)) if not ok]  # fmt: skip
-    if missing:
-        raise ConfigError(f"config {missing} empty: pass the run directory, the world model and the training suite")
     started = time.perf_counter()
-    dist = Dist.from_env(config.model.device)
-    device = config.model.device
-    if device.startswith("cuda") and dist.world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    run_dir = Path(config.out)
-    if dist.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    dist, run_dir, model = open_run(config, model, suite)
 
     # -- the policy (and the frozen reference when beta > 0) --
-    if model is None:
-        from worldmodels.registry import load_world_model
-
-        options = {} if config.model.reference_frames is None else {"reference_frames": config.model.reference_frames}
-        model = load_world_model(config.model.path, device=device, **options)
     if not isinstance(model, NFD):
         raise ConfigError(
             f"Flow-GRPO post-trains NFD models, got {type(model).__name__}; autoregressive (MineWorld) models use "

@@ -43,7 +43,6 @@ from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from worldmodels.hashing import sha256_file, sha256_json
 from worldmodels.nfd import CRAFTER_AE_CONFIG, NFD, FrameAutoencoder, NFDConfig, NFDSampling, get_preset, save_nfd
-from worldmodels.nfd.autoencoder import pixels_to_uint8
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
