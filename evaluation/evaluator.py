@@ -168,10 +168,17 @@ def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings:
                 f"{out_dir} holds item records of another run (different {', '.join(changed)}); use another --out, "
                 "or --no-resume to regenerate every item"
             )
+    elif resume and any((out_dir / "items").glob("*.json")):
+        raise ConfigError(
+            f"{out_dir} holds item records without the run.json that says which run they belong to; use another "
+            "--out, or --no-resume to regenerate every item"
+        )
     elif rank == 0:
         if not resume:
             for stale in (out_dir / "items").glob("*.json"):
                 stale.unlink()
+        # the bundle of an earlier run must not outlive its items (a crash would leave it looking current)
+        (out_dir / "bundle.json").unlink(missing_ok=True)
         _write_json_atomic(path, identity)
 
 

@@ -171,7 +171,7 @@ class PostTrainConfig:
             check(bool(self.out), "out is empty: pass the run directory")
         check(self.seed >= 0, f"seed must be >= 0, got {self.seed}")
         check(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations}")
-        m, d, r, a, o, w = self.model, self.data, self.rollout, self.algo, self.optim, self.reward
+        m, r, a, o = self.model, self.rollout, self.algo, self.optim
         check(m.reference_frames is None or m.reference_frames >= 1,
               f"model.reference_frames must be >= 1, got {m.reference_frames}")
         check(m.lora_rank >= 0, f"model.lora_rank must be >= 0, got {m.lora_rank}")
@@ -179,8 +179,6 @@ class PostTrainConfig:
         bad = sorted(set(m.lora_targets) - set(LORA_TARGETS))
         check(not bad and bool(m.lora_targets),
               f"model.lora_targets {bad or '[]'} invalid; choose from {list(LORA_TARGETS)}")
-        check(d.eval_items >= 1, f"data.eval_items must be >= 1, got {d.eval_items}")
-        check(d.n_frames is None or d.n_frames >= 1, f"data.n_frames must be >= 1, got {d.n_frames}")
         check(r.group_size >= 2,
               f"rollout.group_size must be >= 2 (GRPO compares rollouts of a prompt), got {r.group_size}")
         check(r.prompts_per_iter >= 1, f"rollout.prompts_per_iter must be >= 1, got {r.prompts_per_iter}")
@@ -208,20 +206,29 @@ class PostTrainConfig:
         check(0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio must lie in [0, 1], got {o.min_lr_ratio}")
         check(o.max_grad_norm is None or o.max_grad_norm > 0,
               f"optim.max_grad_norm must be > 0 (or null), got {o.max_grad_norm}")
-        check(w.kind in REWARDS, f"reward.kind must be one of {REWARDS}, got {w.kind!r}")
-        check((w.lpips_backbone is None) == (w.lpips_linear is None),
-              "reward.lpips_backbone and reward.lpips_linear go together")
-        check(w.l1_weight >= 0 and w.perceptual_weight >= 0,
-              "reward.l1_weight and reward.perceptual_weight must be >= 0")
-        lg, c = self.logging, self.checkpoint
-        check(lg.video_every >= 0 and lg.eval_every >= 0, "logging.video_every and logging.eval_every must be >= 0")
-        check(lg.videos >= 1, f"logging.videos must be >= 1, got {lg.videos}")
-        check(c.every >= 1, f"checkpoint.every must be >= 1, got {c.every}")
-        check(c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}")
-        check(bool(c.resume), "checkpoint.resume must be 'never', 'auto' or a checkpoint path")
+        problems += shared_section_problems(self)
         if problems:
             raise ConfigError("invalid post-training config: " + "; ".join(problems))
         return self
+
+
+def shared_section_problems(config: Any) -> list[str]:
+    """The impossible values of the sections GRPO and Flow-GRPO share (data, reward, logging, checkpoint)."""
+    d, w, lg, c = config.data, config.reward, config.logging, config.checkpoint
+    checks = [
+        (d.eval_items >= 1, f"data.eval_items must be >= 1, got {d.eval_items}"),
+        (d.n_frames is None or d.n_frames >= 1, f"data.n_frames must be >= 1, got {d.n_frames}"),
+        (w.kind in REWARDS, f"reward.kind must be one of {REWARDS}, got {w.kind!r}"),
+        ((w.lpips_backbone is None) == (w.lpips_linear is None),
+         "reward.lpips_backbone and reward.lpips_linear go together"),
+        (w.l1_weight >= 0 and w.perceptual_weight >= 0, "reward.l1_weight and reward.perceptual_weight must be >= 0"),
+        (lg.video_every >= 0 and lg.eval_every >= 0, "logging.video_every and logging.eval_every must be >= 0"),
+        (lg.videos >= 1, f"logging.videos must be >= 1, got {lg.videos}"),
+        (c.every >= 1, f"checkpoint.every must be >= 1, got {c.every}"),
+        (c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}"),
+        (bool(c.resume), "checkpoint.resume must be 'never', 'auto' or a checkpoint path"),
+    ]  # fmt: skip
+    return [message for ok, message in checks if not ok]
 
 
 # -- dict <-> dataclass --------------------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild every bundled file of the embedded Crafter world from seeds, on a CPU:
-#   recordings -> VQ tokenizer -> world model, the two IDMs, the start-scene pool, the suite, and their SHA256SUMS.
+#   recordings -> VQ tokenizer -> world model, the two IDMs, the NFD model, the dream env's reward heads, the
+#   start-scene pool, the suite, the post-training prompts, their SHA256SUMS and the leaderboard's seed bundles.
 # Usage: scripts/build_embedded.sh [WORK_DIR]   (default runs/embedded; `make embedded` runs it)
 # The model card (worldmodels/bundled/MODEL_CARD.md) records what one run of this script measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # a failed step stops the trainings running in the background
 RLIR=${RLIR:-.venv/bin/rlir}
 WORK=${1:-runs/embedded}
 MODELS=$WORK/models
@@ -55,4 +57,11 @@ cp "$MODELS"/crafter-idm-{reward,heldout}.{safetensors,json} evaluation/idm/bund
 (cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors crafter-nfd.safetensors > SHA256SUMS)
 (cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors > SHA256SUMS)
 $RLIR suite info crafter-af-v1
+
+# 7. The leaderboard's seed bundles (they pin the weights' sha256, so they follow every rebuild).
+$RLIR demo --out "$WORK/demo" --no-leaderboard
+$RLIR demo --model crafter-nfd --out "$WORK/demo" --no-leaderboard
+for name in crafter-mineworld crafter-nfd ground-truth; do
+  cp "$WORK/demo/$name/bundle.json" "leaderboard/seed_bundles/$name.json"
+done
 echo "bundled files rebuilt; run 'make demo' to evaluate them"

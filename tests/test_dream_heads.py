@@ -200,8 +200,7 @@ def test_evaluate_heads_counts_against_the_recorded_rewards(crafter_data, heads_
 
 
 def test_bundled_heads_are_small_and_scored():
-    if not BUNDLED_HEADS.is_file():
-        pytest.skip("no bundled heads in this checkout (rlir train reward-head writes them)")
+    assert BUNDLED_HEADS.is_file(), "the dream env's bundled heads are missing (rlir train reward-head writes them)"
     assert BUNDLED_HEADS.stat().st_size < 2 * 1024 * 1024
     heads = CrafterHeads.load(BUNDLED_HEADS)
     assert heads.config.frame_size == (72, 72)

@@ -64,6 +64,11 @@ def test_a_tampered_bundled_file_is_refused(tmp_path, monkeypatch):
         load_world_model(CRAFTER_MODEL_NAME)
 
 
+def test_pin_file_reads_both_sha256sum_modes(tmp_path):
+    (tmp_path / "SHA256SUMS").write_text("a" * 64 + "  text.bin\n" + "b" * 64 + " *binary.bin\n\n")
+    assert read_pins(tmp_path) == {"text.bin": "a" * 64, "binary.bin": "b" * 64}
+
+
 def test_malformed_pin_file_names_the_line(tmp_path):
     (tmp_path / "SHA256SUMS").write_text("0" * 64 + "  ok.bin\nnot a digest  x.bin\n")
     with pytest.raises(DataError, match="SHA256SUMS:2"):

@@ -95,6 +95,17 @@ def test_resume_refuses_records_of_another_run(setup, tmp_path):
     assert {record.seed for record in fresh.items} == {item_seed(6, item_id) for item_id in setup["suite"].item_ids}
 
 
+def test_fresh_run_removes_stale_bundle_and_unclaimed_records_are_refused(setup, tmp_path):
+    out = tmp_path / "stale"
+    assert run(setup, out, stop_after=1) is None
+    (out / "bundle.json").write_text("{}")  # a bundle of some earlier run
+    (out / "run.json").unlink()  # records nobody claims (written before runs were claimed)
+    with pytest.raises(ConfigError, match="without the run.json"):
+        run(setup, out)
+    assert run(setup, out, stop_after=1, resume=False) is None
+    assert not (out / "bundle.json").exists()
+
+
 def test_ground_truth_bundle_is_the_ceiling(setup, tmp_path):
     from evaluation.bundle import CEILING_MODEL_NAME
     from evaluation.evaluator import evaluate_ground_truth

@@ -219,6 +219,8 @@ def test_defaults_are_rlirs_nfd_settings_and_the_cli_picks_them(tmp_path, model)
     assert isinstance(config, FlowPostTrainConfig) and config.rollout.noise_level == 0.5
     with pytest.raises(ConfigError, match="rollout.steps must be >= 2"):
         load_flow_config(None, ["model.path=m", "data.suite=s", "out=o", "rollout.steps=1"])
+    with pytest.raises(ConfigError, match=r"data\.n_frames must be >= 1.*logging\.videos"):  # the shared sections
+        load_flow_config(None, ["model.path=m", "data.suite=s", "out=o", "data.n_frames=0", "logging.videos=0"])
     with pytest.raises(ConfigError, match=r"rollout\.temperature"):  # an AR-only key
         load_flow_config(None, ["rollout.temperature=1.0"])
     with pytest.raises(ConfigError, match="Flow-GRPO"):

@@ -1,9 +1,10 @@
 """Files shipped inside the package (the embedded Crafter world: world model, IDMs, start scenes) and their pins.
 
-Each directory of bundled files holds a ``SHA256SUMS`` in the format of coreutils' ``sha256sum`` (so
-``sha256sum -c SHA256SUMS`` verifies a checkout by hand); ``scripts/build_embedded.sh`` writes it together with the
-files. Loaders check a bundled file against its pin before reading it, so a tampered or truncated weight file is
-refused with :class:`~worldmodels.errors.IntegrityError` instead of producing silently different numbers.
+The weight directories (``worldmodels/bundled``, ``evaluation/idm/bundled``) hold a ``SHA256SUMS`` in the format of
+coreutils' ``sha256sum`` (so ``sha256sum -c SHA256SUMS`` verifies a checkout by hand); ``scripts/build_embedded.sh``
+writes it together with the files. Loaders check a bundled file against its pin before reading it, so a tampered or
+truncated weight file is refused with :class:`~worldmodels.errors.IntegrityError` instead of producing silently
+different numbers. (The start scenes and the dream env's reward heads are not pinned yet.)
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def read_pins(directory: str | Path) -> dict[str, str]:
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        digest, _, name = line.partition("  ")
-        name = name.lstrip("*")  # sha256sum's binary-mode marker
+        digest, _, name = line.partition(" ")
+        name = name[1:] if name[:1] in (" ", "*") else name  # text mode '<hash>  <name>', binary '<hash> *<name>'
         if len(digest) != 64 or not name or any(c not in "0123456789abcdef" for c in digest):
             raise DataError(
                 f"{path}:{number} is not a sha256sum line ('<64 hex digits>  <file name>'): {line!r}; "

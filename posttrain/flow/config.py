@@ -35,6 +35,7 @@ from posttrain.config import (
     _set_dotted,
     config_to_dict,
     parse_overrides,
+    shared_section_problems,
 )
 from posttrain.grpo.core import ADVANTAGE_SCALES
 from worldmodels.errors import ConfigError, MissingFileError
@@ -139,9 +140,7 @@ class FlowPostTrainConfig:
         check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas must lie in [0, 1), got {o.betas}")
         check(o.warmup >= 0 and 0 <= o.min_lr_ratio <= 1, "optim.warmup must be >= 0, optim.min_lr_ratio in [0, 1]")
         check(o.max_grad_norm is None or o.max_grad_norm > 0, "optim.max_grad_norm must be > 0 (or null)")
-        check(self.reward.kind in ("idm", "pixel"), f"reward.kind must be idm or pixel, got {self.reward.kind!r}")
-        check(self.checkpoint.every >= 1 and self.checkpoint.keep >= 1, "checkpoint.every and keep must be >= 1")
-        check(self.data.eval_items >= 1, f"data.eval_items must be >= 1, got {self.data.eval_items}")
+        problems += shared_section_problems(self)
         if problems:
             raise ConfigError("invalid Flow-GRPO config: " + "; ".join(problems))
         return self

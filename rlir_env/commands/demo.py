@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-envs", type=int, default=32, help="environments generated together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
+    parser.add_argument("--no-leaderboard", dest="leaderboard", action="store_false",
+                        help="only write the bundles (scripts/build_embedded.sh regenerates the seed bundles so)")
     parser.set_defaults(func=_demo)
 
 
@@ -51,12 +53,16 @@ def _demo(args: argparse.Namespace) -> int:
     console.print(f"{suite.name}: {len(suite)} clips of {suite.n_frames} frames; model {args.model}; IDM {idm.name}")
     info = model_info_for(model, args.model, resolve_checkpoint_path(args.model))
     settings = EvalSettings(num_envs=args.num_envs, seed=args.seed)
-    bundle = evaluate(model, suite, idm, out / info.name, model_info=info, settings=settings, resume=False)
+    # a checkpoint path as --model names its bundle folder by the file's stem, never by the path itself
+    folder = out / (Path(args.model).stem if Path(args.model).suffix else info.name)
+    bundle = evaluate(model, suite, idm, folder, model_info=info, settings=settings, resume=False)
     ceiling = evaluate_ground_truth(suite, idm, out / "ground-truth")
     print_bundle_summary(bundle, console, ceiling=ceiling)
     gap = ceiling.metrics.primary.value - bundle.metrics.primary.value
     console.print(f"action-following gap to the ceiling: {gap:.3f} mean macro-F1; bundles in {out}/")
 
+    if not args.leaderboard:
+        return 0
     store = Store(args.db)
     for note in seed_store(store).notes:
         console.print(f"note: {note}", style="dim", highlight=False, markup=False)

@@ -89,6 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=_main_eval)
 
 
+def _rate(steps_per_s: float | None) -> str:
+    return "speed not measured" if steps_per_s is None else f"{steps_per_s:.1f} steps/s"
+
+
 def _threads(n: int | None) -> None:
     import torch
 
@@ -144,7 +148,7 @@ def _main_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     final = summary["final"]
     Console().print(
-        f"{summary['env_steps_done']} env steps in {args.world} ({summary['train_env_steps_per_s']:.1f} steps/s); "
+        f"{summary['env_steps_done']} env steps in {args.world} ({_rate(summary['train_env_steps_per_s'])}); "
         f"real game over {final['episodes']} episodes: Crafter score {final['crafter_score']:.2f} %, return "
         f"{final['return_mean']:.2f}; wrote {out}/policy.zip and {out}/summary.json",
         highlight=False,

@@ -50,7 +50,7 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
                      help="trajectory-shard directory to train on (repeat for several)")
     tok.add_argument("--out", required=True, metavar="FILE", help="weights to write (.safetensors; summary: .json)")
     tok.add_argument("--vq-config", metavar="JSON", default=None,
-                     help="diffusers VQModel config.json (default: the Crafter config, 72x72 -> 9x9, 1024 codes)")
+                     help="diffusers VQModel config.json (default: the Crafter config, 72x72 -> 9x9, 512 codes)")
     tok.add_argument("--frame-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                      help="frame size (default: the recording's)")
     tok.add_argument("--steps", type=int, default=2000)

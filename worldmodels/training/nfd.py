@@ -195,7 +195,7 @@ class ClipSource(FrameSource):
         else:
             raise ConfigError(f"clip layout must be 'mineworld' or 'vpt', got {layout!r}")
         if not frames:
-            raise DataError(f"{root} holds no clips of at least two frames")
+            raise DataError(f"{root} holds no {layout} clips")
         self._frames, self._actions, self.names = frames, actions, names
         self.episode_lengths = np.array([len(f) for f in frames], dtype=np.int64)
 
