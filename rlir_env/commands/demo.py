@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", default="crafter-af-v1")
     parser.add_argument("--idm", default="crafter-idm-heldout", help="the IDM every reported score uses")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"where the bundles go (default {DEFAULT_OUT})")
-    parser.add_argument("--num-envs", type=int, default=32, help="environments generated together")
+    parser.add_argument("--num-envs", type=int, default=64, help="environments generated together")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
     parser.add_argument("--no-leaderboard", dest="leaderboard", action="store_false",
