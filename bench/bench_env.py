@@ -9,6 +9,7 @@ docs/benchmarks.md.
     .venv/bin/python bench/bench_env.py                                # the bundled Crafter world model
     .venv/bin/python bench/bench_env.py --model tiny --batch 1 --batch 4 --batch 16 --batch 64
     .venv/bin/python bench/bench_env.py --model PATH.safetensors --device cuda --dtype float16
+    .venv/bin/python bench/bench_env.py --model random:300M_16f --device cuda --dtype float16 --decoding diagonal
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from rlir_env.vector import WorldModelVectorEnv, as_torch_dtype
 
 
 def load_model(name: str, device: str, dtype: str):
-    if name == "tiny":
-        from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, get_preset
+    """``tiny``, ``random:<official config>`` (e.g. ``random:300M_16f``: the architecture with random weights, for
+    GPU rows without the official files), or a registry name / checkpoint path."""
+    if name == "tiny" or name.startswith("random:"):
+        from worldmodels.mineworld import AMUSED_VQ_CONFIG, TINY_VQ_CONFIG, MineWorld, get_preset
 
+        preset = name.removeprefix("random:")
         torch.manual_seed(0)
-        return MineWorld.from_config(get_preset("tiny"), TINY_VQ_CONFIG).to(device=device, dtype=as_torch_dtype(dtype)).eval()
+        vq_config = TINY_VQ_CONFIG if preset == "tiny" else AMUSED_VQ_CONFIG
+        return MineWorld.from_config(get_preset(preset), vq_config).to(device=device, dtype=as_torch_dtype(dtype)).eval()
     from worldmodels.registry import load_world_model
 
     return load_world_model(name, device=device, dtype=as_torch_dtype(dtype))
@@ -75,7 +80,7 @@ def time_real_crafter(steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="crafter-mineworld", help="registry name, checkpoint path or 'tiny'")
+    parser.add_argument("--model", default="crafter-mineworld", help="registry name, checkpoint path, 'tiny' or 'random:300M_16f' (an official architecture, random weights)")
     parser.add_argument("--batch", type=int, action="append", help="env counts (default 1, 4, 16, 64)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 30 / batch-scaled)")
     parser.add_argument("--threads", type=int, default=2)
