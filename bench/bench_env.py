@@ -80,7 +80,9 @@ def time_real_crafter(steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="crafter-mineworld", help="registry name, checkpoint path, 'tiny' or 'random:300M_16f' (an official architecture, random weights)")
+    parser.add_argument("--model", default="crafter-mineworld",
+                        help="registry name, checkpoint path, 'tiny' or 'random:300M_16f' (official architecture, "
+                        "random weights)")
     parser.add_argument("--batch", type=int, action="append", help="env counts (default 1, 4, 16, 64)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 30 / batch-scaled)")
     parser.add_argument("--threads", type=int, default=2)
