@@ -42,6 +42,8 @@ row above's newest input as the stand-in) is not implemented.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +57,7 @@ from worldmodels.mineworld.sampling import (
     resample_without_draft,
     sample,
 )
-from worldmodels.mineworld.transformer import KVCache, Transformer
+from worldmodels.mineworld.transformer import KVCache, StepWeights, Transformer, static_decode_step
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,106 @@ class DecodeStats:
         return self.tokens / max(self.slot_forwards, 1)
 
 
+class StaticStep:
+    """One naive/diagonal decode step plus sampling, compiled with ``torch.compile`` (:func:`static_decode_step`).
+
+    Shapes are static per batch size and decode width (a new one compiles once more; the first compile of a process
+    takes seconds to a minute on a CPU, and later processes reuse Inductor's on-disk cache); the cache prefix
+    attention reads is the one dynamic dimension, so a frame's growing context never recompiles. Inside the graph:
+    the step (fused q/k/v and gate/up matmuls, K/V written by position, attention masked by position) and
+    :func:`~worldmodels.mineworld.sampling.sample`, with no host sync. The logits differ from the eager path's by
+    float rounding only (different kernels); greedy tokens and seeded samples agree unless two logits tie within
+    that rounding (tests pin equality on the tiny config).
+
+    If compilation fails (an unsupported op, no C++ compiler), the step warns once, naming the cause, and runs
+    :func:`static_decode_step` eagerly from then on.
+    """
+
+    def __init__(self, transformer: Transformer, image_vocab: int, config: SamplingConfig):
+        device = transformer.lm_head.weight.device
+        check_compile_device(device)
+        self.transformer = transformer
+        self.image_vocab = image_vocab
+        c = transformer.config
+        self._step = functools.partial(
+            _step_and_sample, config=config, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
+            eps=c.rms_norm_eps,
+        )  # fmt: skip
+        self._compiled = torch.compile(self._step, fullgraph=True)
+        self._dynamic_width = config.decoding == "diagonal"
+        self._key_positions = torch.arange(c.max_position_embeddings, device=device)
+        self.fallback_reason: str | None = None
+        """Why compilation failed, when the step fell back to eager."""
+
+    def weights(self) -> StepWeights:
+        """The current weights (read once per frame: the version checks cost more than a step's dispatch)."""
+        return self.transformer.step_weights(self.image_vocab)
+
+    def __call__(
+        self,
+        weights: StepWeights,
+        cache: KVCache,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_len: int,
+        uniforms: torch.Tensor | None,
+        *,
+        return_logprobs: bool,
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """``(tokens [B, S], logprobs [B, S] | None, sum of the logits)`` for ``ids`` at ``positions`` of slots
+        ``0..B-1`` (the whole cache); ``kv_len`` exceeds every position. With ``last_only`` only the last position
+        is sampled (``[B]`` tokens)."""
+        key_positions = self._key_positions[:kv_len]
+        torch._dynamo.maybe_mark_dynamic(key_positions, 0)
+        if self._dynamic_width and not last_only:  # diagonal decoding: 1..rows tokens per step, one graph
+            for tensor in (ids, positions) if uniforms is None else (ids, positions, uniforms):
+                torch._dynamo.maybe_mark_dynamic(tensor, 1)
+        args = (weights, cache.kv.unbind(0), ids, positions, key_positions, uniforms)
+        options = dict(return_logprobs=return_logprobs, last_only=last_only)
+        if self.fallback_reason is None:
+            try:
+                return self._compiled(*args, **options)
+            except Exception as error:  # noqa: BLE001 - any compiler failure falls back; the eager run re-raises
+                if not _is_compile_failure(error):
+                    raise
+                self.fallback_reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                warnings.warn(
+                    f"torch.compile of the decode step failed ({self.fallback_reason}); decoding eagerly instead "
+                    "(same results, slower). Pass compile=False to skip the attempt.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return self._step(*args, **options)
+
+
+def _step_and_sample(
+    weights, kv, ids, positions, key_positions, uniforms, *, return_logprobs, last_only, config, n_heads, n_kv_heads,
+    eps,
+):  # fmt: skip
+    logits = static_decode_step(
+        weights, kv, ids, positions, key_positions, n_heads=n_heads, n_kv_heads=n_kv_heads, eps=eps
+    )
+    if last_only:
+        logits = logits[:, -1]
+    tokens, logprobs = sample(logits, uniforms, config, return_logprobs=return_logprobs)
+    return tokens, logprobs, logits.sum(dtype=torch.float32)
+
+
+def _is_compile_failure(error: Exception) -> bool:
+    """Errors raised by Dynamo or Inductor (tracing, lowering, the C++ toolchain), not by the inputs."""
+    return type(error).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def check_compile_device(device: torch.device | str) -> None:
+    """Compilation targets CPUs and CUDA GPUs here; any other device is a configuration error."""
+    kind = torch.device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(
+            f"compile=True is supported on 'cpu' and 'cuda' devices, got {kind!r}; pass compile=False on this device"
+        )
+
+
 class FrameDecoder:
     """Decodes one frame for a batch of cache slots; holds the schedule as device tensors.
 
@@ -169,8 +271,9 @@ class FrameDecoder:
         grid: image token grid ``(h, w)``.
         image_vocab: image ids are ``0..image_vocab-1``; only those logits are computed and sampled.
         config: sampling and decoding order.
-        compile: wrap the per-step decode in ``torch.compile`` (optional speed-up, same results up to float
-            rounding).
+        compile: run naive and diagonal decode steps through :class:`StaticStep` (``torch.compile``; the same
+            tokens as eager up to float rounding of the logits, see :class:`StaticStep`). Speculative decoding and
+            the boundary chunk stay eager.
     """
 
     adaptive_width: bool = True
@@ -215,8 +318,7 @@ class FrameDecoder:
         self.config = config
         self.schedule = make_schedule(grid, config)
         self._decode = transformer.decode
-        if compile:
-            self._decode = torch.compile(transformer.decode, dynamic=True)
+        self._static_step = StaticStep(transformer, image_vocab, config) if compile else None
         if self.schedule is None:
             return
         device = transformer.lm_head.weight.device
@@ -280,17 +382,37 @@ class FrameDecoder:
         logprobs = torch.empty(b, n, device=device) if return_logprobs else None
         sums = []  # one reduction per step; NaN/inf in any logit makes its sum non-finite (checked once per frame)
 
-        logits = self._decode(
-            chunk_ids, chunk_pos, cache, start_max + chunk_len, vocab_limit=self.image_vocab, last_only=True
-        )
-        sums.append(logits.sum(dtype=torch.float32))
+        static = self._static_step if self._static_step is not None and cache.slots == b else None
         u = None if uniforms is None else uniforms[:, 0]
-        token, lp = sample(logits, u, config, return_logprobs=return_logprobs)
+        if static is not None:
+            weights = static.weights()
+            token, lp, logit_sum = static(
+                weights, cache, chunk_ids, chunk_pos, start_max + chunk_len, u, return_logprobs=return_logprobs,
+                last_only=True,
+            )  # fmt: skip
+            sums.append(logit_sum)
+        else:
+            logits = self._decode(
+                chunk_ids, chunk_pos, cache, start_max + chunk_len, vocab_limit=self.image_vocab, last_only=True
+            )
+            sums.append(logits.sum(dtype=torch.float32))
+            token, lp = sample(logits, u, config, return_logprobs=return_logprobs)
         work[:, 0] = token
         if logprobs is not None:
             logprobs[:, 0] = lp
         base_col = base[:, None]
         for step, (src, pos, out) in enumerate(zip(self._src, self._pos, self._out), start=1):
+            if static is not None:
+                u = None if uniforms is None else uniforms[:, out]
+                kv_len = base_max + self._max_pos[step - 1] + 1
+                token, lp, logit_sum = static(
+                    weights, cache, work[:, src], base_col + pos, kv_len, u, return_logprobs=return_logprobs
+                )
+                sums.append(logit_sum)
+                work[:, out] = token
+                if logprobs is not None:
+                    logprobs[:, out] = lp
+                continue
             logits = self._decode(
                 work[:, src], base_col + pos, cache, base_max + self._max_pos[step - 1] + 1,
                 vocab_limit=self.image_vocab,

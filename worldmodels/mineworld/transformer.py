@@ -20,6 +20,9 @@ Three entry points:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -275,6 +278,7 @@ class Transformer(nn.Module):
         for module in self.modules():
             if isinstance(module, _Fusable):
                 module.clear_fused()
+        self.__dict__.pop("_step_weights", None)
         return super()._apply(fn, recurse)
 
     def new_cache(self, slots: int) -> KVCache:
@@ -292,6 +296,43 @@ class Transformer(nn.Module):
         if vocab_limit is None:
             return self.lm_head(hidden)
         return F.linear(hidden, self.lm_head.weight[:vocab_limit])
+
+    def step_weights(self, vocab_limit: int | None = None) -> StepWeights:
+        """The weights of :func:`static_decode_step` (cached; rebuilt when a weight is replaced or changed in place,
+        as its version counter moves). ``vocab_limit`` keeps only the first logits (e.g. the image vocabulary)."""
+        sources = [self.model.embed_tokens.weight, self.model.norm.weight, self.lm_head.weight]
+        for layer in self.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            sources += [layer.input_layernorm.weight, layer.post_attention_layernorm.weight]
+            sources += [attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight, attn.o_proj.weight]
+            sources += [mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight]
+        key = (vocab_limit, tuple((id(w), w.data_ptr(), w._version, w.dtype, w.device) for w in sources))
+        cached = self.__dict__.get("_step_weights")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            layers = tuple(
+                (
+                    layer.input_layernorm.weight.detach(),
+                    torch.cat([layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight, layer.self_attn.v_proj.weight]),
+                    layer.self_attn.o_proj.weight.detach(),
+                    layer.post_attention_layernorm.weight.detach(),
+                    torch.cat([layer.mlp.gate_proj.weight, layer.mlp.up_proj.weight]),
+                    layer.mlp.down_proj.weight.detach(),
+                )
+                for layer in self.model.layers
+            )
+            head = self.lm_head.weight.detach()
+            weights = StepWeights(
+                embed=self.model.embed_tokens.weight.detach(),
+                layers=layers,
+                norm=self.model.norm.weight.detach(),
+                head=head if vocab_limit is None else head[:vocab_limit],
+                rope_cos=self.model.rope_cos,
+                rope_sin=self.model.rope_sin,
+            )
+        self.__dict__["_step_weights"] = (key, weights)
+        return weights
 
     def _rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.rope_cos[positions].to(dtype), self.model.rope_sin[positions].to(dtype)
@@ -369,3 +410,89 @@ class Transformer(nn.Module):
         if last_only:
             x = x[:, -1]
         return self.head(x, vocab_limit)
+
+
+# --- the static decode step ------------------------------------------------------------------------------------------
+
+
+class StepWeights(NamedTuple):
+    """The weights one decode step reads, with q/k/v and gate/up concatenated (one matmul each).
+
+    A snapshot of plain tensors rather than modules, so that :func:`static_decode_step` is a pure function of its
+    tensor arguments: ``torch.compile`` traces it once per shape and guards on shapes only, never on weight
+    identities. :meth:`Transformer.step_weights` rebuilds the snapshot when any source weight changes.
+    """
+
+    embed: torch.Tensor
+    layers: tuple[tuple[torch.Tensor, ...], ...]
+    """Per layer ``(input_norm, qkv, o, post_attention_norm, gate_up, down)``."""
+    norm: torch.Tensor
+    head: torch.Tensor
+    """``lm_head.weight[:vocab_limit]``."""
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """:class:`RMSNorm` as a function (normalised in fp32, cast back before the weight)."""
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+MATVEC_BATCH = 4
+"""Decode steps of at most this many slots compute their projections as broadcast multiply-and-sum, which Inductor
+fuses into one vectorised loop per projection: at that size a BLAS call costs more than its arithmetic (measured on
+the 2-core dev CPU, docs/benchmarks.md)."""
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``F.linear`` for :func:`static_decode_step`; the branch is on the batch size (static), taken at trace time."""
+    if x.shape[0] <= MATVEC_BATCH:
+        return (x.unsqueeze(-2) * weight).sum(-1)
+    return F.linear(x, weight)
+
+
+def static_decode_step(
+    weights: StepWeights,
+    kv: Sequence[torch.Tensor],
+    ids: torch.Tensor,
+    positions: torch.Tensor,
+    key_positions: torch.Tensor,
+    *,
+    n_heads: int,
+    n_kv_heads: int,
+    eps: float,
+) -> torch.Tensor:
+    """Logits ``[B, S, V]`` of ``ids [B, S]`` at ``positions [B, S]`` of cache slots ``0..B-1`` (``kv``: one
+    tensor ``[B, 2 * n_kv_heads, length, head_dim]`` per layer, e.g. ``KVCache.kv.unbind(0)``), writing their K/V
+    first. Attention reads the cache prefix ``key_positions = arange(kv_len)`` (``kv_len`` beyond every position).
+
+    The same arithmetic as :meth:`Transformer.decode`, written for ``torch.compile`` as gpt-fast writes its step:
+    shapes are static but for the prefix length, which the caller marks dynamic (one graph serves every length;
+    masks by position: a query at position ``p`` sees its slot's keys at positions ``<= p``), positions are tensors,
+    and nothing branches on data or syncs with the host.
+    """
+    b, s = ids.shape
+    length, head_dim = key_positions.shape[0], kv[0].shape[-1]
+    groups = n_heads // n_kv_heads
+    x = F.embedding(ids, weights.embed)
+    cos = weights.rope_cos[positions].to(x.dtype).unsqueeze(2)  # [b, s, 1, hd]
+    sin = weights.rope_sin[positions].to(x.dtype).unsqueeze(2)
+    visible = key_positions <= positions[:, None, :, None]  # [b, 1, s, length]
+    mask = torch.zeros(visible.shape, dtype=x.dtype, device=ids.device).masked_fill_(~visible, float("-inf"))
+    mask = mask.unsqueeze(2).expand(b, 1, groups, s, length).reshape(b, 1, groups * s, length)
+    rows = torch.arange(b, device=ids.device)[:, None]
+    rotated = n_heads + n_kv_heads
+    for layer_kv, (input_norm, w_qkv, w_o, post_norm, w_gate_up, w_down) in zip(kv, weights.layers):
+        qkv = _linear(_rms_norm(x, input_norm, eps), w_qkv).view(b, s, -1, head_dim)
+        qk = qkv[:, :, :rotated]
+        qk = qk * cos + _rotate_half(qk) * sin
+        layer_kv[rows, :, positions] = torch.cat([qk[:, :, n_heads:], qkv[:, :, rotated:]], dim=2)
+        q = qk[:, :, :n_heads].transpose(1, 2).reshape(b, n_kv_heads, groups * s, head_dim)
+        keys, values = layer_kv[:, :n_kv_heads, :length], layer_kv[:, n_kv_heads:, :length]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        x = x + _linear(out.view(b, n_heads, s, head_dim).transpose(1, 2).reshape(b, s, -1), w_o)
+        gate, up = _linear(_rms_norm(x, post_norm, eps), w_gate_up).chunk(2, dim=-1)
+        x = x + _linear(F.silu(gate) * up, w_down)
+    return _linear(_rms_norm(x, weights.norm, eps), weights.head)

@@ -1,0 +1,147 @@
+"""The static decode step (``static_decode_step``) and its compiled form (``MineWorld(compile=True)``): the same
+tokens as the eager reference, one graph per shape, and a fallback to eager when compilation fails."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodels.actions.minecraft import COMPACT_NVEC
+from worldmodels.errors import ConfigError
+from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, get_preset
+from worldmodels.mineworld.decoding import StaticStep
+from worldmodels.mineworld.sampling import SamplingConfig
+from worldmodels.mineworld.transformer import static_decode_step
+
+TINY = get_preset("tiny")
+ROWS, COLS = TINY.image_grid
+V = TINY.image_vocab_size
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(compile: bool, config=TINY) -> MineWorld:
+    torch.manual_seed(0)
+    model = MineWorld.from_config(config, TINY_VQ_CONFIG, compile=compile).eval()
+    with torch.no_grad():  # peaked logits: no near-ties for float rounding to flip
+        model.transformer.lm_head.weight.mul_(20.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def eager() -> MineWorld:
+    return tiny(False)
+
+
+@pytest.fixture(scope="module")
+def compiled() -> MineWorld:
+    return tiny(True)
+
+
+def first_frames(model: MineWorld, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (n, *TINY.frame_size, 3), generator=g, dtype=torch.uint8)
+    return model.tokenize(frames)
+
+
+def actions(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, COMPACT_NVEC, size=(*shape, len(COMPACT_NVEC)))
+
+
+def gens(n: int, offset: int = 0) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(offset + i) for i in range(n)]
+
+
+def test_static_step_equals_the_module_decode_and_writes_the_same_cache(eager):
+    tf = eager.transformer
+    c = tf.config
+    step = functools.partial(
+        static_decode_step, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, eps=c.rms_norm_eps
+    )
+    g = torch.Generator().manual_seed(0)
+    for width in (1, 4):
+        cache, static_cache = tf.new_cache(3), tf.new_cache(3)
+        cache.kv.normal_(generator=g)
+        static_cache.kv.copy_(cache.kv)
+        ids = torch.randint(0, c.vocab_size, (3, width), generator=g)
+        positions = torch.tensor([[5], [17], [40]]) + torch.arange(width)
+        kv_len = int(positions.max()) + 1
+        with torch.no_grad():
+            reference = tf.decode(ids, positions, cache, kv_len, vocab_limit=V)
+            logits = step(tf.step_weights(V), static_cache.kv.unbind(0), ids, positions, torch.arange(kv_len))
+        torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(static_cache.kv, cache.kv, rtol=1e-6, atol=1e-6)
+
+
+def test_step_weights_follow_in_place_updates(eager):
+    tf = tiny(False).transformer
+    before = tf.step_weights(V)
+    assert tf.step_weights(V) is before  # cached while nothing changes
+    with torch.no_grad():
+        tf.model.layers[0].self_attn.k_proj.weight.add_(1.0)  # in place, as an optimizer step
+    after = tf.step_weights(V)
+    assert after is not before
+    q, k = TINY.num_attention_heads * TINY.head_dim, TINY.num_key_value_heads * TINY.head_dim
+    torch.testing.assert_close(after.layers[0][1][q : q + k], tf.model.layers[0].self_attn.k_proj.weight)
+
+
+def test_compiled_greedy_naive_equals_eager_token_for_token_including_slides(eager, compiled):
+    first = first_frames(eager, 2, seed=1)
+    acts = actions((2, 6), seed=2)  # 7 frames > 4 of context: the slots slide and re-prefill twice
+    reference = eager.generate_tokens(first, acts, temperature=0)
+    out = compiled.generate_tokens(first, acts, temperature=0)
+    assert torch.equal(out, reference)
+    decoder = compiled._decoders[(SamplingConfig(temperature=0), True)]
+    assert decoder._static_step.fallback_reason is None  # it really ran compiled
+
+
+def test_compiled_seeded_sampling_draws_the_eager_tokens_and_logprobs(eager, compiled):
+    first = first_frames(eager, 3, seed=3)
+    acts = actions((3, 3), seed=4)
+    ref_tokens, ref_logprobs = eager.generate_tokens(first, acts, top_p=0.9, generators=gens(3), return_logprobs=True)
+    tokens, logprobs = compiled.generate_tokens(first, acts, top_p=0.9, generators=gens(3), return_logprobs=True)
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logprobs, ref_logprobs, rtol=1e-4, atol=1e-4)
+    other = compiled.generate_tokens(first, acts, top_p=0.9, generators=gens(3, offset=10))
+    assert not torch.equal(other, tokens)  # the seeds matter: equality above is not a constant output
+
+
+def test_compiled_diagonal_decoding_keeps_its_semantics(eager, compiled):
+    first = first_frames(eager, 2, seed=5)
+    acts = actions((2, 2), seed=6)
+    reference = eager.generate_tokens(first, acts, decoding="diagonal", window=2, temperature=0)
+    assert torch.equal(compiled.generate_tokens(first, acts, decoding="diagonal", window=2, temperature=0), reference)
+
+
+def test_a_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    # a real failure: no C++ compiler, and fresh caches so nothing compiled earlier can be reused
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-c++")))
+    config = TINY.__class__(**(TINY.to_dict() | {"hidden_size": 40, "intermediate_size": 72, "name": "other"}))
+    model, reference = tiny(True, config), tiny(False, config)
+    first = first_frames(reference, 1, seed=7)
+    acts = actions((1, 2), seed=8)
+    with pytest.warns(RuntimeWarning, match="decoding eagerly") as record:
+        out = model.generate_tokens(first, acts, temperature=0)
+    assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
+    assert torch.equal(out, reference.generate_tokens(first, acts, temperature=0))
+    decoder = model._decoders[(SamplingConfig(temperature=0), True)]
+    assert decoder._static_step.fallback_reason
+
+
+def test_compiling_for_a_device_without_a_compiler_is_a_config_error():
+    transformer = tiny(False).transformer.to("meta")
+    with pytest.raises(ConfigError, match="compile=False"):
+        StaticStep(transformer, V, SamplingConfig(temperature=0))
