@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode with the compiled static step (autoregressive models; same tokens, faster once "
+                        "compiled)")  # fmt: skip
     parser.add_argument("--decoding", default="naive", choices=("naive", "diagonal", "speculative"))
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -65,7 +68,8 @@ def _generate(args: argparse.Namespace):
     if target is None or args.videos is not None:
         raise ConfigError("pass --model NAME or --checkpoint PATH (or use `rlir eval score-videos DIR ...`)")
     suite = load_suite(args.suite)
-    model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device)
+    options = {"compile": True} if args.compile else {}
+    model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device, **options)
     idm = load_idm(args.idm, device=args.device)
     settings = EvalSettings(
         num_envs=args.num_envs, seed=args.seed, decoding=args.decoding, window=args.window,

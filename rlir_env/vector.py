@@ -38,6 +38,9 @@ class WorldModelVectorEnv(VectorEnv):
         model: an already built :class:`~worldmodels.protocol.WorldModel` (instead of ``checkpoint``).
         config, vae_config: official-format config files for official checkpoints.
         device, dtype: where and in which precision the model runs (fp32 on CPU).
+        compile: decode through the compiled static step (``torch.compile``; autoregressive models loaded from
+            ``checkpoint``): the same tokens as eager, faster once compiled (the first step of a batch size compiles,
+            seconds to a minute on a CPU; docs/benchmarks.md).
         decoding, window, temperature, top_p, top_k: sampling settings of autoregressive models.
         context_frames: frames kept in the model's context when its window slides (model default if None).
         scene_frames: real frames in each start scene drawn from ``scenes``.
@@ -60,6 +63,7 @@ class WorldModelVectorEnv(VectorEnv):
         vae_config: str | None = None,
         device: str = "cpu",
         dtype: str | torch.dtype = "float32",
+        compile: bool = False,
         decoding: str = "naive",
         window: int = 2,
         temperature: float = 1.0,
@@ -84,11 +88,14 @@ class WorldModelVectorEnv(VectorEnv):
             raise ConfigError("autoreset_mode DISABLED is not supported; use NEXT_STEP or SAME_STEP")
         if render_mode not in (None, "rgb_array"):
             raise ConfigError(f"render_mode={render_mode!r} is not supported by the vector env; use 'rgb_array'")
+        if compile and model is not None:
+            raise ConfigError("compile=True applies to models loaded from checkpoint=; build model= with compile=True")
         if model is None:
             from worldmodels.registry import load_world_model
 
+            options = {"compile": True} if compile else {}
             model = load_world_model(
-                checkpoint, config=config, vae_config=vae_config, device=device, dtype=as_torch_dtype(dtype)
+                checkpoint, config=config, vae_config=vae_config, device=device, dtype=as_torch_dtype(dtype), **options
             )
         self.model = model
         self.sampling = dict(decoding=decoding, window=window, temperature=temperature, top_p=top_p, top_k=top_k)

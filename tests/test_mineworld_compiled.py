@@ -115,11 +115,15 @@ def test_compiled_seeded_sampling_draws_the_eager_tokens_and_logprobs(eager, com
     assert not torch.equal(other, tokens)  # the seeds matter: equality above is not a constant output
 
 
-def test_compiled_diagonal_decoding_keeps_its_semantics(eager, compiled):
+@pytest.mark.parametrize("decoding", ["diagonal", "speculative"])
+def test_compiled_diagonal_and_speculative_decoding_keep_their_semantics(eager, compiled, decoding):
     first = first_frames(eager, 2, seed=5)
-    acts = actions((2, 2), seed=6)
-    reference = eager.generate_tokens(first, acts, decoding="diagonal", window=2, temperature=0)
-    assert torch.equal(compiled.generate_tokens(first, acts, decoding="diagonal", window=2, temperature=0), reference)
+    acts = actions((2, 3), seed=6)
+    kw = dict(decoding=decoding, window=2, top_p=0.9, return_logprobs=True)
+    ref_tokens, ref_logprobs = eager.generate_tokens(first, acts, generators=gens(2), **kw)
+    tokens, logprobs = compiled.generate_tokens(first, acts, generators=gens(2), **kw)
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logprobs, ref_logprobs, rtol=1e-4, atol=1e-4)
 
 
 def test_a_compile_failure_falls_back_to_eager_with_one_warning(tmp_path, monkeypatch):
@@ -145,3 +149,18 @@ def test_compiling_for_a_device_without_a_compiler_is_a_config_error():
     transformer = tiny(False).transformer.to("meta")
     with pytest.raises(ConfigError, match="compile=False"):
         StaticStep(transformer, V, SamplingConfig(temperature=0))
+
+
+def test_envs_take_compile_and_refuse_it_where_it_cannot_apply():
+    import gymnasium as gym
+
+    import rlir_env  # noqa: F401
+    from rlir_env.vector import WorldModelVectorEnv
+
+    env = gym.make("RLIR-Crafter-v0", compile=True)
+    assert env.unwrapped.model.compile is True
+    env.close()
+    with pytest.raises(ConfigError, match="compile=True"):
+        WorldModelVectorEnv(1, model=tiny(False), compile=True)
+    with pytest.raises(ConfigError, match="NFD"):
+        gym.make("RLIR-CrafterNFD-v0", compile=True)

@@ -189,7 +189,11 @@ class StaticStep:
             eps=c.rms_norm_eps,
         )  # fmt: skip
         self._compiled = torch.compile(self._step, fullgraph=True)
-        self._dynamic_width = config.decoding == "diagonal"
+        self._dynamic_width = config.decoding in ("diagonal", "speculative")
+        self._logits = functools.partial(
+            static_decode_step, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, eps=c.rms_norm_eps
+        )
+        self._compiled_logits = torch.compile(self._logits, fullgraph=True)
         self._key_positions = torch.arange(c.max_position_embeddings, device=device)
         self.fallback_reason: str | None = None
         """Why compilation failed, when the step fell back to eager."""
@@ -219,10 +223,22 @@ class StaticStep:
             for tensor in (ids, positions) if uniforms is None else (ids, positions, uniforms):
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
         args = (weights, cache.kv.unbind(0), ids, positions, key_positions, uniforms)
-        options = dict(return_logprobs=return_logprobs, last_only=last_only)
+        return self._run(self._compiled, self._step, *args, return_logprobs=return_logprobs, last_only=last_only)
+
+    def logits(
+        self, weights: StepWeights, cache: KVCache, ids: torch.Tensor, positions: torch.Tensor, kv_len: int
+    ) -> torch.Tensor:
+        """The step's logits ``[B, S, image_vocab]`` (speculative decoding samples them itself); ``S`` is dynamic."""
+        key_positions = self._key_positions[:kv_len]
+        torch._dynamo.maybe_mark_dynamic(key_positions, 0)
+        torch._dynamo.maybe_mark_dynamic(ids, 1)
+        torch._dynamo.maybe_mark_dynamic(positions, 1)
+        return self._run(self._compiled_logits, self._logits, weights, cache.kv.unbind(0), ids, positions, key_positions)
+
+    def _run(self, compiled, eager, *args, **kwargs):
         if self.fallback_reason is None:
             try:
-                return self._compiled(*args, **options)
+                return compiled(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - any compiler failure falls back; the eager run re-raises
                 if not _is_compile_failure(error):
                     raise
@@ -231,9 +247,9 @@ class StaticStep:
                     f"torch.compile of the decode step failed ({self.fallback_reason}); decoding eagerly instead "
                     "(same results, slower). Pass compile=False to skip the attempt.",
                     RuntimeWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-        return self._step(*args, **options)
+        return eager(*args, **kwargs)
 
 
 def _step_and_sample(
@@ -271,9 +287,8 @@ class FrameDecoder:
         grid: image token grid ``(h, w)``.
         image_vocab: image ids are ``0..image_vocab-1``; only those logits are computed and sampled.
         config: sampling and decoding order.
-        compile: run naive and diagonal decode steps through :class:`StaticStep` (``torch.compile``; the same
-            tokens as eager up to float rounding of the logits, see :class:`StaticStep`). Speculative decoding and
-            the boundary chunk stay eager.
+        compile: run every decode step through :class:`StaticStep` (``torch.compile``; the same tokens as eager
+            up to float rounding of the logits, see :class:`StaticStep`).
     """
 
     adaptive_width: bool = True
@@ -464,8 +479,15 @@ class FrameDecoder:
         k = k_max
         ids = torch.cat([chunk_ids, draft[:, : k - 1]], dim=1)
         positions = chunk_start[:, None] + torch.arange(chunk_len + k - 1, device=device)
-        logits = self._decode(ids, positions, cache, int(ends.max()) + k - 1, vocab_limit=self.image_vocab)
-        logits = logits[:, chunk_len - 1 :]
+        static = self._static_step if self._static_step is not None and cache.slots == b else None
+        weights = None if static is None else static.weights()
+
+        def forward(ids: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
+            if static is not None:
+                return static.logits(weights, cache, ids, positions, kv_len)
+            return self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)
+
+        logits = forward(ids, positions, int(ends.max()) + k - 1)[:, chunk_len - 1 :]
         forwards, slot_forwards = 1, b
         while True:
             sums.append(logits.sum(dtype=torch.float32))
@@ -509,7 +531,7 @@ class FrameDecoder:
             index = counts[:, None] - 1 + offsets[:k]
             positions = torch.minimum(base[:, None] + index, last_pos)
             kv_len = int((ends + np.minimum(counts_host + k - 2, n - 1)).max()) + 1
-            logits = self._decode(work.gather(1, index), positions, cache, kv_len, vocab_limit=self.image_vocab)
+            logits = forward(work.gather(1, index), positions, kv_len)
             forwards += 1
             slot_forwards += int((remaining > 0).sum())
         _check_finite(sums, frame_label)

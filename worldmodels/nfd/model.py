@@ -560,6 +560,10 @@ def load_nfd(
             f"{path} is an NFD checkpoint: its configs are stored in the file, so config= / vae_config= cannot be "
             "used with it; drop them"
         )
+    if options.pop("compile", False):
+        raise ConfigError(
+            f"{path} is an NFD model: compile=True applies to autoregressive (MineWorld) models only; drop it"
+        )
     return NFD.from_checkpoint(path, device=device, dtype=dtype, **options)
 
 

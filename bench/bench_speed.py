@@ -1,0 +1,137 @@
+"""Eager vs compiled decoding of a world-model env in one process, with this machine's roofline.
+
+For each batch size the natively batched env (``RLIR-Crafter-v0``'s model, random actions, real start scenes) is
+stepped once with the eager decode step and once with the compiled static step (``compile=True``), rounds
+alternated so that load from other processes hits both alike; the first steps of each arm (compilation, first-call
+allocations) are not timed. Next to it: the real game, this machine's measured fp32 GEMM peak and streaming
+bandwidth, and what share of them the compiled step reaches (FLOPs of the transformer's projections per frame and
+bytes of KV cache each decode step must read). Prints markdown for docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_speed.py                        # bundled model, 1/4/16/64/256 envs, 2 threads
+    .venv/bin/python bench/bench_speed.py --threads 1 --batch 1 --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import gymnasium as gym
+import torch
+
+import rlir_env  # noqa: F401  (registers the ids)
+from rlir_env.vector import WorldModelVectorEnv
+from worldmodels.registry import load_world_model
+
+
+def gemm_peak(size: int = 1024, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of a square matmul at the current thread count (the best of three runs)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def stream_bandwidth(floats: int = 50_000_000) -> float:
+    """GB/s of a full read (``sum``) of a 200 MB tensor (the best of three runs)."""
+    x = torch.randn(floats)
+    x.sum()
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        x.sum()
+        best = max(best, floats * 4 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def frame_costs(model) -> tuple[float, float]:
+    """(projection FLOPs per generated frame, KV-cache bytes read per frame at the mean context) of one env."""
+    c = model.config
+    hd = c.head_dim
+    per_layer = c.hidden_size * ((c.num_attention_heads + 2 * c.num_key_value_heads) * hd + c.hidden_size
+                                 + 3 * c.intermediate_size)  # fmt: skip
+    flops_per_token = 2 * (c.num_hidden_layers * per_layer + c.hidden_size * c.image_vocab_size)
+    tokens = c.tokens_per_frame + c.tokens_per_action
+    # the context slides between `reference_frames` and the full window: on average 3/4 of the positions are valid
+    mean_context = 0.75 * c.max_position_embeddings
+    kv_bytes_per_token = c.num_hidden_layers * 2 * c.num_key_value_heads * hd * mean_context * 4
+    return flops_per_token * tokens, kv_bytes_per_token * tokens
+
+
+def time_env(model, num_envs: int, steps: int, warmup: int) -> float:
+    env = WorldModelVectorEnv(num_envs, model=model, scenes="crafter")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(warmup):
+        env.step(env.action_space.sample())
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(env.action_space.sample())
+    seconds = time.perf_counter() - start
+    env.close()
+    return num_envs * steps / seconds
+
+
+def time_real_crafter(steps: int = 300) -> float:
+    env = gym.make("RLIR-CrafterReal-v0")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="crafter-mineworld", help="registry name or checkpoint path")
+    parser.add_argument("--batch", type=int, action="append", help="env counts (default 1, 4, 16, 64, 256)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, both cores)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternated rounds per arm (default: 2)")
+    parser.add_argument("--frames", type=int, default=64, help="frames generated per timed run (default: 64)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batches = args.batch or [1, 4, 16, 64, 256]
+    arms = {"eager": load_world_model(args.model), "compiled": load_world_model(args.model, compile=True)}
+
+    fps: dict[tuple[str, int], list[float]] = {}
+    compile_seconds: dict[int, float] = {}
+    for b in batches:  # compile once per batch size before anything is timed
+        start = time.perf_counter()
+        time_env(arms["compiled"], b, 0, warmup=2)
+        compile_seconds[b] = time.perf_counter() - start
+    real = []
+    for _ in range(args.rounds):
+        for b in batches:
+            steps = max(2, args.frames // b)
+            for name, model in arms.items():
+                fps.setdefault((name, b), []).append(time_env(model, b, steps, warmup=1))
+        real.append(time_real_crafter())
+
+    peak, bandwidth = gemm_peak(), stream_bandwidth()
+    flops, kv_bytes = frame_costs(arms["eager"])
+    real_fps = statistics.median(real)
+    print(f"\n{args.model}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, fp32, "
+          f"torch {torch.__version__}; GEMM peak {peak:.1f} GFLOP/s (1024^3), read bandwidth {bandwidth:.1f} GB/s; "
+          f"real Crafter {real_fps:.0f} steps/s\n")  # fmt: skip
+    print("| envs | eager frames/s | compiled frames/s | ratio | compile s | compiled / real game | "
+          "projection GFLOP/s (share of peak) | KV read GB/s (share of bandwidth) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for b in batches:
+        eager, compiled = statistics.median(fps[("eager", b)]), statistics.median(fps[("compiled", b)])
+        gflops, gbytes = compiled * flops / 1e9, compiled * kv_bytes / 1e9
+        print(f"| {b} | {eager:.1f} | {compiled:.1f} | {compiled / eager:.2f}x | {compile_seconds[b]:.0f} | "
+              f"{compiled / real_fps:.3f} | {gflops:.1f} ({gflops / peak:.0%}) | {gbytes:.1f} ({gbytes / bandwidth:.0%}) |")
+
+
+if __name__ == "__main__":
+    main()
