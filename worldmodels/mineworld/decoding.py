@@ -164,7 +164,8 @@ class DecodeStats:
 
 
 class StaticStep:
-    """One naive/diagonal decode step plus sampling, compiled with ``torch.compile`` (:func:`static_decode_step`).
+    """One decode step (:func:`static_decode_step`), with sampling for naive and diagonal decoding, compiled with
+    ``torch.compile``.
 
     Shapes are static per batch size and decode width (a new one compiles once more; the first compile of a process
     takes seconds to a minute on a CPU, and later processes reuse Inductor's on-disk cache); the cache prefix
@@ -219,7 +220,7 @@ class StaticStep:
         is sampled (``[B]`` tokens)."""
         key_positions = self._key_positions[:kv_len]
         torch._dynamo.maybe_mark_dynamic(key_positions, 0)
-        if self._dynamic_width and not last_only:  # diagonal decoding: 1..rows tokens per step, one graph
+        if self._dynamic_width and not last_only:  # diagonal decoding: 1..rows tokens per step, in one graph
             for tensor in (ids, positions) if uniforms is None else (ids, positions, uniforms):
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
         args = (weights, cache.kv.unbind(0), ids, positions, key_positions, uniforms)
@@ -398,43 +399,27 @@ class FrameDecoder:
         sums = []  # one reduction per step; NaN/inf in any logit makes its sum non-finite (checked once per frame)
 
         static = self._static_step if self._static_step is not None and cache.slots == b else None
+        weights = None if static is None else static.weights()
+
+        def step(ids, positions, kv_len, u, last_only=False):
+            """``(tokens, logprobs, logit sum)`` of one forward, compiled or eager."""
+            if static is not None:
+                return static(weights, cache, ids, positions, kv_len, u, return_logprobs=return_logprobs,
+                              last_only=last_only)  # fmt: skip
+            logits = self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab, last_only=last_only)
+            return (*sample(logits, u, config, return_logprobs=return_logprobs), logits.sum(dtype=torch.float32))
+
         u = None if uniforms is None else uniforms[:, 0]
-        if static is not None:
-            weights = static.weights()
-            token, lp, logit_sum = static(
-                weights, cache, chunk_ids, chunk_pos, start_max + chunk_len, u, return_logprobs=return_logprobs,
-                last_only=True,
-            )  # fmt: skip
-            sums.append(logit_sum)
-        else:
-            logits = self._decode(
-                chunk_ids, chunk_pos, cache, start_max + chunk_len, vocab_limit=self.image_vocab, last_only=True
-            )
-            sums.append(logits.sum(dtype=torch.float32))
-            token, lp = sample(logits, u, config, return_logprobs=return_logprobs)
+        token, lp, logit_sum = step(chunk_ids, chunk_pos, start_max + chunk_len, u, last_only=True)
+        sums.append(logit_sum)
         work[:, 0] = token
         if logprobs is not None:
             logprobs[:, 0] = lp
         base_col = base[:, None]
-        for step, (src, pos, out) in enumerate(zip(self._src, self._pos, self._out), start=1):
-            if static is not None:
-                u = None if uniforms is None else uniforms[:, out]
-                kv_len = base_max + self._max_pos[step - 1] + 1
-                token, lp, logit_sum = static(
-                    weights, cache, work[:, src], base_col + pos, kv_len, u, return_logprobs=return_logprobs
-                )
-                sums.append(logit_sum)
-                work[:, out] = token
-                if logprobs is not None:
-                    logprobs[:, out] = lp
-                continue
-            logits = self._decode(
-                work[:, src], base_col + pos, cache, base_max + self._max_pos[step - 1] + 1,
-                vocab_limit=self.image_vocab,
-            )  # fmt: skip
-            sums.append(logits.sum(dtype=torch.float32))
+        for index, (src, pos, out) in enumerate(zip(self._src, self._pos, self._out)):
             u = None if uniforms is None else uniforms[:, out]
-            token, lp = sample(logits, u, config, return_logprobs=return_logprobs)
+            token, lp, logit_sum = step(work[:, src], base_col + pos, base_max + self._max_pos[index] + 1, u)
+            sums.append(logit_sum)
             work[:, out] = token
             if logprobs is not None:
                 logprobs[:, out] = lp
