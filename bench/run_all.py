@@ -18,6 +18,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 RUNS = [
     ("env", ["bench_env.py"]),
+    ("speed", ["bench_speed.py"]),
+    ("training", ["bench_training.py"]),
     ("env-tiny", ["bench_env.py", "--model", "tiny"]),
     ("decoding", ["bench_decoding.py", "--checkpoint", "worldmodels/bundled/crafter-mineworld.safetensors"]),
     ("rollout", ["bench_rollout.py", "--model", "small", "--prompts", "2", "--group", "8", "--frames", "15"]),

@@ -37,6 +37,8 @@ class ModelConfig:
     device: str = "cpu"
     reference_frames: int | None = None
     """Frames kept when a rollout outgrows the context (``None``: the model's default)."""
+    compile: bool = False
+    """Sample rollouts with the compiled static decode step (the same tokens as eager; docs/benchmarks.md)."""
     gradient_checkpointing: bool = False
     """Recompute each decoder layer in the backward pass (less activation memory, ~30% more compute)."""
     lora_rank: int = 0
