@@ -164,3 +164,15 @@ def test_envs_take_compile_and_refuse_it_where_it_cannot_apply():
         WorldModelVectorEnv(1, model=tiny(False), compile=True)
     with pytest.raises(ConfigError, match="NFD"):
         gym.make("RLIR-CrafterNFD-v0", compile=True)
+
+
+def test_compiled_step_frames_differ_from_eager_only_by_vq_rounding(eager, compiled):
+    g = torch.Generator().manual_seed(9)
+    frames = torch.randint(0, 256, (3, 1, *TINY.frame_size, 3), generator=g, dtype=torch.uint8)
+    acts = actions((3,), seed=10)
+    sampling = SamplingConfig(temperature=0)
+    reference = eager.step(eager.start(frames, sampling=sampling), acts)
+    out = compiled.step(compiled.start(frames, sampling=sampling), acts)
+    assert out.dtype == torch.uint8 and out.shape == reference.shape
+    difference = (out.int() - reference.int()).abs()
+    assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
