@@ -18,11 +18,10 @@ import platform
 import statistics
 import time
 
-import gymnasium as gym
 import torch
 
 import rlir_env  # noqa: F401  (registers the ids)
-from rlir_env.vector import WorldModelVectorEnv
+from bench_env import time_real_crafter, time_world_model  # run as a script: bench/ is on sys.path
 from worldmodels.registry import load_world_model
 
 
@@ -65,32 +64,6 @@ def frame_costs(model) -> tuple[float, float]:
     return flops_per_token * tokens, kv_bytes_per_token * tokens
 
 
-def time_env(model, num_envs: int, steps: int, warmup: int) -> float:
-    env = WorldModelVectorEnv(num_envs, model=model, scenes="crafter")
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    for _ in range(warmup):
-        env.step(env.action_space.sample())
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step(env.action_space.sample())
-    seconds = time.perf_counter() - start
-    env.close()
-    return num_envs * steps / seconds
-
-
-def time_real_crafter(steps: int = 300) -> float:
-    env = gym.make("RLIR-CrafterReal-v0")
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    start = time.perf_counter()
-    for _ in range(steps):
-        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
-        if terminated or truncated:
-            env.reset()
-    return steps / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="crafter-mineworld", help="registry name or checkpoint path")
@@ -107,14 +80,14 @@ def main() -> None:
     compile_seconds: dict[int, float] = {}
     for b in batches:  # compile once per batch size before anything is timed
         start = time.perf_counter()
-        time_env(arms["compiled"], b, 0, warmup=2)
+        time_world_model(arms["compiled"], b, 1, "naive")
         compile_seconds[b] = time.perf_counter() - start
     real = []
     for _ in range(args.rounds):
         for b in batches:
             steps = max(2, args.frames // b)
             for name, model in arms.items():
-                fps.setdefault((name, b), []).append(time_env(model, b, steps, warmup=1))
+                fps.setdefault((name, b), []).append(time_world_model(model, b, steps, "naive"))
         real.append(time_real_crafter())
 
     peak, bandwidth = gemm_peak(), stream_bandwidth()

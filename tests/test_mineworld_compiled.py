@@ -21,14 +21,6 @@ ROWS, COLS = TINY.image_grid
 V = TINY.image_vocab_size
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(compile: bool, config=TINY) -> MineWorld:
     torch.manual_seed(0)
     model = MineWorld.from_config(config, TINY_VQ_CONFIG, compile=compile).eval()
