@@ -592,7 +592,7 @@ def open_run(config, model, suite) -> tuple[Dist, Path, Any]:
         from worldmodels.registry import load_world_model
 
         options = {} if config.model.reference_frames is None else {"reference_frames": config.model.reference_frames}
-        if config.model.compile:
+        if getattr(config.model, "compile", False):  # autoregressive models only (Flow-GRPO's has no such field)
             options["compile"] = True
         model = load_world_model(config.model.path, device=device, **options)
     return dist, run_dir, model
