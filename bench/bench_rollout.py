@@ -1,16 +1,19 @@
 """GRPO rollout benchmark for MineWorld-architecture models, and one post-training iteration by phase.
 
 Rollouts of ``P`` prompts x ``G`` members, ``F`` frames each (one context frame, Crafter's 8-frame context so long
-rollouts slide), three ways in the same process on the same model and seeds:
+rollouts slide), four ways in the same process on the same model and seeds:
 
 * **shared prefix** (ours): prefill each context once, copy its KV cache to the group's ``G`` slots, feed each
   action as a small chunk of forced tokens into the existing cache;
 * **prefill per slot**: the same, but every slot prefills its own copy of the context;
 * **re-prefill per frame** (public RLVR code: RLVR-World's interactive rollout calls ``generate`` again over the
   whole prefix for every frame, without prefix caching): before every frame, every slot's cache is rebuilt from
-  its whole sequence so far, then the frame is decoded.
+  its whole sequence so far, then the frame is decoded;
+* **shared prefix, compiled**: the first way with ``MineWorld(compile=True)`` (the compiled static decode step;
+  compiled before timing).
 
-All three draw the same tokens (checked). Then ``--iterations`` post-training iterations on a synthetic Crafter
+All four draw the same tokens up to float rounding (the share of equal tokens is printed); speculative decoding,
+timed too, draws other tokens of the same distribution. Then ``--iterations`` post-training iterations on a synthetic Crafter
 suite with an (untrained) Crafter IDM reward report the time of each phase.
 
     .venv/bin/python bench/bench_rollout.py --model medium --prompts 4 --group 8 --frames 15 --threads 2
@@ -32,15 +35,15 @@ from posttrain.grpo.rollout import prompts_from_suite, rollout
 from worldmodels.mineworld import SamplingConfig
 
 
-def build_model(name: str, seed: int = 0):
+def build_model(name: str, seed: int = 0, *, compile: bool = False):
     from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, get_preset
     from worldmodels.training.tokenizer import CRAFTER_VQ_CONFIG
     from worldmodels.training.worldmodel import AR_CANDIDATES
 
     torch.manual_seed(seed)
     if name == "tiny":
-        return MineWorld.from_config(get_preset("tiny"), TINY_VQ_CONFIG).eval()
-    return MineWorld.from_config(AR_CANDIDATES[name], CRAFTER_VQ_CONFIG).eval()
+        return MineWorld.from_config(get_preset("tiny"), TINY_VQ_CONFIG, compile=compile).eval()
+    return MineWorld.from_config(AR_CANDIDATES[name], CRAFTER_VQ_CONFIG, compile=compile).eval()
 
 
 def synthetic_suite(model, n_items: int, n_frames: int, seed: int = 0):
@@ -120,6 +123,8 @@ def main() -> None:
           "frames\n")  # fmt: skip
 
     rollout(model, prompts_from_suite(suite, [0], 2), group_size=2, sampling=sampling, seed=0, iteration=0)  # warm-up
+    compiled = build_model(args.model, compile=True)  # the same weights (same seed), compiled decode steps
+    rollout(compiled, prompts, group_size=args.group, sampling=sampling, seed=0, iteration=0)  # compiles
     speculative = SamplingConfig(temperature=1.0, decoding="speculative")
     methods = {
         "shared prefix (prefill once, copy KV to G slots)":
@@ -129,6 +134,8 @@ def main() -> None:
                             share_prefix=False).tokens,
         "re-prefill whole prefix per frame (RLVR-style)":
             lambda: reprefill_rollout(model, prompts, args.group, sampling, 0),
+        "shared prefix, compiled decode step (MineWorld(compile=True))":
+            lambda: rollout(compiled, prompts, group_size=args.group, sampling=sampling, seed=0, iteration=0).tokens,
         "shared prefix + speculative decoding (same distribution)":
             lambda: rollout(model, prompts, group_size=args.group, sampling=speculative, seed=0, iteration=0).tokens,
     }  # fmt: skip
@@ -141,10 +148,14 @@ def main() -> None:
     reference = tokens["shared prefix (prefill once, copy KV to G slots)"]
     frames = args.prompts * args.group * args.frames
     baseline = best["re-prefill whole prefix per frame (RLVR-style)"]
-    print(f"| rollout (best of {args.repeat}) | seconds | frames/s | speed-up vs re-prefill per frame | same tokens |")
+    print(f"| rollout (best of {args.repeat}) | seconds | frames/s | speed-up vs re-prefill per frame | tokens equal "
+          "to the first way |")  # fmt: skip
     print("|---|---|---|---|---|")
     for name, t in best.items():
-        same = "n/a (other draws)" if "speculative" in name else str(torch.equal(tokens[name], reference))
+        # other kernels round the logits differently; with random weights the distributions are flat, so a uniform
+        # can land within that rounding of a CDF step and the rollout continues from another token
+        equal = (tokens[name] == reference).float().mean().item()
+        same = "n/a (other draws)" if "speculative" in name else f"{equal:.1%}"
         print(f"| {name} | {t:.2f} | {frames / t:.1f} | {baseline / t:.2f}x | {same} |")
 
     if args.iterations < 1:
