@@ -283,3 +283,22 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert moved
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_compiled_rollouts_follow_the_updated_weights(tmp_path, lora):
+    """Rollouts sampled with the compiled decode step after each update: their log-probs are the replay's (up to
+    rounding), so the step reads the current weights (in-place updates, or LoRA's parametrized ones)."""
+    model = tiny_mineworld(seed=6)
+    model.compile = True
+    suite = tiny_minecraft_suite(model, n_items=2, n_frames=2)
+    options = ["model.lora_rank=2"] if lora else []
+    train(_config(tmp_path / "run", "iterations=3", "optim.lr=1e-2", *options), model=model, suite=suite,
+          reward_fn=EvenTokenReward(model))  # fmt: skip
+    log = _log(tmp_path / "run")
+    assert len(log) == 3 and all(r["grad_norm"] > 0 for r in log)
+    for record in log:
+        assert record["ratio_first_microstep_min"] == record["ratio_first_microstep_max"] == 1.0
+        assert record["logp_sampler_replay_max_abs_diff"] < 1e-4
+    decoder = next(iter(model._decoders.values()))
+    assert decoder._static_step is not None and decoder._static_step.fallback_reason is None
