@@ -57,7 +57,7 @@ from worldmodels.mineworld.sampling import (
     resample_without_draft,
     sample,
 )
-from worldmodels.mineworld.transformer import KVCache, StepWeights, Transformer, static_decode_step
+from worldmodels.mineworld.transformer import MATVEC_BATCH, KVCache, StepWeights, Transformer, static_decode_step
 
 
 @dataclass(frozen=True)
@@ -167,9 +167,11 @@ class StaticStep:
     """One decode step (:func:`static_decode_step`), with sampling for naive and diagonal decoding, compiled with
     ``torch.compile``.
 
-    Shapes are static per batch size and decode width (a new one compiles once more; the first compile of a process
-    takes seconds to a minute on a CPU, and later processes reuse Inductor's on-disk cache); the cache prefix
-    attention reads is the one dynamic dimension, so a frame's growing context never recompiles. Inside the graph:
+    Graphs: the cache prefix attention reads is dynamic, so a frame's growing context never recompiles; so is the
+    batch above :data:`~worldmodels.mineworld.transformer.MATVEC_BATCH` slots (one graph serves 16 envs, 64 envs
+    and an evaluation's smaller last batch), while smaller batches compile per size; the boundary chunk has a graph
+    of its own. A compile takes seconds to a minute on a CPU, once per process (later processes reuse Inductor's
+    on-disk cache). Inside the graph:
     the step (fused q/k/v and gate/up matmuls, K/V written by position, attention masked by position) and
     :func:`~worldmodels.mineworld.sampling.sample`, with no host sync. The logits differ from the eager path's by
     float rounding only (different kernels); greedy tokens and seeded samples agree unless two logits tie within
@@ -223,7 +225,11 @@ class StaticStep:
         if self._dynamic_width and not last_only:  # diagonal decoding: 1..rows tokens per step, in one graph
             for tensor in (ids, positions) if uniforms is None else (ids, positions, uniforms):
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
-        args = (weights, cache.kv.unbind(0), ids, positions, key_positions, uniforms)
+        kv = cache.kv.unbind(0)
+        if ids.shape[0] > MATVEC_BATCH:  # one graph serves every larger batch (an eval's last, smaller batch too)
+            for tensor in (ids, positions, *kv) if uniforms is None else (ids, positions, uniforms, *kv):
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        args = (weights, kv, ids, positions, key_positions, uniforms)
         return self._run(self._compiled, self._step, *args, return_logprobs=return_logprobs, last_only=last_only)
 
     def logits(
