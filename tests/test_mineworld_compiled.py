@@ -168,3 +168,16 @@ def test_compiled_step_frames_differ_from_eager_only_by_vq_rounding(eager, compi
     assert out.dtype == torch.uint8 and out.shape == reference.shape
     difference = (out.int() - reference.int()).abs()
     assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 1e-3
+
+
+def test_larger_batches_share_one_graph(compiled):
+    from torch._dynamo.utils import counters
+
+    acts = actions((7, 1), seed=11)
+    first = first_frames(compiled, 7, seed=12)
+    compiled.generate_tokens(first[:5], acts[:5], temperature=0)  # compiles the graphs of batches > 4 slots
+    graphs = counters["stats"]["unique_graphs"]
+    compiled.generate_tokens(first, acts, temperature=0)
+    assert counters["stats"]["unique_graphs"] == graphs  # 7 envs: no recompilation
+    compiled.generate_tokens(first[:1], acts[:1], temperature=0, top_p=0.5)  # another sampler: new graphs, counted
+    assert counters["stats"]["unique_graphs"] > graphs
