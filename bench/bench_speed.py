@@ -3,7 +3,7 @@
 For each batch size the natively batched env (``RLIR-Crafter-v0``'s model, random actions, real start scenes) is
 stepped once with the eager decode step and once with the compiled static step (``compile=True``), rounds
 alternated so that load from other processes hits both alike; the first steps of each arm (compilation, first-call
-allocations) are not timed. Next to it: the real game, this machine's measured fp32 GEMM peak and streaming
+allocations) are not timed. Next to it: RLIR-CrafterDream-v0 (learned reward and termination on top), the real game, this machine's measured fp32 GEMM peak and streaming
 bandwidth, and what share of them the compiled step reaches (FLOPs of the transformer's projections per frame and
 bytes of KV cache each decode step must read). Prints markdown for docs/benchmarks.md.
 
@@ -64,6 +64,22 @@ def frame_costs(model) -> tuple[float, float]:
     return flops_per_token * tokens, kv_bytes_per_token * tokens
 
 
+def time_dream(model, num_envs: int, steps: int) -> float:
+    """Env steps/s of ``RLIR-CrafterDream-v0``'s vector env (world model + learned reward and termination heads)."""
+    from rlir_env.dream.env import make_dream_vector_env
+
+    env = make_dream_vector_env(num_envs, model=model)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    env.step(env.action_space.sample())
+    start = time.perf_counter()
+    for _ in range(steps):
+        env.step(env.action_space.sample())
+    seconds = time.perf_counter() - start
+    env.close()
+    return num_envs * steps / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="crafter-mineworld", help="registry name or checkpoint path")
@@ -71,6 +87,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, both cores)")
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds per arm (default: 2)")
     parser.add_argument("--frames", type=int, default=64, help="frames generated per timed run (default: 64)")
+    parser.add_argument("--dream-envs", type=int, default=16,
+                        help="RLIR-CrafterDream-v0 row with this many envs (0: skip; default 16, as in docs §5)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = args.batch or [1, 4, 16, 64, 256]
@@ -88,7 +106,10 @@ def main() -> None:
             steps = max(2, args.frames // b)
             for name, model in arms.items():
                 fps.setdefault((name, b), []).append(time_world_model(model, b, steps, "naive"))
-        real.append(time_real_crafter())
+        real.append(time_real_crafter(300))
+        if args.dream_envs:
+            for name, model in arms.items():
+                fps.setdefault((name, "dream"), []).append(time_dream(model, args.dream_envs, 2))
 
     peak, bandwidth = gemm_peak(), stream_bandwidth()
     flops, kv_bytes = frame_costs(arms["eager"])
@@ -104,6 +125,10 @@ def main() -> None:
         gflops, gbytes = compiled * flops / 1e9, compiled * kv_bytes / 1e9
         print(f"| {b} | {eager:.1f} | {compiled:.1f} | {compiled / eager:.2f}x | {compile_seconds[b]:.0f} | "
               f"{compiled / real_fps:.3f} | {gflops:.1f} ({gflops / peak:.0%}) | {gbytes:.1f} ({gbytes / bandwidth:.0%}) |")
+    if args.dream_envs:
+        eager, compiled = statistics.median(fps[("eager", "dream")]), statistics.median(fps[("compiled", "dream")])
+        print(f"| RLIR-CrafterDream-v0, {args.dream_envs} envs (env steps/s) | {eager:.1f} | {compiled:.1f} | "
+              f"{compiled / eager:.2f}x | | {compiled / real_fps:.3f} | | |")
 
 
 if __name__ == "__main__":
