@@ -1,4 +1,4 @@
-"""``rlir leaderboard show|export|serve|submit|add|token create|suite add``: the verifying leaderboard."""
+"""``rlir leaderboard show|export|serve|submit|add|token create|list|revoke|suite add``: the verifying leaderboard."""
 
 from __future__ import annotations
 
@@ -63,9 +63,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     token = sub.add_parser("token", help="API tokens for submitting to the server")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token for NAME and print it once")
-    create.add_argument("name", help="the submitter's name (recorded with every submission made with the token)")
+    create.add_argument("name", help="the submitter's name (unique; recorded with every submission made with the token; "
+                        "ASCII letters, digits, space and . _ - + ( ))")
+    create.add_argument("--expires", help="expiry date, ISO 8601 (e.g. 2027-06-30); default: no expiry")
     create.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
     create.set_defaults(func=_token_create)
+    listing = token_sub.add_parser("list", help="list tokens (id, name, created, expires, revoked); never the secrets")
+    listing.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
+    listing.set_defaults(func=_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id (see `token list`)")
+    revoke.add_argument("id", type=int, help="token id (the number in rlir_<id>_...)")
+    revoke.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
+    revoke.set_defaults(func=_token_revoke)
 
     suite = sub.add_parser("suite", help="suites submissions may target")
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
@@ -142,8 +151,10 @@ def _serve(args: argparse.Namespace) -> int:
 def _print_stored(record) -> None:
     from rich.console import Console
 
+    from leaderboard.names import printable
+
     Console().print(
-        f"stored submission #{record['id']}: {record['model']['name']} on {record['suite']['name']} "
+        f"stored submission #{record['id']}: {printable(record['model']['name'])} on {printable(record['suite']['name'])} "
         f"v{record['suite']['version']}, tier {record['tier']}, mean macro-F1 {record['metrics']['primary']['value']:.3f}",
         highlight=False, markup=False,
     )  # fmt: skip
@@ -187,9 +198,30 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    token = _store(args).create_token(args.name)
+    token = _store(args).create_token(args.name, expires_at=args.expires)
     print(token)
     print(f"(token for {args.name!r}; it is shown only now, store it safely)", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from leaderboard.names import printable
+
+    table = Table("id", "name", "created", "expires", "revoked")
+    for record in _store(args).tokens():
+        table.add_row(*(Text(printable(str(v))) for v in (record.id, record.name, record.created_at,
+                                                            record.expires_at or "-", record.revoked_at or "-")))  # fmt: skip
+    Console().print(table)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    _store(args).revoke_token(args.id)
+    print(f"token {args.id} revoked", file=sys.stderr)
     return 0
 
 

@@ -38,7 +38,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from leaderboard.store import Store
+from leaderboard.store import Store, TokenRecord
 from worldmodels.errors import DataError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -147,7 +147,7 @@ def create_app(
             if len(body) > max_body_bytes:
                 return too_large
         try:
-            stored = await run_in_threadpool(_accept, store, bytes(body), content_type, record.name, max_body_bytes)
+            stored = await run_in_threadpool(_accept, store, body, content_type, record, max_body_bytes)
         except SubmissionRejected as error:
             kind = {400: "malformed submission", 409: "duplicate submission"}.get(error.status, "rejected")
             return _error(error.status, kind, error.reasons)
@@ -159,17 +159,19 @@ def create_app(
     return app
 
 
-def _accept(store: Store, body: bytes, content_type: str, submitter: str, max_body_bytes: int):
-    """Validate and store one submission body (runs in a worker thread)."""
+def _accept(store: Store, body: bytearray, content_type: str, token: TokenRecord, max_body_bytes: int):
+    """Validate and store one submission body (runs in a worker thread); what it stores is owned by the token's id,
+    shown under the token's name."""
     from leaderboard.validate import submit_local
 
+    submitter, owner = token.name, token.principal
     if content_type == "application/json":
-        return submit_local(body, store, submitter=submitter)
+        return submit_local(body, store, submitter=submitter, owner=owner)
     directory = Path(tempfile.mkdtemp(prefix="rlir-submission-"))
     try:
         extract_bundle_zip(body, directory, max_bytes=UNZIPPED_FACTOR * max_body_bytes)
         videos_dir = directory if (directory / "videos").is_dir() else None
-        return submit_local(directory, store, submitter=submitter, videos_dir=videos_dir)
+        return submit_local(directory, store, submitter=submitter, videos_dir=videos_dir, owner=owner)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
