@@ -153,6 +153,7 @@ def print_terminal(boards: Sequence[Board], console=None) -> None:
     """Rich tables per board (the ranking, then per-task macro-F1); submitted strings are rendered as plain text,
     never as console markup, with control characters escaped. Narrow consoles (< :data:`NARROW_TERMINAL` columns, e.g.
     80) get a compact table whose cells wrap instead of being cut."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -166,18 +167,21 @@ def print_terminal(boards: Sequence[Board], console=None) -> None:
         first_task = 4
         tasks = slice(first_task, first_task + len(board.task_names))
         if narrow:
-            main = ["band", "model", "tier", "F1", "95% CI", "frames/s", "date"]
+            main = ["band", "model", "tier", "F1 [95% CI]", "frames/s", "submitted"]
         else:
             main = [c for i, c in enumerate(columns) if not tasks.start <= i < tasks.stop]
-        table = Table(title=Text(_title(board)), caption=Text(_subtitle(board)), caption_justify="left")
+        # narrow: no vertical rules and wrapping cells, so rich never has to crop a column at the console's edge
+        frame = {"box": box.SIMPLE_HEAD, "pad_edge": False} if narrow else {}
+        table = Table(title=Text(_title(board)), caption=Text(_subtitle(board)), caption_justify="left", **frame)
         for i, name in enumerate(main):
             justify = "left" if i in (1, 2) else "right"
-            table.add_column(Text(name), justify=justify, min_width=(4, 14)[i] if i < 2 else None,
-                             overflow="fold", no_wrap=narrow and i not in (1, 2))  # fmt: skip
-        per_task = Table(title=Text(f"{_title(board)}: macro-F1 per task"))
+            fixed = narrow and i not in (1, 2)  # numbers and dates never wrap; names and tiers do
+            table.add_column(Text(name), justify=justify, min_width=(4, 14, 13)[i] if i < 3 else None,
+                             overflow="fold", no_wrap=fixed)  # fmt: skip
+        per_task = Table(title=Text(f"{_title(board)}: macro-F1 per task"), **frame)
         per_task.add_column(Text("model"), min_width=14, overflow="fold")
-        for name in columns[tasks]:
-            per_task.add_column(Text(name), justify="right", overflow="fold")
+        for name in columns[tasks]:  # narrow: a score needs 5 characters; the task names fold onto more lines
+            per_task.add_column(Text(name), justify="right", overflow="fold", max_width=6 if narrow else None)
         previous_checked = None
         for row in board.rows:
             cells = _cells(board, row)
@@ -188,7 +192,7 @@ def print_terminal(boards: Sequence[Board], console=None) -> None:
             previous_checked = section or row.kind == "reference"
             if narrow:
                 fps = "-" if row.fps is None else f"{row.fps:.3g}"
-                shown = [_band(row), _model(row), _tier(row), f"{row.value:.3f}", _ci(row), fps, row.submitted_at[:10]]
+                shown = [_band(row), _model(row), _tier(row), f"{row.value:.3f}\n{_ci(row)}", fps, row.submitted_at[:10]]
             else:
                 shown = [c for i, c in enumerate(cells) if not tasks.start <= i < tasks.stop]
             table.add_row(*(Text(c) for c in shown), style="bold red" if row.above_ceiling else style)

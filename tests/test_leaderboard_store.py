@@ -544,6 +544,10 @@ def test_seed_store_registers_suite_and_ceiling_idempotently(world, tmp_path):
     store = Store(tmp_path / "seed.db")
     report = seed_if_empty(store, bundles_dir=bundles, suite=str(world.suite_dir), idm=str(world.idm_weights))
     assert report.suite.name == "tiny-mc" and len(report.added) == 2 and not report.notes
+    # seeded rows are dated by their bundles, not by the moment this database was seeded
+    assert [store.submission(i).submitted_at for i in report.added] == [
+        json.loads((bundles / name).read_text())["created_at"] for name in ("ceiling.json", "tiny.json")
+    ]
     assert seed_if_empty(store, bundles_dir=bundles) is None  # not empty any more
     again = seed_store(store, bundles_dir=bundles, suite=str(world.suite_dir), idm=str(world.idm_weights))
     assert again.added == [] and again.already_present == ["ceiling.json", "tiny.json"]
