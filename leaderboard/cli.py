@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8123)
     serve.add_argument("--max-body-mb", type=float, default=32.0, help="request size limit in MiB (default 32)")
     serve.add_argument("--rate-limit", type=int, default=10, help="submissions per token per minute (default 10)")
+    serve.add_argument("--max-connections", type=int, default=64,
+                       help="open connections at most; more are closed at once (default 64)")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a connection has to send a request's headers before it is closed (default 10)")
 
     submit = command(
         "submit", "submit a result bundle to a server (--server) or validate and store it locally", _submit
@@ -137,14 +141,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     from leaderboard.server import serve
 
-    if args.max_body_mb <= 0 or args.rate_limit < 1:
-        raise ConfigError("--max-body-mb must be > 0 and --rate-limit >= 1")
+    if args.max_body_mb <= 0 or args.rate_limit < 1 or args.max_connections < 1 or not args.header_timeout > 0:
+        raise ConfigError(f"--max-body-mb {args.max_body_mb} and --header-timeout {args.header_timeout} must be > 0, "
+                          f"--rate-limit {args.rate_limit} and --max-connections {args.max_connections} >= 1")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         Console(stderr=True).print(f"warning: serving plain HTTP on {args.host}; put a TLS proxy in front of it",
                                    highlight=False, markup=False)  # fmt: skip
     Console(stderr=True).print(f"leaderboard at http://{args.host}:{args.port}/", highlight=False, markup=False)
     serve(args.db, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-          rate_limit=args.rate_limit)  # fmt: skip
+          rate_limit=args.rate_limit, max_connections=args.max_connections, header_timeout=args.header_timeout)  # fmt: skip
     return 0
 
 

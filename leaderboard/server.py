@@ -18,6 +18,12 @@ Endpoints:
 Submissions go through :func:`leaderboard.validate.validate_submission`, the code ``rlir leaderboard submit`` runs
 locally, and are acknowledged (201) only after their transaction committed (``synchronous=FULL``), so an
 acknowledged submission survives a crash of the server.
+
+Connection limits (:class:`LimitedH11Protocol`): at most ``max_connections`` open connections (default
+:data:`DEFAULT_MAX_CONNECTIONS`; a connection beyond it is closed at once), and a connection must deliver a request's
+complete headers within ``header_timeout`` seconds (default :data:`DEFAULT_HEADER_TIMEOUT`) of opening or of its
+previous response, else it is closed, so half-open or trickling clients cannot hold the server. Idle keep-alive
+connections close after 5 s (uvicorn's default).
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ DEFAULT_RATE_LIMIT = 10
 UNZIPPED_FACTOR = 4
 """An archive may unpack to at most this multiple of the body limit (videos are compressed already)."""
 MAX_ARCHIVE_MEMBERS = 100_000
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_HEADER_TIMEOUT = 10.0
 
 
 class RateLimiter:
@@ -223,6 +231,48 @@ def _allowed_member(name: str) -> bool:
         and not parts[1].startswith(".")  # fmt: skip
 
 
+def limited_protocol(max_connections: int, header_timeout: float) -> type:
+    """uvicorn's h11 protocol with a connection cap and a header deadline (see the module docstring)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class LimitedH11Protocol(H11Protocol):
+        _header_timer = None
+        _waiting_cycle = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.close()  # over the cap: refuse before reading anything
+                return
+            self._await_headers()
+
+        def _await_headers(self) -> None:
+            self._waiting_cycle = self.cycle  # a new request replaces the cycle once its headers are complete
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            if self.cycle is self._waiting_cycle and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is not None and self.cycle is not self._waiting_cycle:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_headers()
+
+        def connection_lost(self, exc) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+    return LimitedH11Protocol
+
+
 def serve(
     db: str | Path | None = None,
     *,
@@ -230,6 +280,8 @@ def serve(
     port: int = DEFAULT_PORT,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     rate_limit: int = DEFAULT_RATE_LIMIT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     seed: bool = True,
 ) -> None:
     """Run the server until interrupted (the seed suites and bundles are added to an empty store first)."""
@@ -243,4 +295,5 @@ def serve(
         for note in report.notes if report is not None else ():
             print(f"note: {note}", file=sys.stderr)
     app = create_app(store, max_body_bytes=max_body_bytes, rate_limit=rate_limit)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                http=limited_protocol(max_connections, header_timeout))  # fmt: skip

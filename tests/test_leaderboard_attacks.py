@@ -315,3 +315,34 @@ def test_show_at_80_columns_keeps_every_name_and_score_readable(store, world, tm
     for row in leaderboards(store)[0].rows:
         assert row.model in model_column and f"{row.value:.3f}" in text and row.submitted_at[:10] in text
         assert f"[{row.ci_low:.3f}, {row.ci_high:.3f}]" in text
+
+
+# -- 9. connection cap and header deadline ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_half_open_connections_cannot_hold_the_server(world, tmp_path):
+    """300 silent connections used to be held for as long as their clients liked; now connections beyond the cap
+    are closed at once, and every connection that sends no (or half a) request is closed after the header timeout."""
+    import socket
+
+    db = tmp_path / "limits.db"
+    register_suite(Store(db), world.suite_dir, world.idm_weights)
+    process, url = start_server(db, "--max-connections", "8", "--header-timeout", "6")
+    port = int(url.rsplit(":", 1)[1])
+    try:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        held[0].sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")  # headers never finished (slowloris)
+        time.sleep(0.5)  # let the server accept them before the next ones
+        over = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for sock in over:  # closed by the cap, well before the header deadline
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+        for sock in held:  # closed by the header deadline
+            sock.settimeout(60)
+            assert sock.recv(1) == b""
+        assert httpx.get(url + "/api/health", timeout=10).status_code == 200  # still serving
+    finally:
+        for sock in [*held, *over]:
+            sock.close()
+        stop(process)
