@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import DataError, MissingFileError
 
 BUNDLE_SCHEMA_VERSION = 1
@@ -169,16 +169,10 @@ def save_bundle(bundle: ResultBundle, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "bundle.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bundle.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(bundle.model_dump_json(indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as tmp, open(tmp, "w", encoding="utf-8") as f:  # umask mode, unlike mkstemp's 0600
+        f.write(bundle.model_dump_json(indent=1))
+        f.flush()
+        os.fsync(f.fileno())
     return target
 
 
@@ -186,11 +180,8 @@ def save_video(frames: np.ndarray, directory: str | Path, item_id: str) -> str:
     """Store generated frames losslessly as ``videos/<item>.npz``; returns the path relative to ``directory``."""
     relative = f"videos/{item_id}.npz"
     target = Path(directory) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".video.", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_output(target) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, frames=np.ascontiguousarray(frames, dtype=np.uint8))
-    os.replace(tmp, target)
     return relative
 
 

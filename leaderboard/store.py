@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -610,17 +609,12 @@ class Store:
         relative = f"{video_sha256[:2]}/{video_sha256}.npz"
         target = self.artifacts_dir / relative
         if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".video.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                    shutil.copyfileobj(src, out)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            from worldmodels.data.jsonl import atomic_output
+
+            with atomic_output(target) as tmp, open(tmp, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
+                out.flush()
+                os.fsync(out.fileno())
             copied.append(target)
         return relative
 

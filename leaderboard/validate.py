@@ -607,17 +607,23 @@ def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> 
     from evaluation.evaluator import EvalSettings, evaluate
     from worldmodels.registry import load_world_model, resolve_checkpoint_path, sha256_file
 
-    pinned = bundle.model.checkpoint_sha256
-    if pinned is None:
-        raise SubmissionRejected(["the bundle's model has no checkpoint_sha256, so it cannot be reproduced"])
+    from worldmodels.weights import tensors_sha256
+
+    pinned, pinned_weights = bundle.model.checkpoint_sha256, bundle.model.weights_sha256
+    if pinned is None and pinned_weights is None:
+        raise SubmissionRejected(["the bundle's model has no checkpoint_sha256 or weights_sha256, so it cannot be "
+                                  "reproduced"])  # fmt: skip
     path = resolve_checkpoint_path(spec.checkpoint)
     if path is None:
         raise SubmissionRejected([f"checkpoint {spec.checkpoint!r} not found (a registered model name or a file)"])
-    if sha256_file(path) != pinned:
+    if pinned_weights is None and sha256_file(path) != pinned:  # identity by the file when that is all we know
         raise SubmissionRejected([f"checkpoint {path} has sha256 {sha256_file(path)}, the bundle pins {pinned}"])
     loaded_suite, idm = _load_scoring(suite)
     options = {k: v for k, v in (("config", spec.config), ("vae_config", spec.vae_config)) if v is not None}
     model = load_world_model(spec.checkpoint, device=spec.device, **options)
+    if pinned_weights is not None and tensors_sha256(model.state_dict()) != pinned_weights:
+        raise SubmissionRejected([f"the weights loaded from {path} have content hash {tensors_sha256(model.state_dict())}"
+                                  f", the bundle pins {pinned_weights}"])  # fmt: skip
     run = bundle.runtime
     settings = EvalSettings(
         num_envs=max(1, run.num_envs), seed=run.seed, decoding=run.decoding, window=run.window,

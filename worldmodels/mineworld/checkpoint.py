@@ -207,7 +207,7 @@ def _config_from_meta(meta: Mapping[str, str], path: Path) -> MineWorldConfig:
 def save_safetensors(model: MineWorld, path: str | Path) -> Path:
     """Write ``model``'s weights and configs to ``path`` (safetensors; configs as JSON metadata), so that
     ``MineWorld.from_checkpoint(path)`` rebuilds it without any other file."""
-    from safetensors.torch import save_file
+    from worldmodels.weights import save_safetensors_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -220,7 +220,7 @@ def save_safetensors(model: MineWorld, path: str | Path) -> Path:
         "vq_config": json.dumps(model.tokenizer.config, sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    save_safetensors_file(tensors, path, meta)
     return path
 
 
