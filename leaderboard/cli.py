@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = command("serve", "run the HTTP server (HTML page, JSON API, authenticated submissions)", _serve)
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8123)
-    serve.add_argument("--max-body-mb", type=float, default=32.0, help="request size limit in MiB (default 32)")
+    serve.add_argument("--max-body-mb", type=float, default=64.0,
+                       help="request size limit in MiB (default 64: a full crafter-af-v1 bundle with videos is ~38 MB)")
     serve.add_argument("--rate-limit", type=int, default=10, help="submissions per token per minute (default 10)")
     serve.add_argument("--max-connections", type=int, default=64,
                        help="open connections at most; more are closed at once (default 64)")

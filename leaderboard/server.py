@@ -49,7 +49,9 @@ from worldmodels.errors import DataError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8123
-DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+"""Room for a full crafter-af-v1 bundle with its videos (`rlir demo` writes about 38 MB); bundle.json alone is at most
+:data:`leaderboard.validate.MAX_BUNDLE_BYTES`."""
 DEFAULT_RATE_LIMIT = 10
 """Submissions per token per minute."""
 UNZIPPED_FACTOR = 4

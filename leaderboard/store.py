@@ -306,7 +306,8 @@ def _ownership_conflicts(conn: sqlite3.Connection, name: str, versions: Sequence
         if other_owner == owner:
             continue
         if other == name:
-            problems.append(f"model name {name!r} belongs to submitter {display!r}; submit under your own model name")
+            problems.append(f"model name {name!r} belongs to submitter {display!r}; submit under your own model name "
+                            "(`rlir eval --model-name NAME` or `rlir demo --model-name NAME`)")  # fmt: skip
         elif skeleton(other) == shape:
             problems.append(f"model name {name!r} looks like {other!r}, which belongs to submitter {display!r}; "
                             "choose a clearly different name")  # fmt: skip
