@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import DataError, MissingFileError
 
 BUNDLE_SCHEMA_VERSION = 1
@@ -36,50 +36,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_SHA256 = r"^[0-9a-f]{64}$"
+# Plausible ranges and lengths of every free field: what no real run exceeds, so that a number or string that would
+# wreck a view (frames/s = 1e-300 on a log axis, a 2000-character device name in a table) is refused at the door.
+MAX_FPS = 1e7
+MIN_FPS = 1e-3
+_Label = Annotated[int, Field(ge=0, le=1_000_000)]
+_Psnr = Annotated[float, Field(ge=0.0, le=1000.0)]
+_Ssim = Annotated[float, Field(ge=-1.0, le=1.0)]
+
+
 class SuiteRef(_Strict):
     name: str = Field(min_length=1, max_length=200)
-    version: int
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    version: int = Field(ge=0, le=1_000_000)
+    sha256: str = Field(pattern=_SHA256)
 
 
 class ModelInfo(_Strict):
     name: str = Field(min_length=1, max_length=200)
-    checkpoint_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    parameters: int | None = None
-    env_id: str | None = None
+    checkpoint_sha256: str | None = Field(default=None, pattern=_SHA256)
+    """sha256 of the checkpoint file (provenance: which file was loaded)."""
+    weights_sha256: str | None = Field(default=None, pattern=_SHA256)
+    """Content hash of the weights (:func:`worldmodels.weights.tensors_sha256`: names, dtypes, shapes and bytes of
+    every tensor): the model's identity, equal for equal tensors whatever the file layout."""
+    parameters: int | None = Field(default=None, ge=0, le=10**13)
+    env_id: str | None = Field(default=None, max_length=200)
     description: str = Field(default="", max_length=2000)
 
 
 class IdmRef(_Strict):
     name: str = Field(min_length=1, max_length=200)
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=_SHA256)
 
 
 class Runtime(_Strict):
-    device: str
-    device_name: str = ""
-    dtype: str
-    decoding: str = "naive"
-    window: int = 2
-    temperature: float = 1.0
-    top_p: float | None = None
-    top_k: int | None = None
+    device: str = Field(min_length=1, max_length=32)
+    device_name: str = Field(default="", max_length=120)
+    dtype: str = Field(min_length=1, max_length=16)
+    decoding: str = Field(default="naive", max_length=32)
+    window: int = Field(default=2, ge=0, le=100_000)
+    temperature: float = Field(default=1.0, ge=0.0, le=100.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=1, le=10_000_000)
     seed: int
-    num_envs: int
-    torch_version: str = ""
+    num_envs: int = Field(ge=0, le=1_000_000)
+    torch_version: str = Field(default="", max_length=64)
 
 
 class ItemRecord(_Strict):
     """One suite item: per-frame taxonomy labels of the commanded and the IDM-recovered actions, and per-frame video
     metrics against ground truth when the suite has it."""
 
-    id: str
+    id: str = Field(min_length=1, max_length=200)
     seed: int
-    gt_labels: list[list[int]]
-    pred_labels: list[list[int]]
-    psnr: list[float] | None = None
-    ssim: list[float] | None = None
-    video_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    gt_labels: list[list[_Label]]
+    pred_labels: list[list[_Label]]
+    psnr: list[_Psnr] | None = None
+    ssim: list[_Ssim] | None = None
+    video_sha256: str = Field(pattern=_SHA256)
 
 
 class PrimaryMetric(_Strict):
@@ -90,9 +104,9 @@ class PrimaryMetric(_Strict):
 
 
 class Throughput(_Strict):
-    frames_per_second: float
-    device: str
-    num_envs: int
+    frames_per_second: float = Field(ge=MIN_FPS, le=MAX_FPS)
+    device: str = Field(min_length=1, max_length=32)
+    num_envs: int = Field(ge=0, le=1_000_000)
 
 
 class Metrics(_Strict):
@@ -109,10 +123,10 @@ class Metrics(_Strict):
 class ResultBundle(_Strict):
     schema_version: Literal[1] = BUNDLE_SCHEMA_VERSION
     kind: Literal["rlir-result"] = "rlir-result"
-    created_at: str
-    rlir_version: str
+    created_at: str = Field(min_length=10, max_length=40)
+    rlir_version: str = Field(min_length=1, max_length=40)
     evaluator_version: int
-    taxonomy: str
+    taxonomy: str = Field(min_length=1, max_length=40)
     suite: SuiteRef
     model: ModelInfo
     idm: IdmRef
@@ -155,16 +169,10 @@ def save_bundle(bundle: ResultBundle, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / "bundle.json"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".bundle.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(bundle.model_dump_json(indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(target) as tmp, open(tmp, "w", encoding="utf-8") as f:  # umask mode, unlike mkstemp's 0600
+        f.write(bundle.model_dump_json(indent=1))
+        f.flush()
+        os.fsync(f.fileno())
     return target
 
 
@@ -172,11 +180,8 @@ def save_video(frames: np.ndarray, directory: str | Path, item_id: str) -> str:
     """Store generated frames losslessly as ``videos/<item>.npz``; returns the path relative to ``directory``."""
     relative = f"videos/{item_id}.npz"
     target = Path(directory) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".video.", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_output(target) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, frames=np.ascontiguousarray(frames, dtype=np.uint8))
-    os.replace(tmp, target)
     return relative
 
 

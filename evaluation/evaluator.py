@@ -8,7 +8,9 @@ done items) and ends with the same numbers. Under ``torchrun`` (gloo or nccl) it
 assembles the bundle once every rank is done.
 
 Because an item's seed depends only on its id, neither the batch an item lands in, nor the number of envs, nor
-the sharding changes its frames.
+the sharding changes its frames: a run may resume with another ``num_envs``. Throughput counts every generated
+frame and the generation time of every part of a resumed run (``<out>/.throughput-rank<N>.json``, updated after each
+batch), and re-running a finished directory returns its bundle untouched.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -144,13 +145,12 @@ def _barrier(world: int) -> None:
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+    from worldmodels.data.jsonl import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:  # a plain new file: umask mode
         json.dump(value, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings: EvalSettings, *, resume: bool,
@@ -158,10 +158,12 @@ def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings:
     """Record which run the item records in ``out_dir`` belong to, so that resuming never mixes the records of two
     different runs (another model, checkpoint, suite or setting) into one bundle."""
     identity = {"suite": suite.sha256, "model": model_info.name, "checkpoint_sha256": model_info.checkpoint_sha256,
-                "settings": dataclasses.asdict(settings)}  # fmt: skip
+                "settings": _run_settings(settings)}  # fmt: skip
     path = out_dir / "run.json"
     if resume and path.is_file():
         previous = json.loads(path.read_text())
+        if isinstance(previous.get("settings"), dict):  # run.json of older versions recorded num_envs too
+            previous["settings"].pop("num_envs", None)
         if previous != identity:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             raise ConfigError(
@@ -175,11 +177,28 @@ def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings:
         )
     elif rank == 0:
         if not resume:
-            for stale in (out_dir / "items").glob("*.json"):
+            for stale in [*(out_dir / "items").glob("*.json"), *out_dir.glob(".throughput-rank*.json")]:
                 stale.unlink()
         # the bundle of an earlier run must not outlive its items (a crash would leave it looking current)
         (out_dir / "bundle.json").unlink(missing_ok=True)
         _write_json_atomic(path, identity)
+
+
+def _run_settings(settings: EvalSettings) -> dict[str, Any]:
+    """The settings that decide the frames (``num_envs`` does not: item seeds depend on the item id alone)."""
+    return {k: v for k, v in dataclasses.asdict(settings).items() if k != "num_envs"}
+
+
+def _throughput_path(out_dir: Path, rank: int) -> Path:
+    return out_dir / f".throughput-rank{rank}.json"
+
+
+def _read_throughput(path: Path) -> tuple[int, float]:
+    try:
+        stats = json.loads(path.read_text())
+        return int(stats["frames"]), float(stats["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0.0
 
 
 def _read_record(path: Path) -> ItemRecord | None:
@@ -236,6 +255,12 @@ def evaluate(
     _claim_run_dir(out_dir, suite, model_info, settings, resume=resume, rank=rank)
     _barrier(world)  # no rank writes a record before rank 0 has cleared stale ones
     todo = [i for i in mine if not (resume and _read_record(items_dir / f"{suite[i].id}.json"))]
+    if not todo and world == 1 and (out_dir / "bundle.json").is_file():
+        finished = _finished_bundle(out_dir, suite)
+        if finished is not None:
+            return finished  # nothing to do: the bundle stays as it was (throughput included)
+    stats_path = _throughput_path(out_dir, rank)
+    earlier_frames, earlier_seconds = _read_throughput(stats_path) if resume else (0, 0.0)
 
     env = WorldModelVectorEnv(
         min(settings.num_envs, max(len(todo), 1)),
@@ -265,6 +290,9 @@ def evaluate(
             generation_seconds += time.perf_counter() - begin
             generated = np.stack(frames, axis=1)  # [n, F, H, W, 3]
             generated_frames += len(batch) * suite.n_frames
+            # written before the batch's records, so a crash never leaves frames on disk that no count covers
+            _write_json_atomic(stats_path, {"frames": earlier_frames + generated_frames,
+                                            "seconds": earlier_seconds + generation_seconds})  # fmt: skip
             for k, item in enumerate(batch):
                 record = score_item(
                     item, generated[k], seeds[k], idm=idm, taxonomy=taxonomy, domain=suite.domain,
@@ -282,9 +310,8 @@ def evaluate(
     finally:
         bar.stop()
         env.close()
-    _write_json_atomic(
-        items_dir / f".throughput-rank{rank}.json", {"frames": generated_frames, "seconds": generation_seconds}
-    )
+    _write_json_atomic(stats_path, {"frames": earlier_frames + generated_frames,
+                                    "seconds": earlier_seconds + generation_seconds})  # fmt: skip
     _barrier(world)
     if rank != 0:
         return None
@@ -292,6 +319,18 @@ def evaluate(
         suite, out_dir, taxonomy=taxonomy, model_info=model_info, idm=idm, settings=settings, world=world,
         device=str(next(iter(getattr(model, "parameters", lambda: iter([torch.empty(0)]))())).device),
     )  # fmt: skip
+
+
+def _finished_bundle(out_dir: Path, suite: Suite) -> ResultBundle | None:
+    """The directory's bundle if it is complete for ``suite`` (its run identity was checked already), else None."""
+    from evaluation.bundle import load_bundle
+
+    try:
+        bundle = load_bundle(out_dir)
+    except (DataError, FileNotFoundError):
+        return None
+    complete = bundle.suite.sha256 == suite.sha256 and [r.id for r in bundle.items] == suite.item_ids
+    return bundle if complete else None
 
 
 def assemble_bundle(
@@ -314,9 +353,9 @@ def assemble_bundle(
             raise DataError(f"item {item_id!r} has no record in {items_dir}; run the evaluation again to finish it")
         records.append(record)
     frames = seconds = 0.0
-    for path in items_dir.glob(".throughput-rank*.json"):
-        stats = json.loads(path.read_text())
-        frames, seconds = frames + stats["frames"], max(seconds, stats["seconds"])
+    for path in out_dir.glob(".throughput-rank*.json"):
+        rank_frames, rank_seconds = _read_throughput(path)
+        frames, seconds = frames + rank_frames, max(seconds, rank_seconds)
     throughput = Throughput(frames_per_second=frames / seconds, device=device, num_envs=settings.num_envs) if seconds else None
     videos = {item_id: f"videos/{item_id}.npz" for item_id in suite.item_ids} if settings.save_videos else None
     bundle = ResultBundle(
@@ -368,12 +407,16 @@ class _progress:
 
 
 def model_info_for(model: WorldModel, name: str, checkpoint: str | Path | None) -> ModelInfo:
-    """Name, checkpoint sha256 and parameter count of a model, for the bundle."""
+    """Name, checkpoint file sha256, weights content hash (the model's identity: equal tensors, equal hash, in any
+    file) and parameter count of a model, for the bundle."""
     from worldmodels.hashing import sha256_file
+    from worldmodels.weights import tensors_sha256
 
     sha = sha256_file(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
-    params = sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None
-    return ModelInfo(name=name, checkpoint_sha256=sha, parameters=params)
+    module = isinstance(model, torch.nn.Module)
+    params = sum(p.numel() for p in model.parameters()) if module else None
+    weights = tensors_sha256(model.state_dict()) if module else None
+    return ModelInfo(name=name, checkpoint_sha256=sha, weights_sha256=weights, parameters=params)
 
 
 def score_videos(

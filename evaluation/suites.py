@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -266,16 +265,12 @@ def _check_consistent(suite: Suite, *, source: str) -> None:
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from worldmodels.data.jsonl import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # a plain new file: umask mode, unlike mkstemp's 0600
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def bundled_suite_dir(name: str) -> Path:

@@ -1,4 +1,4 @@
-"""``rlir leaderboard show|export|serve|submit|add|token create|suite add``: the verifying leaderboard."""
+"""``rlir leaderboard show|export|serve|submit|add|token create|list|revoke|suite add``: the verifying leaderboard."""
 
 from __future__ import annotations
 
@@ -36,8 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = command("serve", "run the HTTP server (HTML page, JSON API, authenticated submissions)", _serve)
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     serve.add_argument("--port", type=int, default=8123)
-    serve.add_argument("--max-body-mb", type=float, default=32.0, help="request size limit in MiB (default 32)")
+    serve.add_argument("--max-body-mb", type=float, default=64.0,
+                       help="request size limit in MiB (default 64: a full crafter-af-v1 bundle with videos is ~38 MB)")
     serve.add_argument("--rate-limit", type=int, default=10, help="submissions per token per minute (default 10)")
+    serve.add_argument("--max-connections", type=int, default=64,
+                       help="open connections at most; more are closed at once (default 64)")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a connection has to send a request's headers before it is closed (default 10)")
 
     submit = command(
         "submit", "submit a result bundle to a server (--server) or validate and store it locally", _submit
@@ -63,9 +68,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     token = sub.add_parser("token", help="API tokens for submitting to the server")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create a token for NAME and print it once")
-    create.add_argument("name", help="the submitter's name (recorded with every submission made with the token)")
+    create.add_argument("name", help="the submitter's name (unique; recorded with every submission made with the token; "
+                        "ASCII letters, digits, space and . _ - + ( ))")
+    create.add_argument("--expires", help="expiry date, ISO 8601 (e.g. 2027-06-30); default: no expiry")
     create.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
     create.set_defaults(func=_token_create)
+    listing = token_sub.add_parser("list", help="list tokens (id, name, created, expires, revoked); never the secrets")
+    listing.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
+    listing.set_defaults(func=_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id (see `token list`)")
+    revoke.add_argument("id", type=int, help="token id (the number in rlir_<id>_...)")
+    revoke.add_argument("--db", help="leaderboard database (default: $RLIR_HOME/leaderboard.db)")
+    revoke.set_defaults(func=_token_revoke)
 
     suite = sub.add_parser("suite", help="suites submissions may target")
     suite_sub = suite.add_subparsers(dest="suite_command", required=True)
@@ -128,22 +142,25 @@ def _serve(args: argparse.Namespace) -> int:
 
     from leaderboard.server import serve
 
-    if args.max_body_mb <= 0 or args.rate_limit < 1:
-        raise ConfigError("--max-body-mb must be > 0 and --rate-limit >= 1")
+    if args.max_body_mb <= 0 or args.rate_limit < 1 or args.max_connections < 1 or not args.header_timeout > 0:
+        raise ConfigError(f"--max-body-mb {args.max_body_mb} and --header-timeout {args.header_timeout} must be > 0, "
+                          f"--rate-limit {args.rate_limit} and --max-connections {args.max_connections} >= 1")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         Console(stderr=True).print(f"warning: serving plain HTTP on {args.host}; put a TLS proxy in front of it",
                                    highlight=False, markup=False)  # fmt: skip
     Console(stderr=True).print(f"leaderboard at http://{args.host}:{args.port}/", highlight=False, markup=False)
     serve(args.db, host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-          rate_limit=args.rate_limit)  # fmt: skip
+          rate_limit=args.rate_limit, max_connections=args.max_connections, header_timeout=args.header_timeout)  # fmt: skip
     return 0
 
 
 def _print_stored(record) -> None:
     from rich.console import Console
 
+    from leaderboard.names import printable
+
     Console().print(
-        f"stored submission #{record['id']}: {record['model']['name']} on {record['suite']['name']} "
+        f"stored submission #{record['id']}: {printable(record['model']['name'])} on {printable(record['suite']['name'])} "
         f"v{record['suite']['version']}, tier {record['tier']}, mean macro-F1 {record['metrics']['primary']['value']:.3f}",
         highlight=False, markup=False,
     )  # fmt: skip
@@ -187,9 +204,30 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    token = _store(args).create_token(args.name)
+    token = _store(args).create_token(args.name, expires_at=args.expires)
     print(token)
     print(f"(token for {args.name!r}; it is shown only now, store it safely)", file=sys.stderr)
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from leaderboard.names import printable
+
+    table = Table("id", "name", "created", "expires", "revoked")
+    for record in _store(args).tokens():
+        table.add_row(*(Text(printable(str(v))) for v in (record.id, record.name, record.created_at,
+                                                            record.expires_at or "-", record.revoked_at or "-")))  # fmt: skip
+    Console().print(table)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    _store(args).revoke_token(args.id)
+    print(f"token {args.id} revoked", file=sys.stderr)
     return 0
 
 

@@ -9,6 +9,11 @@ is shown as submitted.
   sha256, so a new checkpoint is a new row.
 * Bundles of different evaluator versions are never ranked together: each evaluator version gets its own board.
 * Reference rows (the official IDM on ground-truth video, the ceiling) are shown but take no band.
+* Self-reported rows are ranked apart, below the checked ones: their videos were not re-scored here, so their
+  predicted labels are a claim. Verified and reproduced rows share one ranking; self-reported rows get their own
+  bands (shown ``s1``, ``s2``, ...).
+* A row scoring above the ceiling (the IDM on the real frames) is flagged (:attr:`Row.above_ceiling`): no world model
+  can be read better than the real game, so such a number is a defect or a forgery.
 
 **Rank bands** (:data:`BAND_RULE`): rows are sorted by the primary value, highest first (ties: the higher interval
 lower bound, then the earlier submission). The first row opens band 1 and is its top model. Each following row stays
@@ -33,8 +38,11 @@ BAND_RULE = (
     "stays in the current band if its 95% CI upper bound is at least the CI lower bound of the band's top model (the "
     "intervals overlap); otherwise it opens the next band and becomes that band's top model. CIs are percentile "
     "bootstraps over suite items (1000 resamples, seed 0), recomputed here from the stored per-item records. "
-    "Reference rows (ground truth through the official IDM: the ceiling) take no band."
+    "Reference rows (ground truth through the official IDM: the ceiling) take no band. Self-reported rows (videos not "
+    "re-scored here) are ranked apart, below the verified and reproduced ones, with their own bands s1, s2, ...; a "
+    "row above the ceiling is flagged."
 )
+CHECKED_TIERS = ("verified", "reproduced")
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,13 @@ class Row:
     submitter: str
     submitted_at: str
     bundle_sha256: str
+    above_ceiling: bool = False
+    """The row's primary value exceeds the board's ceiling row (the IDM on ground truth): flagged in every view."""
+
+    @property
+    def checked(self) -> bool:
+        """Videos re-scored (verified) or re-generated (reproduced) here; self-reported rows are ranked apart."""
+        return self.tier in CHECKED_TIERS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +94,8 @@ class Row:
                                                          "device_name": self.device_name, "num_envs": self.num_envs},
             "parameters": self.parameters, "tier": self.tier, "submitter": self.submitter,
             "submitted_at": self.submitted_at, "bundle_sha256": self.bundle_sha256,
+            "ranking": "reference" if self.kind == "reference" else "checked" if self.checked else "self-reported",
+            "above_ceiling": self.above_ceiling,
         }  # fmt: skip
 
 
@@ -164,20 +181,25 @@ def rank(store: Store, suite: SuiteRecord, submissions: Sequence[SubmissionRecor
         latest[(submission.model_name, submission.model_version)] = submission
     rows = [_row(store, s, suite.taxonomy) for s in latest.values()]
     rows.sort(key=lambda r: (-r.value, -r.ci_low, r.submission_id))
-    models = [r for r in rows if r.kind != "reference"]
-    bands = dict(
-        zip((r.submission_id for r in models), assign_bands([(r.ci_low, r.ci_high) for r in models]), strict=True)
-    )
-    rows = [_with_band(r, bands.get(r.submission_id)) for r in rows]
-    rows.sort(key=lambda r: r.kind != "reference")  # stable: references first, then the ranked models
+    ceiling = max((r.value for r in rows if r.kind == "reference"), default=None)
+    bands: dict[int, int] = {}
+    for checked in (True, False):  # two rankings: checked rows, then self-reported rows
+        models = [r for r in rows if r.kind != "reference" and r.checked == checked]
+        bands.update(zip((r.submission_id for r in models), assign_bands([(r.ci_low, r.ci_high) for r in models])))
+    rows = [
+        _with_band(r, bands.get(r.submission_id), ceiling is not None and r.kind != "reference" and r.value > ceiling)
+        for r in rows
+    ]
+    # stable: references first, then the checked ranking, then the self-reported one
+    rows.sort(key=lambda r: (r.kind != "reference", not r.checked))
     tasks = list(rows[0].tasks) if rows else []
     return Board(suite=suite, evaluator_version=evaluator_version, rows=rows, task_names=tasks)
 
 
-def _with_band(row: Row, band: int | None) -> Row:
+def _with_band(row: Row, band: int | None, above_ceiling: bool) -> Row:
     from dataclasses import replace
 
-    return replace(row, band=band)
+    return replace(row, band=band, above_ceiling=above_ceiling)
 
 
 _METRICS: dict[tuple, Any] = {}

@@ -24,13 +24,17 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from leaderboard.names import printable
 from leaderboard.ranking import BAND_RULE, Board, Row
 
 TIER_NOTE = (
     "Tiers: self-reported = bundle checked (schema, suite and IDM hashes, completeness, every aggregate recomputed "
     "from the per-item records); verified = videos uploaded, hashes checked and re-scored here with the official IDM; "
-    "reproduced = re-generated here from the checkpoint with the recorded seeds. Frames/s are as reported."
+    "reproduced = re-generated here from the checkpoint with the recorded seeds. Self-reported rows are ranked apart "
+    "(bands s1, s2, ...): their predicted labels are a claim. 'above ceiling' marks a row scoring above the IDM on "
+    "the real frames, which no model can honestly do. Frames/s are as reported."
 )
+ABOVE_CEILING = "above ceiling!"
 
 
 def payload(boards: Sequence[Board]) -> dict[str, Any]:
@@ -59,7 +63,7 @@ def _ci(row: Row) -> str:
 
 
 def _fps(row: Row) -> str:
-    return "-" if row.fps is None else f"{row.fps:.3g} ({row.device})"
+    return "-" if row.fps is None else f"{row.fps:.3g} ({printable(row.device or '-')})"
 
 
 def _params(value: int | None) -> str:
@@ -76,7 +80,22 @@ def _version(row: Row) -> str:
 
 
 def _band(row: Row) -> str:
-    return "ceiling" if row.kind == "reference" else str(row.band)
+    if row.kind == "reference":
+        return "ceiling"
+    return str(row.band) if row.checked else f"s{row.band}"
+
+
+def _band_order(row: Row) -> int | str:
+    """Sort key of the band column: checked bands, then self-reported ones."""
+    return "" if row.kind == "reference" else row.band if row.checked else 1000 + row.band
+
+
+def _tier(row: Row) -> str:
+    return row.tier + (f" {ABOVE_CEILING}" if row.above_ceiling else "")
+
+
+def _model(row: Row) -> str:
+    return printable(row.model) + (f" @{_version(row)}" if row.model_version else "")
 
 
 def task_label(name: str) -> str:
@@ -114,7 +133,7 @@ def _columns(board: Board) -> list[str]:
 
 def _cells(board: Board, row: Row) -> list[str]:
     """Row cells as plain text (escape for the target format afterwards); the model cell is name + version."""
-    cells = [_band(row), row.model + (f" @{_version(row)}" if row.model_version else ""), row.tier,
+    cells = [_band(row), _model(row), _tier(row),
              f"{row.value:.3f} {_ci(row)}", *[_num(row.tasks.get(t)) for t in board.task_names]]  # fmt: skip
     cells += [_num(row.camera_l1)] if board.has_camera else []
     cells += [_num(row.psnr, 2)] if board.has_psnr else []
@@ -125,9 +144,16 @@ def _cells(board: Board, row: Row) -> list[str]:
 # -- terminal ----------------------------------------------------------------------------------------------------------
 
 
+NARROW_TERMINAL = 120
+"""Below this console width the terminal table keeps only the columns a reader ranks by (band, model, tier, score,
+interval, frames/s, date); the per-task table follows."""
+
+
 def print_terminal(boards: Sequence[Board], console=None) -> None:
     """Rich tables per board (the ranking, then per-task macro-F1); submitted strings are rendered as plain text,
-    never as console markup."""
+    never as console markup, with control characters escaped. Narrow consoles (< :data:`NARROW_TERMINAL` columns, e.g.
+    80) get a compact table whose cells wrap instead of being cut."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -135,23 +161,41 @@ def print_terminal(boards: Sequence[Board], console=None) -> None:
     console = console or Console()
     if not boards:
         console.print("No suite to show: register one with `rlir leaderboard suite add SUITE --idm IDM`.")
+    narrow = console.width < NARROW_TERMINAL
     for board in boards:
         columns = _columns(board)
         first_task = 4
         tasks = slice(first_task, first_task + len(board.task_names))
-        main = [c for i, c in enumerate(columns) if not tasks.start <= i < tasks.stop]
-        table = Table(title=Text(_title(board)), caption=Text(_subtitle(board)), caption_justify="left")
+        if narrow:
+            main = ["band", "model", "tier", "F1 [95% CI]", "frames/s", "submitted"]
+        else:
+            main = [c for i, c in enumerate(columns) if not tasks.start <= i < tasks.stop]
+        # narrow: no vertical rules and wrapping cells, so rich never has to crop a column at the console's edge
+        frame = {"box": box.SIMPLE_HEAD, "pad_edge": False} if narrow else {}
+        table = Table(title=Text(_title(board)), caption=Text(_subtitle(board)), caption_justify="left", **frame)
         for i, name in enumerate(main):
             justify = "left" if i in (1, 2) else "right"
-            table.add_column(Text(name), justify=justify, min_width=(4, 14)[i] if i < 2 else None)
-        per_task = Table(title=Text(f"{_title(board)}: macro-F1 per task"))
-        per_task.add_column(Text("model"), min_width=14)
-        for name in columns[tasks]:
-            per_task.add_column(Text(name), justify="right")
+            fixed = narrow and i not in (1, 2)  # numbers and dates never wrap; names and tiers do
+            table.add_column(Text(name), justify=justify, min_width=(4, 14, 13)[i] if i < 3 else None,
+                             overflow="fold", no_wrap=fixed)  # fmt: skip
+        per_task = Table(title=Text(f"{_title(board)}: macro-F1 per task"), **frame)
+        per_task.add_column(Text("model"), min_width=14, overflow="fold")
+        for name in columns[tasks]:  # narrow: a score needs 5 characters; the task names fold onto more lines
+            per_task.add_column(Text(name), justify="right", overflow="fold", max_width=6 if narrow else None)
+        previous_checked = None
         for row in board.rows:
             cells = _cells(board, row)
             style = "italic" if row.kind == "reference" else None
-            table.add_row(*(Text(c) for i, c in enumerate(cells) if not tasks.start <= i < tasks.stop), style=style)
+            section = row.kind != "reference" and row.checked
+            if previous_checked and not section and row.kind != "reference":
+                table.add_section()  # the self-reported ranking starts here
+            previous_checked = section or row.kind == "reference"
+            if narrow:
+                fps = "-" if row.fps is None else f"{row.fps:.3g}"
+                shown = [_band(row), _model(row), _tier(row), f"{row.value:.3f}\n{_ci(row)}", fps, row.submitted_at[:10]]
+            else:
+                shown = [c for i, c in enumerate(cells) if not tasks.start <= i < tasks.stop]
+            table.add_row(*(Text(c) for c in shown), style="bold red" if row.above_ceiling else style)
             per_task.add_row(Text(cells[1]), *(Text(c) for c in cells[tasks]), style=style)
         if not board.rows:
             table.add_row(*(Text("-") for _ in main))
@@ -168,7 +212,7 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~<>-])")
 
 def md_escape(text: str) -> str:
     """Escape a submitted string for a Markdown table cell (HTML entities, Markdown punctuation, no line breaks)."""
-    text = html.escape(" ".join(str(text).split()), quote=False)
+    text = html.escape(printable(" ".join(str(text).split())), quote=False)
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -214,6 +258,7 @@ svg .axis{stroke:#9aa3b2}svg .grid{stroke:#edf0f5}svg text{font-size:11px;fill:#
 svg .ci{stroke-width:1.5}svg .ceiling{stroke:#b08900;stroke-dasharray:5 4}
 .t-self-reported{fill:#7a8392;stroke:#7a8392}.t-verified{fill:#2f6fd6;stroke:#2f6fd6}
 .t-reproduced{fill:#1f9254;stroke:#1f9254}.note{color:#5a6473;max-width:980px}footer{margin-top:28px}
+tr.self-reported td{background:#f6f6f6;color:#5a6473}.flag{color:#b3261e;font-weight:bold;font-size:12px}
 """
 
 _JS = """
@@ -300,7 +345,7 @@ HTML_CSP = (
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(printable(str(text)), quote=True)
 
 
 def _attr_num(value: float | int | None) -> str:
@@ -378,7 +423,7 @@ def _td(text: str, value: Any = None, cls: str = "") -> str:
 def _row_html(board: Board, row: Row, index: int, width: int) -> list[str]:
     detail_id = f"detail-{index}-{row.submission_id}"
     reference = row.kind == "reference"
-    band = _td("ceiling" if reference else str(row.band), "" if reference else row.band)
+    band = _td(_e(_band(row)), _band_order(row))
     version = f" <small>@{_e(_version(row))}</small>" if row.model_version else ""
     badge = ' <span class="kind">reference</span>' if reference else ""
     model = (f'<button class="expand" type="button" aria-expanded="false" aria-controls="{detail_id}">&#9656;</button>'
@@ -386,7 +431,8 @@ def _row_html(board: Board, row: Row, index: int, width: int) -> list[str]:
     cells = [
         band,
         _td(model, row.model, "model"),
-        _td(f'<span class="tier tier-{_e(row.tier)}">{_e(row.tier)}</span>', row.tier),
+        _td(f'<span class="tier tier-{_e(row.tier)}">{_e(row.tier)}</span>'
+            + (f' <span class="flag">{ABOVE_CEILING}</span>' if row.above_ceiling else ""), row.tier),
         _td(f"{row.value:.3f}", _attr_num(row.value)),
         _td(f"{row.ci_low:.3f}", _attr_num(row.ci_low)),
         _td(f"{row.ci_high:.3f}", _attr_num(row.ci_high)),
@@ -398,7 +444,7 @@ def _row_html(board: Board, row: Row, index: int, width: int) -> list[str]:
     fps = "-" if row.fps is None else f"{row.fps:.3g} <small>{_e(row.device)}</small>"
     cells += [_td(fps, _attr_num(row.fps)), _td(_e(_params(row.parameters)), _attr_num(row.parameters)),
               _td(_e(row.submitted_at[:10]), row.submitted_at)]  # fmt: skip
-    classes = "entry reference" if reference else "entry"
+    classes = "entry reference" if reference else "entry" if row.checked else "entry self-reported"
     scores = ("f1_macro", "precision_macro", "recall_macro", "f1_micro", "precision_micro", "recall_micro")
     tasks = "".join(
         f"<tr><th>{_e(task_label(t))}</th>"
@@ -432,9 +478,12 @@ def _scatter_svg(board: Board, index: int) -> str:
     lo_x = math.floor(math.log10(min(r.fps for r in points)))
     hi_x = max(math.ceil(math.log10(max(r.fps for r in points))), lo_x + 1)
     ys = [r.ci_low for r in points] + [r.ci_high for r in points] + [r.value for r in ceilings]
-    lo_y, hi_y = max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05)
-    if hi_y - lo_y < 0.1:
-        lo_y, hi_y = max(0.0, lo_y - 0.05), min(1.0, hi_y + 0.05)
+    # round ticks: the axis spans whole steps of 0.05 / 0.1 / 0.2, so every label is a short round number
+    step = 0.05 if max(ys) - min(ys) < 0.3 else 0.1 if max(ys) - min(ys) < 0.6 else 0.2
+    lo_y = max(0.0, math.floor(round((min(ys) - 0.02) / step, 6)) * step)
+    hi_y = min(1.0, math.ceil(round((max(ys) + 0.02) / step, 6)) * step)
+    n_steps = max(1, round((hi_y - lo_y) / step))
+    hi_y = lo_y + n_steps * step
 
     def x(fps: float) -> float:
         return left + (math.log10(fps) - lo_x) / (hi_x - lo_x) * (width - left - right)
@@ -444,12 +493,14 @@ def _scatter_svg(board: Board, index: int) -> str:
 
     out = [f'<svg class="scatter" id="scatter-{index}" viewBox="0 0 {width} {height}"'
            f' role="img" aria-label="mean macro-F1 against frames per second">']  # fmt: skip
+    label_every = 1 + (hi_x - lo_x) // 7  # at most ~7 labelled decades (frames/s are bounded by validation)
     for decade in range(lo_x, hi_x + 1):
         px = x(10.0**decade)
         out.append(f'<line class="grid" x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{height - bottom}"/>')
-        out.append(f'<text x="{px:.1f}" y="{height - bottom + 16}" text-anchor="middle">{10.0**decade:g}</text>')
-    for k in range(6):
-        value = lo_y + (hi_y - lo_y) * k / 5
+        if (decade - lo_x) % label_every == 0:
+            out.append(f'<text x="{px:.1f}" y="{height - bottom + 16}" text-anchor="middle">{10.0**decade:g}</text>')
+    for k in range(n_steps + 1):
+        value = lo_y + step * k
         py = y(value)
         out.append(f'<line class="grid" x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}"/>')
         out.append(f'<text x="{left - 6}" y="{py + 4:.1f}" text-anchor="end">{value:.2f}</text>')

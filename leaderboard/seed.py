@@ -2,7 +2,8 @@
 
 :func:`seed_store` registers ``crafter-af-v1`` bound to its official IDM ``crafter-idm-heldout`` (when both are
 available in this installation) and adds every ``leaderboard/seed_bundles/*.json`` (ground-truth ceiling, bundled
-models) as submitter ``rlir``. Seed bundles go through the same validation as any submission; they may use the
+models) as submitter ``rlir`` (owner key ``local:rlir``, a name no token can take), dated by the bundles' own
+``created_at``. Seed bundles go through the same validation as any submission; they may use the
 reserved reference name ``"ground-truth (IDM ceiling)"`` (:data:`leaderboard.validate.CEILING_MODEL_NAME`), which
 marks the row as the ceiling. ``show``, ``export`` and ``serve`` seed a store that has no suite yet.
 """
@@ -12,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leaderboard.store import Store, SuiteRecord
-from leaderboard.validate import SubmissionRejected, register_suite, submit_local
+from leaderboard.store import SEED_SUBMITTER, Store, SuiteRecord
+from leaderboard.validate import SubmissionRejected, register_suite, store_submission, validate_submission
 
 SEED_SUITE = "crafter-af-v1"
 SEED_IDM = "crafter-idm-heldout"
-SEED_SUBMITTER = "rlir"
 SEED_BUNDLES_DIR = Path(__file__).with_name("seed_bundles")
 
 
@@ -44,7 +44,10 @@ def seed_store(store: Store, *, bundles_dir: str | Path = SEED_BUNDLES_DIR, suit
         report.notes.append(f"suite {suite!r} with IDM {idm!r} not registered: {error}")
     for path in sorted(Path(bundles_dir).glob("*.json")):
         try:
-            record = submit_local(path, store, submitter=SEED_SUBMITTER, allow_reference=True)
+            # "submitted" is when the shipped bundle was made, not when this database happened to be seeded
+            accepted = validate_submission(path, store, submitter=SEED_SUBMITTER, allow_reference=True)
+            record = store_submission(accepted, store, submitter=SEED_SUBMITTER,
+                                      submitted_at=accepted.bundle.created_at)  # fmt: skip
         except SubmissionRejected as error:
             if error.status == 409:
                 report.already_present.append(path.name)

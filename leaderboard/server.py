@@ -18,6 +18,12 @@ Endpoints:
 Submissions go through :func:`leaderboard.validate.validate_submission`, the code ``rlir leaderboard submit`` runs
 locally, and are acknowledged (201) only after their transaction committed (``synchronous=FULL``), so an
 acknowledged submission survives a crash of the server.
+
+Connection limits (:class:`LimitedH11Protocol`): at most ``max_connections`` open connections (default
+:data:`DEFAULT_MAX_CONNECTIONS`; a connection beyond it is closed at once), and a connection must deliver a request's
+complete headers within ``header_timeout`` seconds (default :data:`DEFAULT_HEADER_TIMEOUT`) of opening or of its
+previous response, else it is closed, so half-open or trickling clients cannot hold the server. Idle keep-alive
+connections close after 5 s (uvicorn's default).
 """
 
 from __future__ import annotations
@@ -38,17 +44,21 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from leaderboard.store import Store
+from leaderboard.store import Store, TokenRecord
 from worldmodels.errors import DataError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8123
-DEFAULT_MAX_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+"""Room for a full crafter-af-v1 bundle with its videos (`rlir demo` writes about 38 MB); bundle.json alone is at most
+:data:`leaderboard.validate.MAX_BUNDLE_BYTES`."""
 DEFAULT_RATE_LIMIT = 10
 """Submissions per token per minute."""
 UNZIPPED_FACTOR = 4
 """An archive may unpack to at most this multiple of the body limit (videos are compressed already)."""
 MAX_ARCHIVE_MEMBERS = 100_000
+DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_HEADER_TIMEOUT = 10.0
 
 
 class RateLimiter:
@@ -147,7 +157,7 @@ def create_app(
             if len(body) > max_body_bytes:
                 return too_large
         try:
-            stored = await run_in_threadpool(_accept, store, bytes(body), content_type, record.name, max_body_bytes)
+            stored = await run_in_threadpool(_accept, store, body, content_type, record, max_body_bytes)
         except SubmissionRejected as error:
             kind = {400: "malformed submission", 409: "duplicate submission"}.get(error.status, "rejected")
             return _error(error.status, kind, error.reasons)
@@ -159,17 +169,19 @@ def create_app(
     return app
 
 
-def _accept(store: Store, body: bytes, content_type: str, submitter: str, max_body_bytes: int):
-    """Validate and store one submission body (runs in a worker thread)."""
+def _accept(store: Store, body: bytearray, content_type: str, token: TokenRecord, max_body_bytes: int):
+    """Validate and store one submission body (runs in a worker thread); what it stores is owned by the token's id,
+    shown under the token's name."""
     from leaderboard.validate import submit_local
 
+    submitter, owner = token.name, token.principal
     if content_type == "application/json":
-        return submit_local(body, store, submitter=submitter)
+        return submit_local(body, store, submitter=submitter, owner=owner)
     directory = Path(tempfile.mkdtemp(prefix="rlir-submission-"))
     try:
         extract_bundle_zip(body, directory, max_bytes=UNZIPPED_FACTOR * max_body_bytes)
         videos_dir = directory if (directory / "videos").is_dir() else None
-        return submit_local(directory, store, submitter=submitter, videos_dir=videos_dir)
+        return submit_local(directory, store, submitter=submitter, videos_dir=videos_dir, owner=owner)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -221,6 +233,48 @@ def _allowed_member(name: str) -> bool:
         and not parts[1].startswith(".")  # fmt: skip
 
 
+def limited_protocol(max_connections: int, header_timeout: float) -> type:
+    """uvicorn's h11 protocol with a connection cap and a header deadline (see the module docstring)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class LimitedH11Protocol(H11Protocol):
+        _header_timer = None
+        _waiting_cycle = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.close()  # over the cap: refuse before reading anything
+                return
+            self._await_headers()
+
+        def _await_headers(self) -> None:
+            self._waiting_cycle = self.cycle  # a new request replaces the cycle once its headers are complete
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            if self.cycle is self._waiting_cycle and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._header_timer is not None and self.cycle is not self._waiting_cycle:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_headers()
+
+        def connection_lost(self, exc) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+    return LimitedH11Protocol
+
+
 def serve(
     db: str | Path | None = None,
     *,
@@ -228,6 +282,8 @@ def serve(
     port: int = DEFAULT_PORT,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     rate_limit: int = DEFAULT_RATE_LIMIT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     seed: bool = True,
 ) -> None:
     """Run the server until interrupted (the seed suites and bundles are added to an empty store first)."""
@@ -241,4 +297,5 @@ def serve(
         for note in report.notes if report is not None else ():
             print(f"note: {note}", file=sys.stderr)
     app = create_app(store, max_body_bytes=max_body_bytes, rate_limit=rate_limit)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                http=limited_protocol(max_connections, header_timeout))  # fmt: skip

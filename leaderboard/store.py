@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -142,6 +141,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             revoked_at TEXT)""",
         "CREATE INDEX submissions_by_submitter ON submissions (submitter)",
     ),
+    # v3: the suite's ground-truth labels (what every bundle's gt_labels must equal); model ownership by a principal
+    # key (``token:<id>`` or ``local:<name>``) instead of the display name; token expiry. Models created before v3
+    # belong to the token of that name if exactly one such token existed before the model, else to the local name.
+    (
+        """CREATE TABLE suite_truth (
+            suite_id INTEGER PRIMARY KEY REFERENCES suites(id),
+            n_frames INTEGER NOT NULL,
+            n_tasks INTEGER NOT NULL,
+            gt_labels TEXT NOT NULL)""",
+        *_immutable("suite_truth"),
+        "ALTER TABLE tokens ADD COLUMN expires_at TEXT",
+        "DROP TRIGGER models_no_update",
+        "ALTER TABLE models ADD COLUMN owner_key TEXT",
+        """UPDATE models SET owner_key = COALESCE(
+            (SELECT 'token:' || MIN(t.id) FROM tokens t WHERE t.name = models.owner AND t.created_at <= models.added_at
+             HAVING COUNT(*) = 1),
+            'local:' || models.owner)""",
+        _immutable("models")[0],
+        "CREATE INDEX models_by_checkpoint ON models (checkpoint_sha256)",
+        "CREATE INDEX models_by_version ON models (version)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -172,6 +192,18 @@ class SuiteRecord:
     idm_source: str | None = None
     id: int | None = None
     added_at: str | None = None
+    gt_labels: list[list[list[int]]] | None = field(default=None, repr=False, compare=False)
+    """Per item, per generated frame, the taxonomy labels of the suite's target actions (``[N][F][tasks]``): what
+    every bundle's ``gt_labels`` must equal. Derived from the suite at registration; None for a suite registered
+    before they were stored (re-run ``rlir leaderboard suite add``)."""
+
+    @property
+    def n_frames(self) -> int | None:
+        return None if not self.gt_labels else len(self.gt_labels[0])
+
+    @property
+    def n_tasks(self) -> int | None:
+        return None if not self.gt_labels or not self.gt_labels[0] else len(self.gt_labels[0][0])
 
     def identity(self) -> tuple:
         """Everything that defines the suite (what two registrations of it must agree on)."""
@@ -227,6 +259,23 @@ class TokenRecord:
     id: int
     name: str
     created_at: str
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+    @property
+    def principal(self) -> str:
+        """The owner key of what this token submits (names are display only)."""
+        return f"token:{self.id}"
+
+
+def local_principal(submitter: str) -> str:
+    """The owner key of local submissions (``rlir leaderboard submit`` without ``--server``, ``add``, the seeder)."""
+    return f"local:{submitter}"
+
+
+SEED_SUBMITTER = "rlir"
+SEED_OWNER = local_principal(SEED_SUBMITTER)
+"""Owner of the seeded rows (the bundled models and the ceiling); no token may take this name."""
 
 
 class DuplicateSubmission(IntegrityError):
@@ -237,9 +286,41 @@ class OwnershipError(IntegrityError):
     """The model name belongs to another submitter."""
 
 
-def model_version(checkpoint_sha256: str | None) -> str:
-    """A model's version: its checkpoint sha256 (a new checkpoint is a new entry); ``""`` when unknown."""
-    return checkpoint_sha256 or ""
+def model_version(info: Any) -> str:
+    """A model's version (a :class:`~evaluation.bundle.ModelInfo`): the content hash of its weights when the bundle
+    has it (identical tensors, any file layout: one version), else its checkpoint file's sha256, else ``""``."""
+    return getattr(info, "weights_sha256", None) or info.checkpoint_sha256 or ""
+
+
+def model_identities(info: Any) -> list[str]:
+    """Every hash that identifies the model's weights (each may be claimed by one owner only)."""
+    return [h for h in (getattr(info, "weights_sha256", None), info.checkpoint_sha256) if h]
+
+
+def _ownership_conflicts(conn: sqlite3.Connection, name: str, versions: Sequence[str], owner: str) -> list[str]:
+    from leaderboard.names import skeleton
+
+    problems = []
+    shape = skeleton(name)
+    for other, other_owner, display in conn.execute("SELECT DISTINCT name, owner_key, owner FROM models"):
+        if other_owner == owner:
+            continue
+        if other == name:
+            problems.append(f"model name {name!r} belongs to submitter {display!r}; submit under your own model name "
+                            "(`rlir eval --model-name NAME` or `rlir demo --model-name NAME`)")  # fmt: skip
+        elif skeleton(other) == shape:
+            problems.append(f"model name {name!r} looks like {other!r}, which belongs to submitter {display!r}; "
+                            "choose a clearly different name")  # fmt: skip
+    for digest in versions:  # the bundled models' weights are public: anyone may submit their own run of them
+        row = conn.execute(
+            "SELECT name, owner FROM models WHERE (version = ? OR checkpoint_sha256 = ?) AND owner_key NOT IN (?, ?) "
+            "LIMIT 1",
+            (digest, digest, owner, SEED_OWNER),
+        ).fetchone()
+        if row is not None:
+            problems.append(f"checkpoint {digest[:16]}... is already on the leaderboard as {row[0]!r} of submitter "
+                            f"{row[1]!r}; submit your own weights")  # fmt: skip
+    return problems
 
 
 class Store:
@@ -257,6 +338,10 @@ class Store:
                  migrate_to: int | None = None) -> None:  # fmt: skip
         self.path = Path(path) if path is not None else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            # owner-only: the file holds the token digests and every submitter's name; SQLite gives its -wal and
+            # -shm files the database file's mode
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else self.path.parent / ARTIFACTS_DIRNAME
         target = SCHEMA_VERSION if migrate_to is None else migrate_to
         if not 0 <= target <= SCHEMA_VERSION:
@@ -358,6 +443,12 @@ class Store:
                         f"registered {existing.name!r} v{existing.version} (sha256 {existing.sha256[:12]}, IDM "
                         f"{existing.idm_name}); registered suites never change: give the new one a new version"
                     )
+                if existing.gt_labels is None and suite.gt_labels is not None:  # registered before v3
+                    _insert_truth(conn, existing.id, suite)
+                    return _suite_from_row(conn, row)
+                if suite.gt_labels is not None and existing.gt_labels != suite.gt_labels:
+                    raise IntegrityError(f"suite {suite.name!r} v{suite.version}: its ground-truth labels differ "
+                                         "from the registered ones (a different taxonomy version?)")  # fmt: skip
                 return existing
             cursor = conn.execute(
                 "INSERT INTO suites (name, version, sha256, domain, taxonomy, idm_name, idm_sha256, primary_metric, "
@@ -377,6 +468,7 @@ class Store:
                     utc_now(),
                 ),  # fmt: skip
             )
+            _insert_truth(conn, cursor.lastrowid, suite)
             return _suite_from_row(
                 conn, conn.execute("SELECT * FROM suites WHERE id = ?", (cursor.lastrowid,)).fetchone()
             )
@@ -404,11 +496,19 @@ class Store:
             row = conn.execute("SELECT id FROM submissions WHERE bundle_sha256 = ?", (bundle_sha256,)).fetchone()
             return None if row is None else row[0]
 
-    def model_owner(self, name: str) -> str | None:
-        """Who first submitted a model of this name (later versions and submissions must come from them)."""
+    def model_owner(self, name: str) -> tuple[str, str] | None:
+        """``(owner key, owner display name)`` of whoever first submitted a model of this name (later versions and
+        submissions must come from the same owner key), or None."""
         with self._connection() as conn:
-            row = conn.execute("SELECT owner FROM models WHERE name = ? ORDER BY id LIMIT 1", (name,)).fetchone()
-            return None if row is None else row[0]
+            row = conn.execute("SELECT owner_key, owner FROM models WHERE name = ? ORDER BY id LIMIT 1",
+                               (name,)).fetchone()  # fmt: skip
+            return None if row is None else (row[0], row[1])
+
+    def ownership_conflicts(self, name: str, versions: Sequence[str], owner: str) -> list[str]:
+        """Why a model ``name`` with these identities (checkpoint / weights sha256s) cannot be submitted by owner key
+        ``owner``: the name, a look-alike of it, or one of the identities belongs to another owner. Empty when free."""
+        with self._connection() as conn:
+            return _ownership_conflicts(conn, name, versions, owner)
 
     def add_submission(
         self,
@@ -418,8 +518,14 @@ class Store:
         submitter: str,
         kind: str = "model",
         videos: dict[str, Path] | None = None,
+        owner: str | None = None,
+        submitted_at: str | None = None,
     ) -> SubmissionRecord:
         """Store an accepted bundle (use :func:`leaderboard.validate.store_submission`, which validates first).
+
+        ``submitter`` is the display name; ``owner`` the key that owns the model name (default
+        :func:`local_principal` of ``submitter``; the server passes the token's :attr:`TokenRecord.principal`).
+        ``submitted_at`` defaults to now (the seeder passes the bundle's own date).
 
         Everything lands in one transaction. ``videos`` (item id -> ``.npz`` file) are copied into the artifact
         directory under their video sha256 while the write lock is held, and files this call created are removed
@@ -427,9 +533,10 @@ class Store:
 
         Raises:
             DuplicateSubmission: the bundle is already stored.
-            OwnershipError: the model name belongs to another submitter.
+            OwnershipError: the model name (or a look-alike, or its checkpoint) belongs to another owner.
             DataError: the suite is not registered.
         """
+        owner = owner or local_principal(submitter)
         if tier not in TIERS:
             raise ConfigError(f"tier must be one of {TIERS}, got {tier!r}")
         if kind not in KINDS:
@@ -449,13 +556,13 @@ class Store:
                 ).fetchone()
                 if suite is None:
                     raise DataError(f"suite {bundle.suite.name!r} v{bundle.suite.version} is not registered")
-                model_id = self._model_id(conn, bundle, submitter, kind)
+                model_id = self._model_id(conn, bundle, submitter, owner, kind)
                 cursor = conn.execute(
                     "INSERT INTO submissions (suite_id, model_id, tier, bundle_sha256, schema_version, evaluator_version, "
                     "rlir_version, submitter, submitted_at, created_at, primary_value, metrics, throughput, header) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (suite[0], model_id, tier, bundle_sha256, bundle.schema_version, bundle.evaluator_version,
-                     bundle.rlir_version, submitter, utc_now(), bundle.created_at, bundle.metrics.primary.value,
+                     bundle.rlir_version, submitter, submitted_at or utc_now(), bundle.created_at, bundle.metrics.primary.value,
                      json.dumps(data["metrics"]), _json_or_none(data["metrics"]["throughput"]), json.dumps(data)),
                 )  # fmt: skip
                 submission_id = cursor.lastrowid
@@ -482,39 +589,33 @@ class Store:
             raise
         return self.submission(submission_id)
 
-    def _model_id(self, conn: sqlite3.Connection, bundle: ResultBundle, submitter: str, kind: str) -> int:
+    def _model_id(self, conn: sqlite3.Connection, bundle: ResultBundle, submitter: str, owner: str, kind: str) -> int:
         info = bundle.model
-        owner = conn.execute("SELECT owner FROM models WHERE name = ? ORDER BY id LIMIT 1", (info.name,)).fetchone()
-        if owner is not None and owner[0] != submitter:
-            raise OwnershipError(
-                f"model name {info.name!r} belongs to submitter {owner[0]!r}; submit under your own model name"
-            )
-        version = model_version(info.checkpoint_sha256)
+        conflicts = _ownership_conflicts(conn, info.name, model_identities(info), owner)
+        if conflicts:
+            raise OwnershipError("; ".join(conflicts))
+        version = model_version(info)
         row = conn.execute("SELECT id FROM models WHERE name = ? AND version = ?", (info.name, version)).fetchone()
         if row is not None:
             return row[0]
         cursor = conn.execute(
-            "INSERT INTO models (name, version, checkpoint_sha256, parameters, description, kind, owner, added_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (info.name, version, info.checkpoint_sha256, info.parameters, info.description, kind, submitter, utc_now()),
-        )
+            "INSERT INTO models (name, version, checkpoint_sha256, parameters, description, kind, owner, added_at, "
+            "owner_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (info.name, version, info.checkpoint_sha256, info.parameters, info.description, kind, submitter, utc_now(),
+             owner),
+        )  # fmt: skip
         return cursor.lastrowid
 
     def _store_video(self, source: Path, video_sha256: str, copied: list[Path]) -> str:
         relative = f"{video_sha256[:2]}/{video_sha256}.npz"
         target = self.artifacts_dir / relative
         if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".video.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                    shutil.copyfileobj(src, out)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            from worldmodels.data.jsonl import atomic_output
+
+            with atomic_output(target) as tmp, open(tmp, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out)
+                out.flush()
+                os.fsync(out.fileno())
             copied.append(target)
         return relative
 
@@ -578,45 +679,88 @@ class Store:
 
     # -- API tokens ----------------------------------------------------------------------------------------------
 
-    def create_token(self, name: str) -> str:
+    def create_token(self, name: str, *, expires_at: str | None = None) -> str:
         """Create an API token for submitter ``name``; returns the token (only its salted digest is stored).
 
         A token reads ``rlir_<id>_<secret>``: the id finds the row, the 256-bit random secret is checked against
         ``sha256(salt || secret)`` in constant time. A slow KDF (scrypt) protects low-entropy passwords; a 256-bit
         random secret cannot be brute-forced, so a salted sha256 is enough and keeps every request cheap.
+
+        Token names are unique (compared by their look-alike :func:`~leaderboard.names.skeleton`, revoked tokens
+        included, so a name is never handed to someone else) and follow the model-name character set; the seeder's
+        name ``rlir`` is reserved. What a token submits is owned by the token's id, not its name. ``expires_at``
+        (ISO 8601, UTC) ends the token's validity.
+
+        Raises:
+            ConfigError: a malformed, reserved or already used name, or a malformed / past ``expires_at``.
         """
-        name = name.strip()
-        if not name or len(name) > 100 or any(not (c.isprintable()) for c in name):
-            raise ConfigError(f"token name {name!r} must be 1-100 printable characters (the submitter's name)")
+        from leaderboard.names import check_name, skeleton
+
+        check_name(name, "token name")
+        if skeleton(name) == skeleton(SEED_SUBMITTER):
+            raise ConfigError(f"token name {name!r} is reserved for the leaderboard's own rows; choose another")
+        if expires_at is not None:
+            expiry = _parse_time(expires_at, "expires_at")
+            if expiry <= datetime.now(timezone.utc):
+                raise ConfigError(f"expires_at {expires_at!r} is in the past; give a future date")
+            expires_at = expiry.isoformat(timespec="seconds")
         secret = secrets.token_urlsafe(32)
         salt = secrets.token_bytes(16)
         with self._write() as conn:
+            for (other,) in conn.execute("SELECT name FROM tokens"):
+                if skeleton(other) == skeleton(name):
+                    raise ConfigError(f"token name {name!r} is taken (by {other!r}); token names are unique")
             cursor = conn.execute(
-                "INSERT INTO tokens (name, salt, digest, created_at) VALUES (?, ?, ?, ?)",
-                (name, salt, _token_digest(salt, secret), utc_now()),
+                "INSERT INTO tokens (name, salt, digest, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (name, salt, _token_digest(salt, secret), utc_now(), expires_at),
             )
         return f"{TOKEN_PREFIX}_{cursor.lastrowid}_{secret}"
 
     def verify_token(self, token: str) -> TokenRecord | None:
-        """The token's record if ``token`` is valid and not revoked, else None (constant-time digest compare)."""
+        """The token's record if ``token`` is valid, not revoked and not expired, else None (constant-time digest
+        compare)."""
         parts = token.split("_", 2)
         well_formed = len(parts) == 3 and parts[0] == TOKEN_PREFIX and parts[1].isascii() and parts[1].isdigit()
         token_id = int(parts[1]) if well_formed and len(parts[1]) <= 18 else -1
         secret = parts[2] if len(parts) == 3 else token
         with self._connection() as conn:
             row = conn.execute(
-                "SELECT id, name, salt, digest, created_at, revoked_at FROM tokens WHERE id = ?", (token_id,)
+                "SELECT id, name, salt, digest, created_at, revoked_at, expires_at FROM tokens WHERE id = ?",
+                (token_id,),
             ).fetchone()
         salt, digest = (row[2], row[3]) if row is not None else (b"\0" * 16, b"\0" * 32)
         valid = hmac.compare_digest(_token_digest(salt, secret), digest)  # computed either way: no timing oracle
         if row is None or not valid or row[5] is not None:
             return None
-        return TokenRecord(id=row[0], name=row[1], created_at=row[4])
+        if row[6] is not None and _parse_time(row[6], "expires_at") <= datetime.now(timezone.utc):
+            return None
+        return TokenRecord(id=row[0], name=row[1], created_at=row[4], expires_at=row[6])
+
+    def tokens(self) -> list[TokenRecord]:
+        """Every token (revoked and expired ones included), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, name, created_at, expires_at, revoked_at FROM tokens ORDER BY id").fetchall()
+        return [TokenRecord(id=r[0], name=r[1], created_at=r[2], expires_at=r[3], revoked_at=r[4]) for r in rows]
 
     def revoke_token(self, token_id: int) -> None:
+        """Revoke a token (idempotent for a revoked one).
+
+        Raises:
+            DataError: no token has this id.
+        """
         with self._write() as conn:
-            if conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (utc_now(), token_id)).rowcount != 1:
-                raise DataError(f"no token with id {token_id}")
+            cursor = conn.execute("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                                  (utc_now(), token_id))  # fmt: skip
+            if cursor.rowcount != 1:
+                raise DataError(f"no token with id {token_id}; `rlir leaderboard token list` shows the ids")
+
+
+def _parse_time(text: str, what: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} {text!r} is not an ISO 8601 date (e.g. 2027-01-31 or 2027-01-31T12:00:00+00:00)") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _token_digest(salt: bytes, secret: str) -> bytes:
@@ -639,8 +783,23 @@ def _suite_from_row(conn: sqlite3.Connection, row: tuple) -> SuiteRecord:
         domain=values["domain"], taxonomy=values["taxonomy"], idm_name=values["idm_name"],
         idm_sha256=values["idm_sha256"], primary_metric=values["primary_metric"],
         item_ids=tuple(json.loads(values["item_ids"])), suite_source=values["suite_source"],
-        idm_source=values["idm_source"], added_at=values["added_at"],
+        idm_source=values["idm_source"], added_at=values["added_at"], gt_labels=_suite_truth(conn, values["id"]),
     )  # fmt: skip
+
+
+def _suite_truth(conn: sqlite3.Connection, suite_id: int) -> list | None:
+    row = conn.execute("SELECT gt_labels FROM suite_truth WHERE suite_id = ?", (suite_id,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def _insert_truth(conn: sqlite3.Connection, suite_id: int, suite: SuiteRecord) -> None:
+    labels = suite.gt_labels
+    if labels is None:
+        return
+    if len(labels) != len(suite.item_ids) or len({(len(i), *(len(f) for f in i)) for i in labels}) != 1:
+        raise DataError(f"suite {suite.name!r}: ground-truth labels must be [items={len(suite.item_ids)}][frames][tasks]")
+    conn.execute("INSERT INTO suite_truth (suite_id, n_frames, n_tasks, gt_labels) VALUES (?, ?, ?, ?)",
+                 (suite_id, suite.n_frames, suite.n_tasks, json.dumps(labels, separators=(",", ":"))))  # fmt: skip
 
 
 def _submission_rows(conn: sqlite3.Connection, where: str, params: tuple) -> list[SubmissionRecord]:

@@ -7,16 +7,27 @@ is trusted:
    integers within 64 bits, strings of at most 2000 characters, finite numbers.
 2. **Suite**: registered here with the same name, version and manifest sha256; the bundle's IDM (name + sha256) is
    the suite's official IDM and its taxonomy the suite's.
+0. **Size first**: before anything is decoded, the bundle's bytes and its number of JSON values (counted from
+   ``,`` ``[`` ``{`` in the raw bytes, without building anything) must fit what the largest registered suite can
+   need (:func:`json_budget`), so a bundle of millions of labels costs neither memory nor CPU.
 3. **Completeness**: every suite item exactly once, in the suite's order (the bootstrap interval depends on it), and
    no foreign ids.
-4. **Numbers**: every aggregate recomputed from the per-item records (:func:`verify_metrics` returns nothing).
-5. **Replays**: a bundle whose canonical sha256 is already stored is refused.
-6. **Model names**: a model name belongs to its first submitter; names starting with ``ground-truth`` are reserved
-   for the leaderboard's reference rows (the IDM ceiling), which only the operator adds.
+4. **Ground truth**: every item's ``gt_labels`` equal the labels the leaderboard derived from the suite's own actions
+   at registration (so also the number of frames and tasks); ``pred_labels`` have the same shape, PSNR/SSIM one value
+   per frame.
+5. **Numbers**: every aggregate recomputed from the per-item records (:func:`verify_metrics` returns nothing).
+6. **Replays**: a bundle whose canonical sha256 is already stored is refused.
+7. **Model names** (:mod:`leaderboard.names`): from a documented ASCII character set, NFKC-normalised, no control
+   characters; a name (and every look-alike of it) belongs to its first owner (a token id, or a local name); names
+   imitating ``ground-truth`` are reserved for the leaderboard's reference rows (the IDM ceiling), which only the
+   operator adds; a checkpoint (file or weights sha256) already submitted by another owner is refused.
+8. **Plausible values**: every string without control characters and within its length limit, frames/s and the
+   other runtime fields within plausible ranges (the bundle schema's bounds).
 
-Tiers: ``self-reported`` (the bundle alone passes 1-6); ``verified`` (videos included: each file's
-:func:`~worldmodels.hashing.sha256_array` equals its record's ``video_sha256`` and re-scoring them here with the
-suite's official IDM (:func:`~evaluation.evaluator.score_videos`) gives the submitted records exactly, seeds aside);
+Tiers: ``self-reported`` (the bundle alone passes 0-8; its predicted labels are a claim); ``verified`` (videos
+included: each file's :func:`~worldmodels.hashing.sha256_array` equals its record's ``video_sha256``, no video is the
+suite's ground truth or nearly so (:data:`COPY_PSNR_DB`), and re-scoring them here with the suite's official IDM
+(:func:`~evaluation.evaluator.score_videos`) gives the submitted records exactly, seeds aside);
 ``reproduced`` (the operator re-generated the suite here from the checkpoint named in the bundle, with the recorded
 seed and settings, and got identical videos and records). Nothing is stored for a rejected submission.
 """
@@ -28,6 +39,7 @@ import math
 import os
 import tempfile
 import threading
+import unicodedata
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,13 +55,22 @@ from evaluation.bundle import (
     parse_bundle,
     verify_metrics,
 )
-from leaderboard.store import DuplicateSubmission, OwnershipError, Store, SubmissionRecord, SuiteRecord
+from leaderboard.names import name_problem, reserved_lookalike
+from leaderboard.store import (
+    DuplicateSubmission,
+    OwnershipError,
+    Store,
+    SubmissionRecord,
+    SuiteRecord,
+    local_principal,
+    model_identities,
+)
 from worldmodels.errors import DataError, MissingFileError
 from worldmodels.hashing import sha256_json
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
 
+if TYPE_CHECKING:
     from evaluation.bundle import ItemRecord
     from evaluation.suites import Suite
 
@@ -59,6 +80,14 @@ RESERVED_MODEL_PREFIX = "ground-truth"
 MAX_STRING = 2000
 MAX_LISTED_PROBLEMS = 12
 RESCORE_CHUNK = 16
+MAX_BUNDLE_BYTES = 32 * 1024 * 1024
+"""Largest ``bundle.json`` read at all (the server's default body limit)."""
+JSON_SLACK_VALUES = 65_536
+"""JSON values allowed beyond a suite's need (commas inside free-text strings are counted too)."""
+COPY_PSNR_DB = 40.0
+"""A generated frame this close to its ground-truth frame (PSNR in dB, infinite for an exact copy) counts as a copy;
+a verified submission in which most frames are copies is refused. Models generate frames at 10-30 dB from the ground
+truth; 40 dB is what re-encoding the real frames leaves."""
 _INT64 = 2**63
 
 
@@ -113,6 +142,7 @@ def validate_submission(
     submitter: str | None = None,
     allow_reference: bool = False,
     reproduce: Reproduction | None = None,
+    owner: str | None = None,
 ) -> Accepted:
     """Check a submission against ``store``; returns :class:`Accepted` or raises :class:`SubmissionRejected`.
 
@@ -121,7 +151,8 @@ def validate_submission(
         store: the leaderboard store (suites, earlier submissions).
         videos_dir: directory the bundle's ``videos`` paths are relative to; with it the submission is re-scored
             (tier ``verified``). Default for a bundle directory: the directory itself if it has ``videos/``.
-        submitter: who submits; a model name already owned by someone else is refused.
+        submitter: who submits (display name); a model name already owned by someone else is refused.
+        owner: the owner key of ``submitter`` (a token's ``token:<id>``; default ``local:<submitter>``).
         allow_reference: accept the reserved reference model names (the operator's seed bundles).
         reproduce: re-generate the suite from this checkpoint here (tier ``reproduced``).
 
@@ -130,6 +161,8 @@ def validate_submission(
         MissingFileError: ``source`` is a path that does not exist.
     """
     raw, videos_dir = _read_source(source, videos_dir)
+    if not isinstance(raw, Mapping):
+        _check_budget(raw, store)
     data = _decode(raw)
     _check_versions(data)
     try:
@@ -145,14 +178,17 @@ def validate_submission(
     problems = _check_suite(bundle, suite, store)
     if suite is not None:
         problems += _check_items(bundle, suite)
-        problems += _check_numbers(bundle)
-    problems += _check_model(bundle, store, submitter, allow_reference)
+        problems += _check_truth(bundle, suite) if not problems else []
+        problems += _check_numbers(bundle) if not problems else []
+    if submitter is not None and owner is None:
+        owner = local_principal(submitter)
+    problems += _check_model(bundle, store, owner, allow_reference)
     if problems:
         _refuse_replay(store, digest)  # stored meanwhile by a concurrent submission: say replay, not "name taken"
         raise SubmissionRejected(problems)
     tier, videos = "self-reported", None
     if videos_dir is not None:
-        videos = _verify_videos(bundle, suite, Path(videos_dir))
+        videos = _verify_videos(bundle, suite, Path(videos_dir), allow_ground_truth=allow_reference)
         tier = "verified"
     if reproduce is not None:
         _reproduce(bundle, suite, reproduce)
@@ -168,11 +204,13 @@ def _refuse_replay(store: Store, digest: str) -> None:
                                  status=409)  # fmt: skip
 
 
-def store_submission(accepted: Accepted, store: Store, *, submitter: str) -> SubmissionRecord:
+def store_submission(accepted: Accepted, store: Store, *, submitter: str, owner: str | None = None,
+                     submitted_at: str | None = None) -> SubmissionRecord:  # fmt: skip
     """Store an accepted submission; a replay or ownership conflict that raced past validation is still refused."""
     try:
         return store.add_submission(
             accepted.bundle, tier=accepted.tier, submitter=submitter, kind=accepted.kind, videos=accepted.videos,
+            owner=owner, submitted_at=submitted_at,
         )  # fmt: skip
     except DuplicateSubmission as error:
         raise SubmissionRejected([str(error)], status=409) from None
@@ -188,12 +226,14 @@ def submit_local(
     videos_dir: str | Path | None = None,
     allow_reference: bool = False,
     reproduce: Reproduction | None = None,
+    owner: str | None = None,
+    submitted_at: str | None = None,
 ) -> SubmissionRecord:
-    """Validate and store in one call (what ``rlir leaderboard submit`` without ``--server`` and ``add`` do)."""
-    accepted = validate_submission(
-        source, store, videos_dir=videos_dir, submitter=submitter, allow_reference=allow_reference, reproduce=reproduce
-    )
-    return store_submission(accepted, store, submitter=submitter)
+    """Validate and store in one call (what ``rlir leaderboard submit`` without ``--server`` and ``add`` do, and
+    the server with the token's owner key)."""
+    accepted = validate_submission(source, store, videos_dir=videos_dir, submitter=submitter,
+                                   allow_reference=allow_reference, reproduce=reproduce, owner=owner)  # fmt: skip
+    return store_submission(accepted, store, submitter=submitter, owner=owner, submitted_at=submitted_at)
 
 
 def register_suite(store: Store, suite_source: str | Path, idm_source: str | Path, *,
@@ -216,10 +256,20 @@ def register_suite(store: Store, suite_source: str | Path, idm_source: str | Pat
         name=suite.name, version=suite.version, sha256=suite.sha256, domain=suite.domain,
         taxonomy=taxonomy_for(suite).name, idm_name=idm.name, idm_sha256=idm.sha256, item_ids=tuple(suite.item_ids),
         primary_metric=primary_metric, suite_source=_source_text(suite_source), idm_source=_source_text(idm_source),
+        gt_labels=suite_ground_truth_labels(suite),
     )  # fmt: skip
     _CACHE.put(("suite", record.suite_source, suite.sha256), suite)
     _CACHE.put(("idm", record.idm_source, idm.sha256), idm)
     return store.add_suite(record)
+
+
+def suite_ground_truth_labels(suite: Suite) -> list[list[list[int]]]:
+    """The labels every bundle of ``suite`` must carry as ``gt_labels``: the taxonomy's reading of each item's
+    target actions (what :func:`~evaluation.evaluator.score_item` writes), ``[items][frames][tasks]``."""
+    from evaluation.evaluator import target_actions, taxonomy_for
+
+    taxonomy = taxonomy_for(suite)
+    return [taxonomy.labels(target_actions(item, suite.domain)).tolist() for item in suite]
 
 
 def _source_text(source: str | Path) -> str:
@@ -240,7 +290,39 @@ def _read_source(source: Any, videos_dir: str | Path | None) -> tuple[Any, Path 
         path = path / "bundle.json"
     if not path.is_file():
         raise MissingFileError(f"result bundle {path} not found; `rlir eval --out DIR` writes DIR/bundle.json")
+    size = path.stat().st_size
+    if size > MAX_BUNDLE_BYTES:
+        raise SubmissionRejected([f"{path} has {size} bytes; a bundle.json holds at most {MAX_BUNDLE_BYTES}"], status=413)
     return path.read_bytes(), None if videos_dir is None else Path(videos_dir)
+
+
+def json_budget(suites: list[SuiteRecord]) -> tuple[int, int]:
+    """``(bytes, JSON values)`` the largest bundle of any of ``suites`` can need: per item, per frame, the gt and
+    predicted labels of every task and a PSNR and SSIM value, plus the per-item and aggregate fields, plus
+    :data:`JSON_SLACK_VALUES`. A label takes at most 24 bytes and a float 40 in indented JSON."""
+    values = bytes_ = 0
+    for suite in suites:
+        frames, tasks = suite.n_frames or 0, suite.n_tasks or 0
+        per_item = 2 * frames * tasks + 2 * frames + 2 * frames + 64
+        aggregate = 64 * (tasks + 4) + 4 * frames + 256
+        values = max(values, len(suite.item_ids) * per_item + aggregate)
+        bytes_ = max(bytes_, len(suite.item_ids) * (48 * frames * tasks + 160 * frames + 1024) + 80 * aggregate)
+    return bytes_ + 64 * JSON_SLACK_VALUES, values + JSON_SLACK_VALUES
+
+
+def _check_budget(raw: Any, store: Store) -> None:
+    """Refuse a body larger than any registered suite can need, before decoding it (``bytes.count`` allocates
+    nothing; every JSON value after the first of its container follows a comma)."""
+    suites = store.suites()
+    max_bytes, max_values = json_budget(suites)
+    data = raw if isinstance(raw, (bytes, bytearray)) else memoryview(raw).tobytes()
+    if len(data) > max_bytes:
+        raise SubmissionRejected([f"the bundle has {len(data)} bytes, more than a bundle of the registered suites can "
+                                  f"need ({max_bytes}); submit the bundle `rlir eval` wrote"], status=413)  # fmt: skip
+    values = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if values > max_values:
+        raise SubmissionRejected([f"the bundle holds about {values} JSON values, more than a bundle of the registered "
+                                  f"suites can need ({max_values}): label lists longer than the suite?"])  # fmt: skip
 
 
 def _reject_constant(name: str) -> Any:
@@ -292,6 +374,8 @@ def _check_values(data: Any, path: str = "") -> list[str]:
             problems.append(f"{where}: {value} is not a finite number")
         elif isinstance(value, str) and len(value) > MAX_STRING:
             problems.append(f"{where}: a string of {len(value)} characters (at most {MAX_STRING})")
+        elif isinstance(value, str) and (bad := _control_character(value)) is not None:
+            problems.append(f"{where}: control or format character {bad} in {ascii(value[:60])}; remove it")
         elif isinstance(value, dict):
             for key, child in value.items():
                 if len(key) > MAX_STRING:
@@ -299,11 +383,18 @@ def _check_values(data: Any, path: str = "") -> list[str]:
                 stack.append((f"{where}.{key[:40]}" if where else key[:40], child))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", child) for i, child in enumerate(value))
-    throughput = (data.get("metrics") or {}).get("throughput")
-    if isinstance(throughput, dict) and isinstance(throughput.get("frames_per_second"), (int, float)):
-        if not throughput["frames_per_second"] > 0:
-            problems.append(f"metrics.throughput.frames_per_second must be > 0, got {throughput['frames_per_second']}")
     return problems
+
+
+def _control_character(text: str) -> str | None:
+    """The first control / format / separator character of ``text`` as an escape (``\\x1b``), or None. Terminal
+    escapes, zero-width and bidi characters would let a stored string rewrite or hide what the views print."""
+    if text.isascii() and text.isprintable():
+        return None
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            return ascii(c)[1:-1]
+    return None
 
 
 # -- the checks ------------------------------------------------------------------------------------------------------
@@ -361,25 +452,53 @@ def _check_numbers(bundle: ResultBundle) -> list[str]:
     )
 
 
-def _check_model(bundle: ResultBundle, store: Store, submitter: str | None, allow_reference: bool) -> list[str]:
-    name = bundle.model.name
+def _check_truth(bundle: ResultBundle, suite: SuiteRecord) -> list[str]:
+    """Ground-truth labels (hence frame and task counts) as derived from the suite; predictions and per-frame video
+    metrics of the same length. Items are already known to be the suite's, in its order."""
+    if suite.gt_labels is None:
+        return [f"this leaderboard has no ground-truth labels of suite {suite.name!r} v{suite.version} (registered by an "
+                "older rlir); the operator re-runs `rlir leaderboard suite add` for it"]  # fmt: skip
+    frames, tasks = suite.n_frames, suite.n_tasks
     problems = []
-    if name.strip() != name or not name.strip():
-        problems.append(f"model name {name!r} must not be blank or start/end with spaces")
-    if not allow_reference and name.lower().startswith(RESERVED_MODEL_PREFIX):
-        problems.append(f"model names starting with {RESERVED_MODEL_PREFIX!r} are reserved for the leaderboard's "
-                        "reference rows; choose another name")  # fmt: skip
-    owner = store.model_owner(name)
-    if submitter is not None and owner is not None and owner != submitter:
-        problems.append(f"model name {name!r} belongs to submitter {owner!r}; submit under your own model name")
+    for item, truth in zip(bundle.items, suite.gt_labels, strict=True):
+        where = f"item {item.id[:60]!r}"
+        if item.gt_labels != truth:
+            shape = f"{len(item.gt_labels)} frames" + (f" x {len(item.gt_labels[0])}" if item.gt_labels else "")
+            problems.append(f"{where}: gt_labels ({shape}) differ from the suite's ground truth ({frames} frames x "
+                            f"{tasks} tasks, derived from its actions); submit what `rlir eval` wrote")  # fmt: skip
+        elif len(item.pred_labels) != frames or any(len(row) != tasks for row in item.pred_labels):
+            problems.append(f"{where}: pred_labels must be {frames} frames x {tasks} tasks like the suite's")
+        for name in ("psnr", "ssim"):
+            values = getattr(item, name)
+            if values is not None and len(values) != frames:
+                problems.append(f"{where}: {name} has {len(values)} values, the suite has {frames} frames per item")
+        if len(problems) >= MAX_LISTED_PROBLEMS:
+            break
+    return problems[:MAX_LISTED_PROBLEMS]
+
+
+def _check_model(bundle: ResultBundle, store: Store, owner: str | None, allow_reference: bool) -> list[str]:
+    name = bundle.model.name
+    problem = name_problem(name)
+    if problem is not None and not (allow_reference and name == CEILING_MODEL_NAME):
+        return [problem]
+    problems = []
+    reserved = reserved_lookalike(name)
+    if reserved is not None and not allow_reference:
+        problems.append(f"model names like {reserved!r} are reserved for the leaderboard's reference rows; choose "
+                        "another name")  # fmt: skip
+    if owner is not None:
+        problems += store.ownership_conflicts(name, model_identities(bundle.model), owner)
     return problems
 
 
 # -- verified: videos re-scored here ---------------------------------------------------------------------------------
 
 
-def _verify_videos(bundle: ResultBundle, suite: SuiteRecord, directory: Path) -> dict[str, Path]:
+def _verify_videos(bundle: ResultBundle, suite: SuiteRecord, directory: Path, *,
+                   allow_ground_truth: bool = False) -> dict[str, Path]:  # fmt: skip
     from evaluation.bundle import load_video
+    from evaluation.metrics.video import psnr_per_frame
     from worldmodels.hashing import sha256_array
 
     if bundle.videos is None:
@@ -395,6 +514,7 @@ def _verify_videos(bundle: ResultBundle, suite: SuiteRecord, directory: Path) ->
     h, w = loaded_suite.frame_size
     shape = (loaded_suite.n_frames, h, w, 3)
     files: dict[str, Path] = {}
+    copied_frames = 0
     for start in range(0, len(bundle.items), RESCORE_CHUNK):
         chunk = bundle.items[start : start + RESCORE_CHUNK]
         videos: list[tuple[str, np.ndarray]] = []
@@ -417,9 +537,22 @@ def _verify_videos(bundle: ResultBundle, suite: SuiteRecord, directory: Path) ->
                 files[item.id] = path
         if problems:
             raise SubmissionRejected(problems[:MAX_LISTED_PROBLEMS])
+        if loaded_suite.has_ground_truth and not allow_ground_truth:
+            for item_id, frames in videos:
+                truth = loaded_suite[loaded_suite.index_of(item_id)].ground_truth
+                if np.array_equal(frames, truth):
+                    problems.append(f"item {item_id!r}: the video is the suite's ground truth, not a model's output")
+                copied_frames += int((psnr_per_frame(frames[None], truth[None])[0] >= COPY_PSNR_DB).sum())
+            if problems:
+                raise SubmissionRejected(problems[:MAX_LISTED_PROBLEMS])
         problems += _compare_records(chunk, _rescore(videos, loaded_suite, idm, chunk), ignore_seed=True)
         if problems:
             raise SubmissionRejected(problems[:MAX_LISTED_PROBLEMS])
+    total_frames = len(bundle.items) * loaded_suite.n_frames
+    if 2 * copied_frames > total_frames:
+        raise SubmissionRejected([f"{copied_frames} of {total_frames} frames are within {COPY_PSNR_DB:g} dB PSNR of the "
+                                  "suite's ground truth: these videos are (re-encoded) ground truth, not a model's "
+                                  "output"])  # fmt: skip
     return files
 
 
@@ -474,17 +607,23 @@ def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> 
     from evaluation.evaluator import EvalSettings, evaluate
     from worldmodels.registry import load_world_model, resolve_checkpoint_path, sha256_file
 
-    pinned = bundle.model.checkpoint_sha256
-    if pinned is None:
-        raise SubmissionRejected(["the bundle's model has no checkpoint_sha256, so it cannot be reproduced"])
+    from worldmodels.weights import tensors_sha256
+
+    pinned, pinned_weights = bundle.model.checkpoint_sha256, bundle.model.weights_sha256
+    if pinned is None and pinned_weights is None:
+        raise SubmissionRejected(["the bundle's model has no checkpoint_sha256 or weights_sha256, so it cannot be "
+                                  "reproduced"])  # fmt: skip
     path = resolve_checkpoint_path(spec.checkpoint)
     if path is None:
         raise SubmissionRejected([f"checkpoint {spec.checkpoint!r} not found (a registered model name or a file)"])
-    if sha256_file(path) != pinned:
+    if pinned_weights is None and sha256_file(path) != pinned:  # identity by the file when that is all we know
         raise SubmissionRejected([f"checkpoint {path} has sha256 {sha256_file(path)}, the bundle pins {pinned}"])
     loaded_suite, idm = _load_scoring(suite)
     options = {k: v for k, v in (("config", spec.config), ("vae_config", spec.vae_config)) if v is not None}
     model = load_world_model(spec.checkpoint, device=spec.device, **options)
+    if pinned_weights is not None and tensors_sha256(model.state_dict()) != pinned_weights:
+        raise SubmissionRejected([f"the weights loaded from {path} have content hash {tensors_sha256(model.state_dict())}"
+                                  f", the bundle pins {pinned_weights}"])  # fmt: skip
     run = bundle.runtime
     settings = EvalSettings(
         num_envs=max(1, run.num_envs), seed=run.seed, decoding=run.decoding, window=run.window,

@@ -25,7 +25,8 @@ _register(
     kwargs={"checkpoint": "mineworld-300m-16f"},
 )
 # The real game, as ground truth; Crafter's own `length` truncates episodes.
-_register("RLIR-CrafterReal-v0", entry_point="rlir_env.crafter.env:CrafterEnv")
+_register("RLIR-CrafterReal-v0", entry_point="rlir_env.crafter.env:CrafterEnv",
+          vector_entry_point="rlir_env.crafter.env:CrafterVectorEnv")
 # A next-frame diffusion world model: pass checkpoint=<an NFD .safetensors from `rlir train nfd`> (no default).
 _register("RLIR-NFD-v0", entry_point=_WORLD_MODEL_ENV, vector_entry_point=_WORLD_MODEL_VECTOR_ENV)
 # The Crafter world model with Crafter's reward and death predicted from frames (rlir_env/dream/env.py explains the

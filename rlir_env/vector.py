@@ -79,8 +79,16 @@ class WorldModelVectorEnv(VectorEnv):
     ):
         if num_envs < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs}")
-        if (model is None) == (checkpoint is None):
+        if model is not None and checkpoint is not None:
             raise ConfigError("pass exactly one of checkpoint= (a registry name or a path) or model= (a built model)")
+        if model is None and checkpoint is None:  # e.g. gym.make("RLIR-NFD-v0"), which has no default model
+            from worldmodels.registry import REGISTRY
+
+            raise ConfigError(
+                "no world model given: pass checkpoint= (a registered name: " + ", ".join(sorted(REGISTRY)) + "; or "
+                "a checkpoint file, e.g. the .safetensors `rlir train nfd` writes) or model= (a built WorldModel), "
+                "e.g. gym.make('RLIR-NFD-v0', checkpoint='crafter-nfd')"
+            )
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.autoreset_mode = AutoresetMode(autoreset_mode)

@@ -148,6 +148,18 @@ def test_demo_command_on_a_small_suite(tmp_path, suite):
     ceiling = load_bundle(tmp_path / "out" / "ground-truth")
     assert [r.id for r in bundle.items] == small.item_ids == [r.id for r in ceiling.items]
     assert bundle.metrics.psnr is not None and bundle.metrics.throughput.frames_per_second > 0
+    # the documented way to submit your own run of a bundled model: your own name; the bundled weights are public
+    db = str(tmp_path / "lb.db")
+    assert main(["leaderboard", "suite", "add", str(tmp_path / "suite"), "--idm", "crafter-idm-heldout", "--db", db]) == 0
+    assert main(["leaderboard", "submit", str(tmp_path / "out" / CRAFTER_MODEL_NAME), "--db", db]) == 2  # seeded name
+    assert main(["demo", "--suite", str(tmp_path / "suite"), "--out", str(tmp_path / "mine"), "--num-envs", "4",
+                 "--model-name", "alice-crafter", "--no-leaderboard"]) == 0  # fmt: skip
+    assert main(["leaderboard", "submit", str(tmp_path / "mine" / "alice-crafter"), "--db", db,
+                 "--submitter", "alice"]) == 0  # fmt: skip
+    from leaderboard.store import Store
+
+    rows = {s.model_name: s for s in Store(db).submissions()}
+    assert rows["alice-crafter"].tier == "verified" and rows[CRAFTER_MODEL_NAME].submitter == "rlir"
 
 
 def test_bundled_nfd_env_checks():

@@ -134,6 +134,23 @@ def test_resume_after_a_crash_gives_the_same_numbers(setup, reference, tmp_path)
         reference.metrics.model_dump(exclude={"throughput"})  # fmt: skip
 
 
+def test_resumed_runs_count_every_part_and_a_finished_run_is_left_alone(setup, reference, tmp_path):
+    """frames/s of a resumed run covered only the resumed part; re-running a finished directory rewrote its bundle
+    with throughput None; resuming with another number of envs was refused though frames do not depend on it."""
+    out = tmp_path / "parts"
+    assert run(setup, out, stop_after=2) is None  # the first batch of 3 generated clip_0..2, two records written
+    assert json.loads((out / ".throughput-rank0.json").read_text())["frames"] == 3 * 5
+    resumed = run(setup, out, settings=EvalSettings(num_envs=2, seed=5, video_metrics=True))  # another num_envs
+    stats = json.loads((out / ".throughput-rank0.json").read_text())
+    assert stats["frames"] == 3 * 5 + 2 * 5  # clip_2 and clip_3 in one batch of 2
+    assert resumed.metrics.throughput.frames_per_second == pytest.approx(stats["frames"] / stats["seconds"])
+    assert resumed.items == reference.items
+    written = (out / "bundle.json").read_bytes()
+    again = run(setup, out, settings=EvalSettings(num_envs=4, seed=5, video_metrics=True))
+    assert (out / "bundle.json").read_bytes() == written and again == resumed
+    assert again.metrics.throughput is not None
+
+
 def test_score_videos_rescores_generated_frames(setup, reference):
     from evaluation.bundle import load_video
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evaluation.bundle import parse_bundle
 from leaderboard.ranking import BAND_RULE, leaderboards
 from leaderboard.render import HTML_CSP, render_html
 from leaderboard.store import Store
@@ -49,7 +50,10 @@ def site(tmp_path_factory):
     suite = store.add_suite(crafter_suite_record())
     for seed, (name, accuracy, fps, parameters) in enumerate(MODELS):
         bundle = synthetic_bundle(suite, name, accuracy=accuracy, seed=seed, fps=fps, parameters=parameters)
-        submit_local(json.dumps(bundle).encode(), store, submitter="<b>bold</b>")
+        if name in HOSTILE:  # refused by validation today; stored straight, as a row from before names were checked
+            store.add_submission(parse_bundle(bundle), tier="self-reported", submitter="<b>bold</b>")
+        else:
+            submit_local(json.dumps(bundle).encode(), store, submitter="bold")
     ceiling = synthetic_bundle(suite, CEILING_MODEL_NAME, accuracy=0.97, seed=99, fps=None)
     submit_local(json.dumps(ceiling).encode(), store, submitter="rlir", allow_reference=True)
     boards = leaderboards(store)

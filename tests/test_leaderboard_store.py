@@ -87,9 +87,12 @@ def shared_world(tmp_path_factory) -> World:
 
 
 def variant(source: Path, out: Path, edit=None, **model) -> Path:
-    """A copy of ``source``'s bundle.json in ``out`` with ``model`` fields replaced and ``edit(dict)`` applied;
-    what ``rlir eval --model-name NAME`` would have written for the same run. Returns ``out``."""
+    """A copy of ``source``'s bundle.json in ``out`` with ``model`` fields replaced and ``edit(dict)`` applied.
+    A new ``name`` without a ``checkpoint_sha256`` gets a checkpoint sha256 of its own (another model, since a
+    checkpoint belongs to one owner). Returns ``out``."""
     data = json.loads(((source / "bundle.json") if source.is_dir() else source).read_text())
+    if "name" in model and "checkpoint_sha256" not in model and data["model"]["checkpoint_sha256"] is not None:
+        model["checkpoint_sha256"] = sha256_json(["checkpoint of", model["name"]])
     data["model"].update(model)
     if edit is not None:
         edit(data)
@@ -116,7 +119,7 @@ def synthetic_bundle(suite: SuiteRecord, name: str, *, accuracy: float, seed: in
     sizes = np.array([5, 2, 2, 5, 7])  # the Crafter taxonomy's tasks: movement, do, sleep, place, make
     items = []
     for k, item_id in enumerate(suite.item_ids):
-        gt = rng.integers(0, sizes, size=(10, 5))
+        gt = np.array(suite.gt_labels[k])
         wrong = rng.random((10, 5)) > accuracy
         pred = np.where(wrong, (gt + 1) % sizes, gt)
         items.append(ItemRecord(id=item_id, seed=k, gt_labels=gt.tolist(), pred_labels=pred.tolist(),
@@ -134,9 +137,12 @@ def synthetic_bundle(suite: SuiteRecord, name: str, *, accuracy: float, seed: in
 
 
 def crafter_suite_record(n_items: int = 12) -> SuiteRecord:
+    """A registered-suite record without suite data: 10 frames per item, ground-truth labels drawn once."""
+    sizes = np.array([5, 2, 2, 5, 7])
+    labels = np.random.default_rng(1234).integers(0, sizes, size=(n_items, 10, 5)).tolist()
     return SuiteRecord(name="crafter-test", version=1, sha256="a" * 64, domain="crafter", taxonomy="crafter",
                        idm_name="crafter-idm-test", idm_sha256="b" * 64,
-                       item_ids=tuple(f"seed-{i:03d}" for i in range(n_items)))  # fmt: skip
+                       item_ids=tuple(f"seed-{i:03d}" for i in range(n_items)), gt_labels=labels)  # fmt: skip
 
 
 # -- fixtures ------------------------------------------------------------------------------------------------------
@@ -176,17 +182,41 @@ def test_fresh_store_is_wal_full_sync_and_latest_schema(tmp_path):
     assert store.integrity_check() == "ok"
 
 
-def test_migration_from_v1_keeps_entries(tmp_path, world):
-    old = Store(tmp_path / "lb.db", migrate_to=1)
-    assert old.schema_version == 1
+def test_migration_from_v2_keeps_entries_and_moves_ownership_to_principals(tmp_path, world):
+    """A v2 database (written here with the v2 schema's own SQL) migrates: its models get owner keys (the token of
+    that name when exactly one existed before the model, else the local name, so a token named like the seeder
+    made later gets nothing), and its suite needs re-registering before bundles are checked against ground truth."""
+    old = Store(tmp_path / "lb.db", migrate_to=2)
+    assert old.schema_version == 2
+    suite = register_suite(Store(tmp_path / "reference.db"), world.suite_dir, world.idm_weights)
     with sqlite3.connect(old.path) as conn:
-        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'tokens'").fetchone() is None
-    register_suite(old, world.suite_dir, world.idm_weights)
-    stored = submit_local(world.bundles[0] / "bundle.json", old, submitter="alice")
+        conn.execute(
+            "INSERT INTO suites (name, version, sha256, domain, taxonomy, idm_name, idm_sha256, primary_metric, "
+            "item_ids, suite_source, idm_source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (suite.name, suite.version, suite.sha256, suite.domain, suite.taxonomy, suite.idm_name, suite.idm_sha256,
+             suite.primary_metric, json.dumps(list(suite.item_ids)), suite.suite_source, suite.idm_source,
+             "2026-01-01T00:00:00+00:00"),
+        )  # fmt: skip
+        token = "INSERT INTO tokens (name, salt, digest, created_at) VALUES (?, x'00', x'00', ?)"
+        model = ("INSERT INTO models (name, version, checkpoint_sha256, parameters, description, kind, owner, added_at) "
+                 "VALUES (?, '', NULL, NULL, '', 'model', ?, ?)")  # fmt: skip
+        conn.execute(token, ("alice", "2026-01-01T00:00:00+00:00"))
+        conn.execute(model, ("tiny", "alice", "2026-01-02T00:00:00+00:00"))
+        conn.execute(model, ("crafter-x", "rlir", "2026-01-02T00:00:00+00:00"))
+        conn.execute(token, ("rlir", "2026-01-03T00:00:00+00:00"))  # the attack: a token named like the seeder
     migrated = Store(tmp_path / "lb.db")
     assert migrated.schema_version == SCHEMA_VERSION
-    assert migrated.submission(stored.id) == stored
-    assert migrated.verify_token(migrated.create_token("alice")).name == "alice"
+    with sqlite3.connect(migrated.path) as conn:
+        owners = dict(conn.execute("SELECT name, owner_key FROM models"))
+    assert owners == {"tiny": "token:1", "crafter-x": "local:rlir"}
+    assert migrated.suite(suite.name).gt_labels is None
+    with pytest.raises(SubmissionRejected, match="re-runs `rlir leaderboard suite add`"):
+        validate_submission(world.bundles[0] / "bundle.json", migrated, submitter="bob")
+    assert register_suite(migrated, world.suite_dir, world.idm_weights).gt_labels == suite.gt_labels
+    with pytest.raises(SubmissionRejected, match="'tiny' belongs to submitter 'alice'"):
+        submit_local(world.bundles[0] / "bundle.json", migrated, submitter="alice", owner="token:2")
+    stored = submit_local(world.bundles[0] / "bundle.json", migrated, submitter="alice", owner="token:1")
+    assert migrated.submission(stored.id).model_name == "tiny"
     with sqlite3.connect(old.path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ConfigError, match="newer than this rlir"):
@@ -360,7 +390,8 @@ def test_ranking_recomputes_from_items_and_keeps_latest_per_model_version(store,
     b0, b1 = load_bundle(world.bundles[0]), load_bundle(world.bundles[1])
     first = submit_local(world.bundles[0] / "bundle.json", store, submitter="alice")
     latest = submit_local(world.bundles[1] / "bundle.json", store, submitter="alice")  # same model and checkpoint
-    other = submit_local(variant(world.bundles[0], tmp_path / "o", name="other"), store, submitter="bob")
+    other = submit_local(variant(world.bundles[0], tmp_path / "o", name="other", checkpoint_sha256="c" * 64), store,
+                         submitter="bob")  # fmt: skip
     ceiling = submit_local(variant(world.bundles[1], tmp_path / "c", name=CEILING_MODEL_NAME, checkpoint_sha256=None),
                            store, submitter="rlir", allow_reference=True)  # fmt: skip
     # stored numbers are not trusted: a bundle written straight into the store with a forged value ranks with the
@@ -405,7 +436,7 @@ def test_evaluator_versions_are_never_ranked_together(store, world):
 def test_tokens_are_stored_salted_and_checked(tmp_path):
     store = Store(tmp_path / "lb.db")
     token = store.create_token("alice")
-    second = store.create_token("alice")
+    second = store.create_token("bob")
     assert token != second and token.startswith("rlir_")
     assert store.verify_token(token).name == "alice"
     secret = token.split("_", 2)[2]
@@ -419,27 +450,34 @@ def test_tokens_are_stored_salted_and_checked(tmp_path):
     assert len({r[0] for r in rows}) == 2 and all(secret.encode() not in r[0] + r[1] for r in rows)
     assert secret.encode() not in store.path.read_bytes()
     store.revoke_token(int(token.split("_")[1]))
-    assert store.verify_token(token) is None and store.verify_token(second).name == "alice"
+    assert store.verify_token(token) is None and store.verify_token(second).name == "bob"
     with pytest.raises(ConfigError, match="token name"):
         store.create_token("   ")
 
 
 # -- text views and the CLI ----------------------------------------------------------------------------------------
 
-HOSTILE = ["<script>alert(1)</script>", '"; DROP TABLE submissions; --', "[bold red]x[/] | **y**"]
+HOSTILE = ["<script>alert(1)</script>", '"; DROP TABLE submissions; --', "[bold red]x[/] | **y**",
+           "evil\x1b]0;owned\x07\x1b[2J", "zero\u200bwidth"]  # fmt: skip
 
 
-def test_markdown_json_and_terminal_views_escape_submitted_strings(store, world, tmp_path):
+def test_hostile_names_are_refused_and_views_escape_what_is_stored_anyway(store, world, tmp_path):
+    """Validation refuses every hostile name; rows stored before names were checked (written straight into the
+    store here) are still printed escaped: no markup, no HTML, no terminal escape reaches the output raw."""
     from rich.console import Console
 
     from leaderboard.render import print_terminal, render_json, render_markdown
 
     for i, name in enumerate(HOSTILE):
-        submit_local(variant(world.bundles[i % 2], tmp_path / str(i), name=name), store, submitter=f"user{i}")
+        with pytest.raises(SubmissionRejected, match="may only use ASCII letters|control or format character"):
+            submit_local(variant(world.bundles[i % 2], tmp_path / str(i), name=name), store, submitter=f"user{i}")
+        bundle = load_bundle(world.bundles[i % 2]).model_copy(update={"model": ModelInfo(name=name)})
+        store.add_submission(bundle.model_copy(update={"created_at": f"2026-01-0{i + 1}T00:00:00+00:00"}),
+                             tier="self-reported", submitter=f"user{i}")  # fmt: skip
     boards = leaderboards(store)
     document = json.loads(render_json(boards))
-    assert sorted(r["model"] for r in document["boards"][0]["rows"]) == sorted(HOSTILE)
-    assert _count(store)[0] == 3  # the SQL-looking name is data
+    assert sorted(r["model"] for r in document["boards"][0]["rows"]) == sorted(HOSTILE)  # JSON keeps the data
+    assert _count(store)[0] == len(HOSTILE)  # the SQL-looking name is data
     markdown = render_markdown(boards)
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
     header = next(line for line in markdown.splitlines() if line.startswith("| band"))
@@ -451,6 +489,10 @@ def test_markdown_json_and_terminal_views_escape_submitted_strings(store, world,
     print_terminal(boards, console)
     text = console.export_text()
     assert "[bold red]x[/] | **y**" in text and "<script>alert(1)</script>" in text
+    for output in (text, markdown):
+        assert "\x1b" not in output and "\x07" not in output and "\u200b" not in output
+    assert "\\x1b]0;owned" in text and "zero\\u200bwidth" in text  # shown as escapes
+    assert "x1b\\]0;owned" in markdown and "u200bwidth" in markdown
 
 
 def test_cli_suite_add_add_show_export_token(world, tmp_path, capsys):
@@ -502,6 +544,10 @@ def test_seed_store_registers_suite_and_ceiling_idempotently(world, tmp_path):
     store = Store(tmp_path / "seed.db")
     report = seed_if_empty(store, bundles_dir=bundles, suite=str(world.suite_dir), idm=str(world.idm_weights))
     assert report.suite.name == "tiny-mc" and len(report.added) == 2 and not report.notes
+    # seeded rows are dated by their bundles, not by the moment this database was seeded
+    assert [store.submission(i).submitted_at for i in report.added] == [
+        json.loads((bundles / name).read_text())["created_at"] for name in ("ceiling.json", "tiny.json")
+    ]
     assert seed_if_empty(store, bundles_dir=bundles) is None  # not empty any more
     again = seed_store(store, bundles_dir=bundles, suite=str(world.suite_dir), idm=str(world.idm_weights))
     assert again.added == [] and again.already_present == ["ceiling.json", "tiny.json"]

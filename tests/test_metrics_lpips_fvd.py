@@ -118,8 +118,9 @@ def test_lpips_file_errors(lpips_files, tmp_path):
     with pytest.raises(CheckpointError, match=r"\(1, 64, 1, 1\)"):
         LPIPSAlex.from_files(backbone, tmp_path / "shape.pth")
     torch.save({"lin0.model.1.weight": Opaque()}, tmp_path / "code.pth")
-    with pytest.raises(UnsafePickleError):
+    with pytest.raises(UnsafePickleError, match=r"references the global [\w.]*Opaque") as refused:
         LPIPSAlex.from_files(backbone, tmp_path / "code.pth")
+    assert "weights_only" not in str(refused.value)  # never torch's advice to load it unsafely
 
 
 # ---------------------------------------------------------------------------------------------------------------

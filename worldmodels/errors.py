@@ -45,3 +45,19 @@ class NumericalError(RlirError, ValueError):
 
 class MissingFileError(RlirError, FileNotFoundError):
     """A required file is missing; the message says which file to put where."""
+
+
+def refused_pickle_reason(message: str) -> str:
+    """What ``torch.load(weights_only=True)`` refused, from its error message: ``"the global os.system"`` when it
+    names one, else a short reason. torch's message also advises re-running with ``weights_only=False``, which
+    would run the file's code; our errors quote only this part, never that advice."""
+    import re
+
+    found = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"Unsupported global: ([\w.]+)", message)
+    if found:
+        return f"the global {found.group(1)}"
+    reason = message.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
+    reason = re.sub(r"\s+", " ", reason)[:200]
+    return f"something the safe loader refuses ({reason})" if reason and "weights_only" not in reason else (
+        "something other than tensors and plain containers")
+

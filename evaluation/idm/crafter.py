@@ -265,7 +265,7 @@ class CrafterIDM(nn.Module):
 
         Returns the file's sha256, which also becomes :attr:`sha256`.
         """
-        from safetensors.torch import save_file
+        from worldmodels.weights import save_safetensors_file
 
         path = Path(path)
         metadata = {
@@ -277,8 +277,7 @@ class CrafterIDM(nn.Module):
         }
         state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.state_dict().items()}
         with atomic_output(path) as tmp:
-            save_file(state, str(tmp), metadata=metadata)
-            tmp.chmod(0o644)  # safetensors creates files readable by their owner only
+            save_safetensors_file(state, tmp, metadata)
         self.sha256 = sha256_file(path)
         return self.sha256
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluation.metrics.video import as_video_pair, summarize_per_frame
-from worldmodels.errors import CheckpointError, FrameError, MissingFileError, UnsafePickleError
+from worldmodels.errors import CheckpointError, FrameError, MissingFileError, UnsafePickleError, refused_pickle_reason
 
 BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
 LINEAR_FILE = "alex.pth"
@@ -60,7 +60,8 @@ def _load_state(path: str | Path, what: str, source: str) -> dict[str, torch.Ten
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:  # weights_only refuses pickles that reference code
-        raise UnsafePickleError(f"{path} is not a plain tensor state dict (it references code): {error}") from None
+        raise UnsafePickleError(f"{path} is not a plain tensor state dict: it references {refused_pickle_reason(str(error))}, "
+                                "which could run code; use the official weights file") from None
     except Exception as error:
         raise CheckpointError(f"cannot read {path} as a torch state dict ({what}): {error}") from None
     if not isinstance(state, dict):

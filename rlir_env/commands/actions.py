@@ -34,11 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _each(args: argparse.Namespace, convert) -> int:
     name = "<stdin>" if args.input == "-" else args.input
+    converted = []
     for number, value in iter_input_jsonl(args.input):
         try:
-            write_jsonl_line(convert(value), sys.stdout)
+            converted.append(convert(value))
         except ActionError as error:
             raise ActionError(f"{name}:{number}: {error}") from None
+    for value in converted:  # only once every line is valid: a failed run prints nothing
+        write_jsonl_line(value, sys.stdout)
     return 0
 
 

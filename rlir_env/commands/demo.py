@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score it with the held-out IDM next to the ground-truth ceiling, write the bundles, show the leaderboard.",
     )
     parser.add_argument("--model", default="crafter-mineworld", help="registered model name or checkpoint path")
+    parser.add_argument("--model-name", help="name recorded in the bundle (default: the model argument); the bundled "
+                        "models' names belong to the leaderboard's seed rows, so submit your run under your own name")
     parser.add_argument("--suite", default="crafter-af-v1")
     parser.add_argument("--idm", default="crafter-idm-heldout", help="the IDM every reported score uses")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"where the bundles go (default {DEFAULT_OUT})")
@@ -51,10 +53,10 @@ def _demo(args: argparse.Namespace) -> int:
     model = load_world_model(args.model)
     idm = load_idm(args.idm)
     console.print(f"{suite.name}: {len(suite)} clips of {suite.n_frames} frames; model {args.model}; IDM {idm.name}")
-    info = model_info_for(model, args.model, resolve_checkpoint_path(args.model))
+    info = model_info_for(model, args.model_name or args.model, resolve_checkpoint_path(args.model))
     settings = EvalSettings(num_envs=args.num_envs, seed=args.seed)
     # a checkpoint path as --model names its bundle folder by the file's stem, never by the path itself
-    folder = out / (Path(args.model).stem if Path(args.model).suffix else info.name)
+    folder = out / (args.model_name or (Path(args.model).stem if Path(args.model).suffix else info.name))
     bundle = evaluate(model, suite, idm, folder, model_info=info, settings=settings, resume=False)
     ceiling = evaluate_ground_truth(suite, idm, out / "ground-truth")
     print_bundle_summary(bundle, console, ceiling=ceiling)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.errors import ConfigError, DataError
+from worldmodels.errors import ActionError, ConfigError, DataError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,15 +39,24 @@ def read_action_script(path: str | Path, domain: str) -> np.ndarray:
     from worldmodels.actions import crafter, get_domain, minecraft
     from worldmodels.data.jsonl import read_jsonl
 
-    rows = read_jsonl(path) if domain == "minecraft" else _read_crafter_lines(path)
+    # read_jsonl refuses blank lines, so its row k is line k
+    rows = list(enumerate(read_jsonl(path), start=1)) if domain == "minecraft" else _read_crafter_lines(path)
     if not rows:
         raise DataError(f"action script {path} is empty")
-    if domain == "minecraft":
-        return minecraft.to_compact([minecraft.validate_env_action(row) for row in rows])
-    return get_domain("crafter").validate([crafter.action_index(r) if isinstance(r, str) else r for r in rows])
+    actions = []
+    for number, row in rows:
+        try:
+            if domain == "minecraft":
+                actions.append(minecraft.validate_env_action(row))
+            else:
+                actions.append(get_domain("crafter").validate(crafter.action_index(row) if isinstance(row, str) else row))
+        except ActionError as error:
+            raise ActionError(f"{path}:{number}: {error}") from None
+    return minecraft.to_compact(actions) if domain == "minecraft" else np.stack(actions)
 
 
-def _read_crafter_lines(path: str | Path) -> list[Any]:
+def _read_crafter_lines(path: str | Path) -> list[tuple[int, Any]]:
+    """``(line number, action name or id)`` of every non-blank line."""
     import json
 
     rows = []
@@ -62,7 +71,7 @@ def _read_crafter_lines(path: str | Path) -> list[Any]:
             value = value.get("action")
         if not isinstance(value, (int, str)):
             raise DataError(f'{path}:{number}: expected an action name, an id, or {{"action": ...}}, got {line.strip()!r}')
-        rows.append(value)
+        rows.append((number, value))
     return rows
 
 

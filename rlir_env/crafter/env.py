@@ -212,6 +212,26 @@ class _OrderedChunksWorld(crafter_engine.World):
         self._chunks = collections.defaultdict(_InsertionOrderedSet)
 
 
+class CrafterVectorEnv(gym.vector.SyncVectorEnv):
+    """``num_envs`` :class:`CrafterEnv` stepped in turn (the vector env of ``RLIR-CrafterReal-v0``), which checks
+    that a step gets exactly one action per env before any env moves (Gymnasium's ``SyncVectorEnv`` would fail
+    inside its loop, or silently ignore extra actions)."""
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        num_envs = _positive_int(num_envs, "num_envs")
+        super().__init__([lambda: CrafterEnv(**kwargs) for _ in range(num_envs)])
+
+    def step(self, actions: Any):
+        array = np.asarray(actions)
+        if array.shape != (self.num_envs,):
+            raise ActionError(
+                f"RLIR-CrafterReal-v0 with {self.num_envs} envs takes {self.num_envs} actions (shape ({self.num_envs},)), "
+                f"got shape {array.shape}: {np.array2string(array.reshape(-1)[:8], separator=', ')}"
+            )
+        crafter_actions.validate_compact(array)  # every action checked before any env steps
+        return super().step(array)
+
+
 def _action_index(action: Any) -> int:
     array = np.asarray(action)
     if array.shape != () or array.dtype.kind not in "iuf":  # not bool, str or object

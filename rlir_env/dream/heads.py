@@ -268,7 +268,7 @@ class CrafterHeads(nn.Module):
 
     def save(self, path: str | Path, *, summary: Mapping[str, Any] | None = None) -> str:
         """Write weights, config, thresholds and ``summary`` (JSON) as safetensors; returns the file's sha256."""
-        from safetensors.torch import save_file
+        from worldmodels.weights import save_safetensors_file
 
         if summary is not None:
             self.summary = dict(summary)
@@ -287,7 +287,7 @@ class CrafterHeads(nn.Module):
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(path) as tmp:
-            save_file(state, str(tmp), metadata=metadata)
+            save_safetensors_file(state, tmp, metadata)
         self.sha256 = sha256_file(path)
         return self.sha256
 

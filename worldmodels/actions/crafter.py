@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 from numpy.typing import ArrayLike
 
+from worldmodels.actions.common import require_integers
 from worldmodels.errors import ActionError
 
 ACTION_NAMES: tuple[str, ...] = (
@@ -31,11 +32,7 @@ ACTION_VOCAB_SIZE = N_ACTIONS + 2
 
 def validate_compact(compact: ArrayLike) -> np.ndarray:
     """Check Crafter actions (any shape of integers in ``[0, 17)``) and return them as ``int64``."""
-    array = np.asarray(compact)
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if array.dtype.kind not in "fb" or not np.all(np.mod(array, 1) == 0):
-            raise ActionError(f"Crafter actions must be integers in [0, {N_ACTIONS}), got dtype {array.dtype}")
-    array = array.astype(np.int64)
+    array = require_integers(np.asarray(compact), "Crafter actions")
     bad = (array < 0) | (array >= N_ACTIONS)
     if bad.any():
         raise ActionError(

@@ -38,6 +38,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from worldmodels.actions.camera import MINEWORLD_CAMERA
+from worldmodels.actions.common import require_integers
 from worldmodels.errors import ActionError
 
 HOTBAR_KEYS: tuple[str, ...] = tuple(f"hotbar.{i}" for i in range(1, 10))
@@ -214,10 +215,7 @@ def validate_compact(compact: ArrayLike) -> np.ndarray:
     array = np.asarray(compact)
     if array.ndim == 0 or array.shape[-1] != len(COMPACT_NVEC):
         raise ActionError(f"compact Minecraft actions need a trailing dimension of 9, got shape {array.shape}")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        if array.dtype.kind not in "fb" or not np.all(np.mod(array, 1) == 0):
-            raise ActionError(f"compact Minecraft actions must be integers, got dtype {array.dtype}")
-    array = array.astype(np.int64)
+    array = require_integers(array, "compact Minecraft actions")
     bad = (array < 0) | (array >= np.asarray(COMPACT_NVEC))
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])

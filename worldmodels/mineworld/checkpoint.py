@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from worldmodels.errors import CheckpointError, ConfigError, MissingFileError, UnsafePickleError
+from worldmodels.errors import CheckpointError, ConfigError, MissingFileError, UnsafePickleError, refused_pickle_reason
 from worldmodels.mineworld.config import MineWorldConfig, get_preset
 from worldmodels.mineworld.vq import load_vq_config
 
@@ -43,9 +43,9 @@ def torch_load_weights(path: str | Path, what: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafePickleError(
-            f"refusing to load {what} {str(path)!r}: its pickle references objects other than tensors and plain "
-            f"containers, which could run code ({str(err).splitlines()[0]}). Re-export the weights as a plain "
-            "state dict (or safetensors) from a trusted environment."
+            f"refusing to load {what} {str(path)!r}: its pickle references {refused_pickle_reason(str(err))}, which "
+            "could run code, and a weights file holds only tensors and plain containers. Re-export the weights as a "
+            "plain state dict (or safetensors) from a trusted environment."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {what} {str(path)!r}: {err}") from None
@@ -207,7 +207,7 @@ def _config_from_meta(meta: Mapping[str, str], path: Path) -> MineWorldConfig:
 def save_safetensors(model: MineWorld, path: str | Path) -> Path:
     """Write ``model``'s weights and configs to ``path`` (safetensors; configs as JSON metadata), so that
     ``MineWorld.from_checkpoint(path)`` rebuilds it without any other file."""
-    from safetensors.torch import save_file
+    from worldmodels.weights import save_safetensors_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -220,7 +220,7 @@ def save_safetensors(model: MineWorld, path: str | Path) -> Path:
         "vq_config": json.dumps(model.tokenizer.config, sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    save_safetensors_file(tensors, path, meta)
     return path
 
 

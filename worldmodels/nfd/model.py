@@ -526,7 +526,7 @@ def save_nfd(model: NFD, path: str | Path) -> Path:
     that ``NFD.from_checkpoint(path)`` rebuilds it without any other file."""
     from dataclasses import asdict
 
-    from safetensors.torch import save_file
+    from worldmodels.weights import save_safetensors_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -540,7 +540,7 @@ def save_nfd(model: NFD, path: str | Path) -> Path:
         "sampling": json.dumps(asdict(model.sampling), sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    save_safetensors_file(tensors, path, meta)
     return path
 
 

@@ -301,7 +301,7 @@ def save_checkpoint(
         extra_tensors: further state of the training script (e.g. codebook usage counters).
         extra_meta: further JSON-able state.
     """
-    from safetensors.torch import save_file
+    from worldmodels.weights import save_safetensors_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
@@ -318,7 +318,7 @@ def save_checkpoint(
     }
     path = Path(path)
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors_file(tensors, tmp, meta)
     return path
 
 

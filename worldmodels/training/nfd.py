@@ -426,14 +426,14 @@ def calibrate_latents(autoencoder: FrameAutoencoder, frames: np.ndarray, *, batc
 def save_autoencoder(autoencoder: FrameAutoencoder, path: str | os.PathLike, *, summary: dict | None = None) -> Path:
     """Weights (diffusers key names under ``model.``, plus ``latent_mean`` / ``latent_std``) with the config, frame
     size and summary as JSON metadata."""
-    from safetensors.torch import save_file
+    from worldmodels.weights import save_safetensors_file
 
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in autoencoder.state_dict().items()}
     meta = {"format": "pt", "kind": AUTOENCODER_KIND, "ae_config": json.dumps(autoencoder.config, sort_keys=True),
             "frame_size": json.dumps(list(autoencoder.frame_size)), "summary": json.dumps(summary or {})}  # fmt: skip
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors_file(tensors, tmp, meta)
     return path
 
 

@@ -110,7 +110,7 @@ _SAMPLE_STREAM, _EVAL_STREAM, _RESTART_STREAM, _SPLIT_STREAM = 1, 2, 3, 4
 def save_tokenizer(tokenizer: VQTokenizer, path: str | os.PathLike, *, summary: dict[str, Any] | None = None) -> Path:
     """Write ``tokenizer``'s ``VQModel`` weights (diffusers key names, e.g. ``encoder.conv_in.weight``) as safetensors,
     with its config, frame size and an optional training summary as JSON metadata."""
-    from safetensors.torch import save_file
+    from worldmodels.weights import save_safetensors_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -124,7 +124,7 @@ def save_tokenizer(tokenizer: VQTokenizer, path: str | os.PathLike, *, summary: 
         "summary": json.dumps(summary or {}, sort_keys=True),
     }
     with atomic_output(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_safetensors_file(tensors, tmp, meta)
     return path
 
 
