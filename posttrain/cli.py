@@ -21,6 +21,7 @@ FLAG_KEYS = {
     "idm": "reward.idm",
     "out": "out",
     "resume": "checkpoint.resume",
+    "device": "model.device",
 }
 
 
@@ -30,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="held-out suite scored every logging.eval_every iterations (data.eval_suite)")
     parser.add_argument("--reward", choices=("idm", "pixel"), help="reward.kind (default idm)")
     parser.add_argument("--idm", help="IDM name or file for the idm reward (reward.idm)")
+    parser.add_argument("--device", help="device of the model and the reward IDM (model.device; default cpu)")
     parser.add_argument("--config", help="YAML file with any of the config sections")
     parser.add_argument("--out", help="run directory (out)")
     parser.add_argument("--resume", help="'auto' continues the run in --out from its latest checkpoint; or a path")
@@ -64,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
 
     from posttrain.trainer import train
 
+    from worldmodels.device import check_device
+
     config = config_from_args(args)
+    check_device(config.model.device)  # the device may come from --config or model.device=...: checked before loading
     summary = train(config)
     final = summary.get("final") or {}
     if "reward_mean" in final:

@@ -13,6 +13,7 @@ from worldmodels.errors import RlirError
 # Each module registers its subcommand; modules stay light and import heavy parts inside their handlers.
 COMMAND_MODULES = (
     "rlir_env.commands.demo",
+    "rlir_env.commands.doctor",
     "rlir_env.commands.actions",
     "rlir_env.commands.record",
     "rlir_env.commands.rollout",
@@ -31,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlir",
         description="Video world models as Gymnasium environments, ranked by action-following and improved with RLIR.",
     )
+    from rlir_env.commands.doctor import rlir_version
+
+    parser.add_argument("--version", action="version", version=f"rlir {rlir_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)
@@ -40,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None) is not None:
+            # before anything is loaded: a device torch cannot use fails here in one line, not in a traceback later
+            from worldmodels.device import check_device
+
+            check_device(args.device)
         return int(args.func(args) or 0)
     except RlirError as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, markup=True)

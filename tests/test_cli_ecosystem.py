@@ -1,0 +1,102 @@
+"""The discovery commands (``rlir --version``, ``rlir doctor``, ``rlir list``) and the device check every command
+with ``--device`` runs first."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from rlir_env.cli import main
+from worldmodels import registry
+from worldmodels.device import check_device
+from worldmodels.errors import ConfigError
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rlir {version('rlir')}"
+
+
+def test_list_shows_bundled_files_verified_and_official_ones_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLIR_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["list", "models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "sha256 ok" in lines["crafter-mineworld"] and " ok " in lines["crafter-mineworld"]
+    assert "not installed" in lines["mineworld-300m-16f"] and "300M_16f.ckpt missing" in lines["mineworld-300m-16f"]
+
+    # the VPT IDM turns "ok" once both of its files are where the registry looks
+    assert main(["list", "idms"]) == 0
+    assert "not installed" in next(line for line in capsys.readouterr().out.splitlines() if "vpt-4x-idm" in line)
+    (tmp_path / "idm").mkdir()
+    for name in ("4x_idm.model", "4x_idm.weights"):
+        (tmp_path / "idm" / name).write_bytes(b"x")
+    assert main(["list", "idms"]) == 0
+    vpt_line = next(line for line in capsys.readouterr().out.splitlines() if "vpt-4x-idm" in line)
+    assert "not installed" not in vpt_line and " ok " in vpt_line
+
+    assert main(["list", "suites"]) == 0
+    assert "crafter-af-v1" in capsys.readouterr().out
+
+
+def test_doctor_reports_a_file_that_fails_its_pin(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["doctor"]) == 0
+    healthy = capsys.readouterr().out
+    assert f"torch {torch.__version__}" in healthy and "RLIR_HOME" in healthy and "crafter-idm-heldout" in healthy
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"the real file")
+    pin = hashlib.sha256(b"another file").hexdigest()
+    registry.register("doctor-test-model", files=(registry.ModelFile("checkpoint", "w.safetensors", sha256=pin),),
+                      loader=registry.load_bundled, root=tmp_path)  # fmt: skip
+    try:
+        assert main(["doctor"]) == 1
+    finally:
+        del registry.REGISTRY["doctor-test-model"]
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("doctor-test-model"))
+    assert "broken" in line and "does not match its sha256 pin" in line
+    assert "broken: doctor-test-model" in out
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "meta"])
+def test_unknown_devices_are_refused_in_one_line(device):
+    with pytest.raises(ConfigError, match=f"{device!r}"):
+        check_device(device)
+
+
+def test_cpu_passes_the_device_check():
+    assert check_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU-only torch build")
+def test_cuda_on_a_cpu_torch_ends_with_one_line_and_exit_code_2(capsys):
+    # the device is checked before the model, suite or IDM is touched: these names do not even exist
+    code = main(["eval", "--model", "no-such-model", "--suite", "no-such-suite", "--idm", "x", "--out", "unused",
+                 "--device", "cuda"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "'cuda'" in err and "--device cpu" in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) <= 2  # one message (rich may wrap it)
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU-only torch build")
+def test_every_command_with_a_device_option_checks_it(capsys):
+    code = main(["agents", "train", "--steps", "1", "--device", "cuda:1", "--out", "unused"])
+    assert code == 2 and "'cuda:1'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU-only torch build")
+def test_posttrain_checks_a_device_given_as_a_config_override(tmp_path, capsys):
+    from posttrain.cli import main as posttrain_main
+
+    code = posttrain_main(["--model", "crafter-mineworld", "--data", "crafter-af-v1", "--out", str(tmp_path / "run"),
+                           "model.device=cuda"])  # fmt: skip
+    assert code == 2 and "'cuda'" in capsys.readouterr().err
