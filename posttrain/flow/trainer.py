@@ -156,7 +156,7 @@ def train_flow(
                                     scheduler=scheduler, run_config=run_config, sampler=sampler)  # fmt: skip
     if dist.main:
         save_config(config, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, start=start, tensorboard=config.logging.tensorboard, enabled=dist.main,
+    logger = RunLogger(run_dir, start=start, report_to=config.logging.report_to, enabled=dist.main,
                        samples=config.logging.samples)  # fmt: skip
 
     last: dict[str, Any] = {}
