@@ -9,6 +9,8 @@ from worldmodels.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from worldmodels.cli_options import add_progress, add_resume
+
     register_suite_commands(subparsers)
     parser = subparsers.add_parser(
         "eval",
@@ -16,27 +18,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="rlir eval --model NAME --suite SUITE --idm IDM --out DIR  |  "
         "rlir eval score-videos DIR --suite SUITE --idm IDM --out DIR",
     )
-    parser.add_argument("mode", nargs="?", choices=("score-videos",), help="score already generated videos")
-    parser.add_argument("videos", nargs="?", help="with score-videos: directory of <item>.mp4 (official layout)")
     parser.add_argument("--model", help="registered model name or checkpoint path")
     parser.add_argument("--checkpoint", help="checkpoint path (same as --model PATH)")
     parser.add_argument("--config", help="official MineWorld yaml (for official .ckpt files)")
     parser.add_argument("--vae-config", help="official VQ config.json")
     parser.add_argument("--model-name", help="name recorded in the bundle (default: the model argument)")
-    parser.add_argument("--suite", required=True, help="registered suite name or suite directory")
-    parser.add_argument("--idm", required=True, help="IDM name (vpt-4x-idm, crafter-idm-heldout) or file")
-    parser.add_argument("--out", required=True, help="bundle directory")
+    _common(parser)
+    parser.add_argument("--items", type=int, default=None, metavar="N",
+                        help="only the first N suite items, for a quick look (a separate suite: not comparable with "
+                             "the full one; default: all)")  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--decoding", default="naive", choices=("naive", "diagonal", "speculative"))
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--no-videos", action="store_true", help="do not store the generated frames")
-    parser.add_argument("--no-resume", action="store_true", help="regenerate items already done in --out")
-    parser.set_defaults(func=run)
+    add_resume(parser, default="auto", what="the items already done in --out")
+    add_progress(parser)
+    parser.set_defaults(func=run, eval_command=None)
+
+    modes = parser.add_subparsers(dest="eval_command", metavar="[score-videos]")
+    videos = modes.add_parser("score-videos", help="score videos generated elsewhere (no model needed)",
+                              description="rlir eval score-videos DIR --suite SUITE --idm IDM --out DIR: reads "
+                                          "DIR/<item id>.mp4 for every suite item (MineWorld's layout)")  # fmt: skip
+    videos.add_argument("videos", help="directory of <item id>.mp4 (the official layout)")
+    videos.add_argument("--model-name", help="name recorded in the bundle (default: the directory name)")
+    _common(videos)
+    videos.set_defaults(func=run)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options of both ``rlir eval`` and ``rlir eval score-videos`` (given after the command they belong to)."""
+    parser.add_argument("--suite", help="registered suite name or suite directory (required)")
+    parser.add_argument("--idm", help="IDM name (vpt-4x-idm, crafter-idm-heldout) or file (required)")
+    parser.add_argument("--out", metavar="DIR", help="bundle directory (required)")
+    parser.add_argument("--device", default="cpu")
+
+
+def _require(args: argparse.Namespace, command: str) -> None:
+    # not argparse-required: `rlir eval score-videos DIR --suite ...` gives them to the subcommand, not to `eval`
+    missing = [f"--{name}" for name in ("suite", "idm", "out") if getattr(args, name) is None]
+    if missing:
+        raise ConfigError(f"{command} needs {', '.join(missing)} (see `{command} --help`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.views import print_bundle_summary
 
     console = Console()
-    if args.mode == "score-videos":
+    if args.eval_command == "score-videos":
+        _require(args, "rlir eval score-videos")
         bundle = _score_videos(args)
     else:
+        _require(args, "rlir eval")
         bundle = _generate(args)
     if bundle is not None:
         print_bundle_summary(bundle, console)
@@ -58,13 +85,17 @@ def run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace):
     from evaluation.evaluator import EvalSettings, evaluate, model_info_for
     from evaluation.idm.registry import load_idm
-    from evaluation.suites import load_suite
+    from evaluation.suites import first_items, load_suite
+    from worldmodels.cli_options import resume_mode
     from worldmodels.registry import load_world_model, resolve_checkpoint_path
 
     target = args.checkpoint or args.model
-    if target is None or args.videos is not None:
+    if target is None:
         raise ConfigError("pass --model NAME or --checkpoint PATH (or use `rlir eval score-videos DIR ...`)")
+    resume = resume_mode(args.resume) == "auto"
     suite = load_suite(args.suite)
+    if args.items is not None:
+        suite = first_items(suite, args.items)
     model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device)
     idm = load_idm(args.idm, device=args.device)
     settings = EvalSettings(
@@ -72,7 +103,8 @@ def _generate(args: argparse.Namespace):
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, save_videos=not args.no_videos,
     )  # fmt: skip
     info = model_info_for(model, args.model_name or str(target), resolve_checkpoint_path(target))
-    return evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=not args.no_resume)
+    return evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=resume,
+                    progress=args.progress)  # fmt: skip
 
 
 def _score_videos(args: argparse.Namespace):
@@ -84,8 +116,6 @@ def _score_videos(args: argparse.Namespace):
     from evaluation.suites import load_suite
     from worldmodels.data.video import read_video
 
-    if args.videos is None:
-        raise ConfigError("score-videos needs the directory of generated videos: rlir eval score-videos DIR ...")
     suite = load_suite(args.suite)
     idm = load_idm(args.idm, device=args.device)
     directory = Path(args.videos)

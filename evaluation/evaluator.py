@@ -166,12 +166,12 @@ def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             raise ConfigError(
                 f"{out_dir} holds item records of another run (different {', '.join(changed)}); use another --out, "
-                "or --no-resume to regenerate every item"
+                "or --resume never to regenerate every item"
             )
     elif resume and any((out_dir / "items").glob("*.json")):
         raise ConfigError(
             f"{out_dir} holds item records without the run.json that says which run they belong to; use another "
-            "--out, or --no-resume to regenerate every item"
+            "--out, or --resume never to regenerate every item"
         )
     elif rank == 0:
         if not resume:

@@ -100,3 +100,55 @@ def test_posttrain_checks_a_device_given_as_a_config_override(tmp_path, capsys):
     code = posttrain_main(["--model", "crafter-mineworld", "--data", "crafter-af-v1", "--out", str(tmp_path / "run"),
                            "model.device=cuda"])  # fmt: skip
     assert code == 2 and "'cuda'" in capsys.readouterr().err
+
+
+def test_help_shows_defaults_and_one_flag_convention(capsys):
+    for command in (["eval"], ["train", "tokenizer"], ["train", "nfd"], ["agents", "train"], ["posttrain"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--progress, --no-progress" in text, command
+        if command != ["agents", "train"]:
+            assert "--resume auto|never" in text, command
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--num-envs NUM_ENVS default: 8" in text and "--seed SEED default: 0" in text
+    assert "(default: --progress)" in text and "--resume auto|never auto: continue" in text
+
+
+def test_resume_values_are_checked():
+    from worldmodels.cli_options import resolve_out, resume_mode
+
+    assert resume_mode("auto") == "auto" and resume_mode("never") == "never"
+    with pytest.raises(ConfigError, match="'yes'.*auto.*never"):
+        resume_mode("yes")
+    assert str(resolve_out("runs/tok", "tokenizer")).endswith("runs/tok/tokenizer.safetensors")
+    assert str(resolve_out("runs/x.safetensors", "tokenizer")) == "runs/x.safetensors"
+
+
+def test_quick_look_and_score_videos_subcommand(tmp_path, capsys):
+    import json
+
+    from evaluation.suites import first_items, load_suite, save_suite
+    from worldmodels.data.video import write_video
+
+    out = tmp_path / "quick"
+    assert main(["eval", "--model", "crafter-mineworld", "--suite", "crafter-af-v1", "--idm", "crafter-idm-heldout",
+                 "--items", "2", "--num-envs", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    bundle = json.loads((out / "bundle.json").read_text())
+    full = load_suite("crafter-af-v1")
+    assert bundle["suite"]["name"] == "crafter-af-v1-first2" and [i["id"] for i in bundle["items"]] == full.item_ids[:2]
+    assert bundle["suite"]["sha256"] != full.sha256  # never ranked as the full suite
+
+    # `score-videos` is a subcommand with its own options: the real frames of those 2 items, as mp4
+    suite = first_items(full, 2)
+    save_suite(suite, tmp_path / "suite")
+    for item in suite:
+        write_video(tmp_path / "videos" / f"{item.id}.mp4", item.ground_truth, fps=5)
+    assert main(["eval", "score-videos", str(tmp_path / "videos"), "--suite", str(tmp_path / "suite"),
+                 "--idm", "crafter-idm-heldout", "--out", str(tmp_path / "scored")]) == 0  # fmt: skip
+    scored = json.loads((tmp_path / "scored" / "bundle.json").read_text())
+    assert scored["model"]["name"] == "videos" and len(scored["items"]) == 2
+    assert main(["eval", "score-videos", str(tmp_path / "videos"), "--suite", str(tmp_path / "suite")]) == 2
+    assert "needs --idm, --out" in " ".join(capsys.readouterr().err.split())
