@@ -56,14 +56,19 @@ class IdmRef(_Strict):
 
 
 class Runtime(_Strict):
+    """How the frames were generated. Autoregressive (MineWorld) models record ``decoding`` to ``top_k``; NFD models
+    record ``sampler`` and ``sampling_steps`` and None for the autoregressive fields."""
+
     device: str
     device_name: str = ""
     dtype: str
-    decoding: str = "naive"
-    window: int = 2
-    temperature: float = 1.0
+    decoding: str | None = "naive"
+    window: int | None = 2
+    temperature: float | None = 1.0
     top_p: float | None = None
     top_k: int | None = None
+    sampler: str | None = None
+    sampling_steps: int | None = None
     seed: int
     num_envs: int
     torch_version: str = ""

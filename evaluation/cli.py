@@ -29,12 +29,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the full one; default: all)")  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--decoding", default="naive", choices=("naive", "diagonal", "speculative"))
-    parser.add_argument("--window", type=int, default=2)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--top-k", type=int, default=None)
+    mineworld = parser.add_argument_group("autoregressive (MineWorld) models; refused for NFD models")
+    for flag, default, kind, extra in _AUTOREGRESSIVE:
+        mineworld.add_argument(flag, type=kind, default=None, help=f"(default: {'off' if default is None else default})",
+                               **extra)  # fmt: skip
+    nfd = parser.add_argument_group("NFD (diffusion) models; refused for autoregressive models")
+    nfd.add_argument("--sampler", choices=("euler", "dpm-solver++"), default=None,
+                     help=f"denoising sampler (default {NFD_DEFAULT[0]}, RLIR's protocol)")
+    nfd.add_argument("--sampling-steps", type=int, default=None, metavar="N",
+                     help=f"denoising steps per frame (default {NFD_DEFAULT[1]}, RLIR's protocol)")
     parser.add_argument("--no-videos", action="store_true", help="do not store the generated frames")
+    parser.add_argument("--previews", type=int, default=DEFAULT_PREVIEWS, metavar="N",
+                        help="write previews/<item>.mp4 (generated | ground truth, commanded and IDM-read action on "
+                             "every frame) for the first N items; 0: none")  # fmt: skip
     add_resume(parser, default="auto", what="the items already done in --out")
     add_progress(parser)
     parser.set_defaults(func=run, eval_command=None)
@@ -47,6 +54,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     videos.add_argument("--model-name", help="name recorded in the bundle (default: the directory name)")
     _common(videos)
     videos.set_defaults(func=run)
+
+
+DEFAULT_PREVIEWS = 8
+NFD_DEFAULT = ("dpm-solver++", 18)  # evaluation.evaluator.NFD_PROTOCOL, repeated so that --help imports no torch
+_AUTOREGRESSIVE = (
+    ("--decoding", "naive", str, {"choices": ("naive", "diagonal", "speculative")}),
+    ("--window", 2, int, {}),
+    ("--temperature", 1.0, float, {}),
+    ("--top-p", None, float, {}),
+    ("--top-k", None, int, {}),
+)
+
+
+def _sampling_settings(args: argparse.Namespace, model) -> dict:
+    """The EvalSettings sampling fields from the flags, after refusing flags of the other model family."""
+    from worldmodels.nfd import NFD
+
+    given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag, *_ in _AUTOREGRESSIVE}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if isinstance(model, NFD):
+        if given:
+            raise ConfigError(f"{', '.join(given)}: options of autoregressive (MineWorld) models, but "
+                              f"{model.spec.name!r} is an NFD model: use --sampler euler|dpm-solver++ and "
+                              "--sampling-steps N")  # fmt: skip
+        return {"sampler": args.sampler, "sampling_steps": args.sampling_steps}
+    nfd_flags = [flag for flag, value in (("--sampler", args.sampler), ("--sampling-steps", args.sampling_steps))
+                 if value is not None]  # fmt: skip
+    if nfd_flags:
+        raise ConfigError(f"{', '.join(nfd_flags)}: options of NFD (diffusion) models, but {model.spec.name!r} is "
+                          "autoregressive: use --decoding, --window, --temperature, --top-p, --top-k")  # fmt: skip
+    return {flag[2:].replace("-", "_"): given.get(flag, default) for flag, default, *_ in _AUTOREGRESSIVE}
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -98,13 +136,13 @@ def _generate(args: argparse.Namespace):
         suite = first_items(suite, args.items)
     model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device)
     idm = load_idm(args.idm, device=args.device)
-    settings = EvalSettings(
-        num_envs=args.num_envs, seed=args.seed, decoding=args.decoding, window=args.window,
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, save_videos=not args.no_videos,
-    )  # fmt: skip
+    settings = EvalSettings(num_envs=args.num_envs, seed=args.seed, save_videos=not args.no_videos,
+                            **_sampling_settings(args, model))  # fmt: skip
     info = model_info_for(model, args.model_name or str(target), resolve_checkpoint_path(target))
+    if args.previews < 0:
+        raise ConfigError(f"--previews must be >= 0, got {args.previews}")
     return evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=resume,
-                    progress=args.progress)  # fmt: skip
+                    progress=args.progress, previews=args.previews)  # fmt: skip
 
 
 def _score_videos(args: argparse.Namespace):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from leaderboard.store import Store, SubmissionRecord, SuiteRecord
@@ -67,6 +68,10 @@ class Row:
     submitter: str
     submitted_at: str
     bundle_sha256: str
+    sampling: str = ""
+    """How the frames were generated (``dpm-solver++, 18 steps``; ``naive decoding``), from the bundle's runtime."""
+    previews: tuple[Path, ...] = ()
+    """Preview videos stored with the submission (``rlir leaderboard submit|add`` copies a bundle's ``previews/``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +83,7 @@ class Row:
             "throughput": None if self.fps is None else {"frames_per_second": self.fps, "device": self.device,
                                                          "device_name": self.device_name, "num_envs": self.num_envs},
             "parameters": self.parameters, "tier": self.tier, "submitter": self.submitter,
-            "submitted_at": self.submitted_at, "bundle_sha256": self.bundle_sha256,
+            "submitted_at": self.submitted_at, "bundle_sha256": self.bundle_sha256, "sampling": self.sampling,
         }  # fmt: skip
 
 
@@ -215,4 +220,24 @@ def _row(store: Store, submission: SubmissionRecord, taxonomy: str) -> Row:
         device_name=runtime.get("device_name", ""), num_envs=throughput.get("num_envs"),
         parameters=submission.parameters, tier=submission.tier, submitter=submission.submitter,
         submitted_at=submission.submitted_at, bundle_sha256=submission.bundle_sha256,
+        sampling=describe_sampling(runtime) if submission.model_kind != "reference" else "",
+        previews=tuple(sorted((store.artifacts_dir / PREVIEWS_DIRNAME / str(submission.id)).glob("*.mp4"))),
     )  # fmt: skip
+
+
+PREVIEWS_DIRNAME = "previews"
+
+
+def describe_sampling(runtime: dict[str, Any]) -> str:
+    """A bundle runtime's sampling settings in a few words (NFD: sampler and steps; MineWorld: decoding)."""
+    if runtime.get("sampler"):
+        return f"{runtime['sampler']}, {runtime.get('sampling_steps')} steps"
+    if not runtime.get("decoding"):
+        return ""
+    parts = [f"{runtime['decoding']} decoding"]
+    if runtime["decoding"] == "diagonal" and runtime.get("window") is not None:
+        parts.append(f"window {runtime['window']}")
+    parts += [f"{k.replace('_', '-')} {runtime[k]}" for k in ("top_p", "top_k") if runtime.get(k) is not None]
+    if runtime.get("temperature") not in (None, 1.0):
+        parts.append(f"temperature {runtime['temperature']}")
+    return ", ".join(parts)

@@ -120,8 +120,8 @@ class LoggingConfig:
     report_to: str = "none"
     """Also send the scalars of ``log.jsonl`` to ``tensorboard`` (``<out>/tensorboard``), ``wandb`` or ``none``
     (:mod:`worldmodels.training.report`; a missing package is an error)."""
-    video_every: int = 0
-    """Write sample videos every this many iterations (0: never)."""
+    video_every: int = 10
+    """Write sample videos (``videos/iter_*.mp4``) every this many iterations and at the last one (0: never)."""
     videos: int = 2
     eval_every: int = 0
     """Score ``data.eval_suite`` every this many iterations (0: never)."""

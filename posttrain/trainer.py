@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from posttrain.config import PostTrainConfig, config_to_dict, save_config
+from posttrain.curves import draw_curves
 from posttrain.data import PromptSampler
 from posttrain.grpo.core import LossStats, group_advantages, grpo_loss
 from posttrain.grpo.replay import replay_logprobs, replay_mode
@@ -321,6 +322,11 @@ class RunLogger:
 
     def close(self) -> None:
         self.jsonl.close()
+
+
+def _video_due(every: int, iteration: int, iterations: int) -> bool:
+    """Sample videos every ``every`` iterations and at the last one, so every run ends with a look at its result."""
+    return bool(every) and (iteration % every == 0 or iteration == iterations - 1)
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -730,7 +736,7 @@ def train(
                 "off_policy": config.off_policy,
                 "reward": reward_name(reward_fn),
             }
-            if config.logging.video_every and iteration % config.logging.video_every == 0 and dist.main:
+            if _video_due(config.logging.video_every, iteration, config.iterations) and dist.main:
                 _write_samples(run_dir, iteration, videos, per_frame, batch, reward_fn, policy.spec.fps,
                                config.logging.videos)  # fmt: skip
             done = iteration + 1
@@ -764,6 +770,7 @@ def train(
         with atomic_output(run_dir / OUTPUT_NAME) as tmp:
             save_safetensors(merged_copy(policy), tmp)
         write_json(run_dir / "summary.json", summary)
+        draw_curves(run_dir / "log.jsonl", run_dir / "curves.png")
     logger.close()
     dist.barrier()
     return summary

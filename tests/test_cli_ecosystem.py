@@ -140,6 +140,12 @@ def test_quick_look_and_score_videos_subcommand(tmp_path, capsys):
     full = load_suite("crafter-af-v1")
     assert bundle["suite"]["name"] == "crafter-af-v1-first2" and [i["id"] for i in bundle["items"]] == full.item_ids[:2]
     assert bundle["suite"]["sha256"] != full.sha256  # never ranked as the full suite
+    # previews of the first items by default: generated | ground truth, enlarged, two text lines under each frame
+    from worldmodels.data.video import read_video
+
+    previews = sorted((out / "previews").glob("*.mp4"))
+    assert [p.stem for p in previews] == sorted(full.item_ids[:2])
+    assert read_video(previews[0]).shape == (full.n_frames, 246, 436, 3)
 
     # `score-videos` is a subcommand with its own options: the real frames of those 2 items, as mp4
     suite = first_items(full, 2)

@@ -131,6 +131,7 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert any((tmp_path / "run" / "tensorboard").iterdir())
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000  # reward curves drawn at the end
     videos = sorted((tmp_path / "run" / "videos").glob("iter_000000_*"))
     assert [p.suffix for p in videos] == [".jsonl", ".mp4", ".jsonl", ".mp4"]
     assert (tmp_path / "run" / "config.yaml").is_file()
