@@ -109,6 +109,10 @@ class Metrics(_Strict):
     psnr: dict[str, Any] | None = None
     ssim: dict[str, Any] | None = None
     throughput: Throughput | None = None
+    lpips: dict[str, Any] | None = None
+    """LPIPS against ground truth (``evaluation.video_quality``), when the backbone files were supplied."""
+    fvd: dict[str, Any] | None = None
+    """FVD against ground truth over the suite, when the I3D file was supplied."""
 
 
 class ResultBundle(_Strict):
@@ -256,6 +260,8 @@ def compute_metrics(
 def verify_metrics(bundle: ResultBundle, *, rel_tol: float = 1e-9) -> list[str]:
     """Recompute every aggregate from the bundle's items; returns the mismatches (empty when all agree)."""
     recomputed = compute_metrics(bundle.items, bundle.taxonomy, throughput=bundle.metrics.throughput)
+    # like throughput, LPIPS and FVD need more than the records (backbone files, videos): carried over, not recomputed
+    recomputed = recomputed.model_copy(update={"lpips": bundle.metrics.lpips, "fvd": bundle.metrics.fvd})
     return _differences(bundle.metrics.model_dump(mode="json"), recomputed.model_dump(mode="json"), "metrics", rel_tol)
 
 

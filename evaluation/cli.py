@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--previews", type=int, default=DEFAULT_PREVIEWS, metavar="N",
                         help="write previews/<item>.mp4 (generated | ground truth, commanded and IDM-read action on "
                              "every frame) for the first N items; 0: none")  # fmt: skip
+    quality = parser.add_argument_group("video quality against ground truth (needs the files; nothing downloads)")
+    quality.add_argument("--lpips-weights", metavar="PATH",
+                         help="LPIPS: a directory holding alexnet-owt-7be5be79.pth and alex.pth (or alex.pth with the "
+                              "other next to it)")  # fmt: skip
+    quality.add_argument("--i3d-weights", metavar="FILE", help="FVD: StyleGAN-V's i3d_torchscript.pt (needs scipy)")
     add_resume(parser, default="auto", what="the items already done in --out")
     add_progress(parser)
     parser.set_defaults(func=run, eval_command=None)
@@ -124,6 +129,7 @@ def _generate(args: argparse.Namespace):
     from evaluation.evaluator import EvalSettings, evaluate, model_info_for
     from evaluation.idm.registry import load_idm
     from evaluation.suites import first_items, load_suite
+    from evaluation.video_quality import add_video_quality, check_video_quality_inputs
     from worldmodels.cli_options import resume_mode
     from worldmodels.registry import load_world_model, resolve_checkpoint_path
 
@@ -134,6 +140,7 @@ def _generate(args: argparse.Namespace):
     suite = load_suite(args.suite)
     if args.items is not None:
         suite = first_items(suite, args.items)
+    check_video_quality_inputs(suite, lpips=args.lpips_weights, i3d=args.i3d_weights, save_videos=not args.no_videos)
     model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device)
     idm = load_idm(args.idm, device=args.device)
     settings = EvalSettings(num_envs=args.num_envs, seed=args.seed, save_videos=not args.no_videos,
@@ -141,8 +148,12 @@ def _generate(args: argparse.Namespace):
     info = model_info_for(model, args.model_name or str(target), resolve_checkpoint_path(target))
     if args.previews < 0:
         raise ConfigError(f"--previews must be >= 0, got {args.previews}")
-    return evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=resume,
-                    progress=args.progress, previews=args.previews)  # fmt: skip
+    bundle = evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=resume,
+                      progress=args.progress, previews=args.previews)  # fmt: skip
+    if bundle is not None:
+        bundle = add_video_quality(bundle, args.out, suite, lpips=args.lpips_weights, i3d=args.i3d_weights,
+                                   device=args.device)  # fmt: skip
+    return bundle
 
 
 def _score_videos(args: argparse.Namespace):

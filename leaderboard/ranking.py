@@ -72,6 +72,9 @@ class Row:
     """How the frames were generated (``dpm-solver++, 18 steps``; ``naive decoding``), from the bundle's runtime."""
     previews: tuple[Path, ...] = ()
     """Preview videos stored with the submission (``rlir leaderboard submit|add`` copies a bundle's ``previews/``)."""
+    lpips: float | None = None
+    fvd: float | None = None
+    """Mean LPIPS / FVD as the bundle reports them (present when its author supplied the backbone files)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class Row:
                                                          "device_name": self.device_name, "num_envs": self.num_envs},
             "parameters": self.parameters, "tier": self.tier, "submitter": self.submitter,
             "submitted_at": self.submitted_at, "bundle_sha256": self.bundle_sha256, "sampling": self.sampling,
+            "lpips": self.lpips, "fvd": self.fvd,
         }  # fmt: skip
 
 
@@ -222,7 +226,13 @@ def _row(store: Store, submission: SubmissionRecord, taxonomy: str) -> Row:
         submitted_at=submission.submitted_at, bundle_sha256=submission.bundle_sha256,
         sampling=describe_sampling(runtime) if submission.model_kind != "reference" else "",
         previews=tuple(sorted((store.artifacts_dir / PREVIEWS_DIRNAME / str(submission.id)).glob("*.mp4"))),
+        lpips=_reported_mean(submission.metrics, "lpips"), fvd=_reported_mean(submission.metrics, "fvd"),
     )  # fmt: skip
+
+
+def _reported_mean(metrics: dict[str, Any], name: str) -> float | None:
+    value = (metrics or {}).get(name)
+    return float(value["mean"]) if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)) else None
 
 
 PREVIEWS_DIRNAME = "previews"

@@ -413,6 +413,8 @@ def _row_html(board: Board, row: Row, index: int, width: int) -> list[str]:
              ("device", f"{row.device or '-'} {row.device_name}"), ("envs", str(row.num_envs or "-"))]  # fmt: skip
     if row.sampling:
         facts.append(("sampling", row.sampling))
+    facts += [(f"{name} (reported)", f"{value:.4g}") for name, value in (("LPIPS", row.lpips), ("FVD", row.fvd))
+              if value is not None]  # fmt: skip
     facts_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
     if row.previews:  # local files: the page links them where the leaderboard's artifact directory is
         links = " ".join(f'<a href="{_e(p.resolve().as_uri())}">{_e(p.stem)}</a>' for p in row.previews)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,6 +128,24 @@ def test_resume_values_are_checked():
     assert str(resolve_out("runs/x.safetensors", "tokenizer")) == "runs/x.safetensors"
 
 
+def _video_quality_files(tmp_path):
+    """Backbone files under their public names, with random weights (the real ones cannot be downloaded here)."""
+    from evaluation.metrics.fvd import I3D_FILE
+    from tests.test_metrics_lpips_fvd import CHANNELS, TinyI3D, torchvision_alexnet_features
+
+    torch.manual_seed(0)
+    folder = tmp_path / "lpips"
+    folder.mkdir()
+    features = torchvision_alexnet_features()
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, folder / "alexnet-owt-7be5be79.pth")
+    torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(CHANNELS)}, folder / "alex.pth")
+    i3d = tmp_path / I3D_FILE
+    torch.jit.save(torch.jit.script(TinyI3D()), str(i3d))
+    return folder, i3d
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_quick_look_and_score_videos_subcommand(tmp_path, capsys):
     import json
 
@@ -134,10 +153,28 @@ def test_quick_look_and_score_videos_subcommand(tmp_path, capsys):
     from worldmodels.data.video import write_video
 
     out = tmp_path / "quick"
-    assert main(["eval", "--model", "crafter-mineworld", "--suite", "crafter-af-v1", "--idm", "crafter-idm-heldout",
-                 "--items", "2", "--num-envs", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    lpips_dir, i3d = _video_quality_files(tmp_path)
+    quick = ["eval", "--model", "crafter-mineworld", "--suite", "crafter-af-v1", "--idm", "crafter-idm-heldout",
+             "--items", "2", "--num-envs", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    # a missing backbone file is refused before anything is generated
+    assert main([*quick, "--lpips-weights", str(tmp_path)]) == 2
+    assert "alexnet-owt-7be5be79.pthismissing;putalexnet" in "".join(capsys.readouterr().err.split())  # rich wraps
+    assert not (out / "items").exists()
+    assert main([*quick, "--lpips-weights", str(lpips_dir), "--i3d-weights", str(i3d)]) == 0
     bundle = json.loads((out / "bundle.json").read_text())
     full = load_suite("crafter-af-v1")
+    # LPIPS and FVD of the stored videos against the ground truth, as the metric functions compute them
+    from evaluation.bundle import load_video
+    from evaluation.metrics.fvd import fvd
+    from evaluation.metrics.lpips import lpips
+
+    generated = np.stack([load_video(out, bundle["videos"][i]) for i in full.item_ids[:2]])
+    truth = full.arrays["ground_truth"][:2]
+    expected = lpips(generated, truth, backbone_path=lpips_dir / "alexnet-owt-7be5be79.pth",
+                     linear_path=lpips_dir / "alex.pth")  # fmt: skip
+    assert bundle["metrics"]["lpips"]["mean"] == pytest.approx(expected["mean"], rel=1e-9)
+    assert bundle["metrics"]["fvd"]["mean"] == pytest.approx(fvd(generated, truth, detector_path=i3d)["mean"], rel=1e-9)
+    assert bundle["metrics"]["fvd"]["prefix_lengths"] == list(range(10, full.n_frames + 1))
     assert bundle["suite"]["name"] == "crafter-af-v1-first2" and [i["id"] for i in bundle["items"]] == full.item_ids[:2]
     assert bundle["suite"]["sha256"] != full.sha256  # never ranked as the full suite
     # previews of the first items by default: generated | ground truth, enlarged, two text lines under each frame

@@ -25,6 +25,7 @@ def test_submitted_previews_are_linked_from_the_html_page(tmp_path):
     db = tmp_path / "lb.db"
     suite = Store(db).add_suite(crafter_suite_record())
     bundle = synthetic_bundle(suite, "with-previews", accuracy=0.8, seed=1, fps=10.0)
+    bundle["metrics"]["lpips"] = {"mean": 0.25, "per_step": [0.25]}  # reported by `rlir eval --lpips-weights`
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
     (bundle_dir / "bundle.json").write_text(json.dumps(bundle))
@@ -41,3 +42,4 @@ def test_submitted_previews_are_linked_from_the_html_page(tmp_path):
     text = page.read_text()
     assert text.count(f'href="{stored[0].resolve().as_uri()}"') == 1  # one row has previews, the other none
     assert "<th>sampling</th><td>naive decoding</td>" in text
+    assert text.count("<th>LPIPS (reported)</th><td>0.25</td>") == 1 and "FVD (reported)" not in text
