@@ -176,7 +176,8 @@ def _keep_previews(store, submission_id: int, bundle: Path) -> None:
 
     from leaderboard.ranking import PREVIEWS_DIRNAME
 
-    sources = sorted((bundle / "previews").glob("*.mp4")) if bundle.is_dir() else []
+    folder = bundle if bundle.is_dir() else bundle.parent  # the directory, or the bundle.json in it
+    sources = sorted((folder / "previews").glob("*.mp4"))
     if sources:
         target = store.artifacts_dir / PREVIEWS_DIRNAME / str(submission_id)
         target.mkdir(parents=True, exist_ok=True)
