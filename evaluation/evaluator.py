@@ -81,7 +81,13 @@ def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
     from worldmodels.nfd import NFD
 
     if not isinstance(model, NFD):
-        return settings
+        return settings  # a sampler given for another model is refused by the env, never dropped
+    defaults = EvalSettings()
+    given = [name for name in ("decoding", "window", "temperature", "top_p", "top_k")
+             if getattr(settings, name) is not None and getattr(settings, name) != getattr(defaults, name)]  # fmt: skip
+    if given:
+        raise ConfigError(f"{', '.join(f'{n}={getattr(settings, n)!r}' for n in given)}: settings of autoregressive "
+                          f"(MineWorld) models; {model.spec.name!r} is an NFD model: set sampler and sampling_steps")
     return dataclasses.replace(
         settings, sampler=settings.sampler or NFD_PROTOCOL[0], sampling_steps=settings.sampling_steps or NFD_PROTOCOL[1],
         decoding=None, window=None, temperature=None, top_p=None, top_k=None,
