@@ -171,7 +171,7 @@ def main() -> None:
         config = load_config(None, [
             f"out={tmp}/run", f"iterations={args.iterations}", f"rollout.group_size={args.group}",
             f"rollout.prompts_per_iter={args.prompts}", f"algo.micro_batch={args.micro_batch}",
-            "logging.progress=false", "logging.tensorboard=false", f"checkpoint.every={args.iterations}",
+            "logging.progress=false", "logging.report_to=none", f"checkpoint.every={args.iterations}",
         ], validate=False)  # fmt: skip
         train(config, model=model, suite=suite, reward_fn=reward)
         import json

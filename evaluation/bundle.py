@@ -70,14 +70,23 @@ class IdmRef(_Strict):
 
 
 class Runtime(_Strict):
+    """How the frames were generated. Autoregressive (MineWorld) models record ``decoding`` to ``top_k`` (and whether
+    the decode steps ran ``compiled``); NFD models record ``sampler`` and ``sampling_steps`` and None for the
+    autoregressive fields."""
+
     device: str = Field(min_length=1, max_length=32)
     device_name: str = Field(default="", max_length=120)
     dtype: str = Field(min_length=1, max_length=16)
-    decoding: str = Field(default="naive", max_length=32)
-    window: int = Field(default=2, ge=0, le=100_000)
-    temperature: float = Field(default=1.0, ge=0.0, le=100.0)
+    decoding: str | None = Field(default="naive", max_length=32)
+    window: int | None = Field(default=2, ge=0, le=100_000)
+    temperature: float | None = Field(default=1.0, ge=0.0, le=100.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=1, le=10_000_000)
+    sampler: str | None = Field(default=None, max_length=32)
+    sampling_steps: int | None = Field(default=None, ge=1, le=100_000)
+    compiled: bool = False
+    """MineWorld(compile=True): the same tokens as eager; frames VQ-decoded in calls of up to 16 (pixels may differ
+    from eager by one level on ~1e-4 of the values)."""
     seed: int
     num_envs: int = Field(ge=0, le=1_000_000)
     torch_version: str = Field(default="", max_length=64)
@@ -118,6 +127,10 @@ class Metrics(_Strict):
     psnr: dict[str, Any] | None = None
     ssim: dict[str, Any] | None = None
     throughput: Throughput | None = None
+    lpips: dict[str, Any] | None = None
+    """LPIPS against ground truth (``evaluation.video_quality``), when the backbone files were supplied."""
+    fvd: dict[str, Any] | None = None
+    """FVD against ground truth over the suite, when the I3D file was supplied."""
 
 
 class ResultBundle(_Strict):
@@ -256,6 +269,8 @@ def compute_metrics(
 def verify_metrics(bundle: ResultBundle, *, rel_tol: float = 1e-9) -> list[str]:
     """Recompute every aggregate from the bundle's items; returns the mismatches (empty when all agree)."""
     recomputed = compute_metrics(bundle.items, bundle.taxonomy, throughput=bundle.metrics.throughput)
+    # like throughput, LPIPS and FVD need more than the records (backbone files, videos): carried over, not recomputed
+    recomputed = recomputed.model_copy(update={"lpips": bundle.metrics.lpips, "fvd": bundle.metrics.fvd})
     return _differences(bundle.metrics.model_dump(mode="json"), recomputed.model_dump(mode="json"), "metrics", rel_tol)
 
 

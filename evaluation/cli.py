@@ -9,6 +9,8 @@ from worldmodels.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from worldmodels.cli_options import add_progress, add_resume
+
     register_suite_commands(subparsers)
     parser = subparsers.add_parser(
         "eval",
@@ -16,30 +18,96 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="rlir eval --model NAME --suite SUITE --idm IDM --out DIR  |  "
         "rlir eval score-videos DIR --suite SUITE --idm IDM --out DIR",
     )
-    parser.add_argument("mode", nargs="?", choices=("score-videos",), help="score already generated videos")
-    parser.add_argument("videos", nargs="?", help="with score-videos: directory of <item>.mp4 (official layout)")
     parser.add_argument("--model", help="registered model name or checkpoint path")
     parser.add_argument("--checkpoint", help="checkpoint path (same as --model PATH)")
     parser.add_argument("--config", help="official MineWorld yaml (for official .ckpt files)")
     parser.add_argument("--vae-config", help="official VQ config.json")
     parser.add_argument("--model-name", help="name recorded in the bundle (default: the model argument)")
-    parser.add_argument("--suite", required=True, help="registered suite name or suite directory")
-    parser.add_argument("--idm", required=True, help="IDM name (vpt-4x-idm, crafter-idm-heldout) or file")
-    parser.add_argument("--out", required=True, help="bundle directory")
+    _common(parser)
+    parser.add_argument("--items", type=int, default=None, metavar="N",
+                        help="only the first N suite items, for a quick look (a separate suite: not comparable with "
+                             "the full one; default: all)")  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--compile", action="store_true",
-                        help="decode with the compiled static step (autoregressive models; same tokens, faster once "
-                        "compiled)")  # fmt: skip
-    parser.add_argument("--decoding", default="naive", choices=("naive", "diagonal", "speculative"))
-    parser.add_argument("--window", type=int, default=2)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--top-k", type=int, default=None)
+    mineworld = parser.add_argument_group("autoregressive (MineWorld) models; refused for NFD models")
+    mineworld.add_argument("--compile", action="store_true",
+                           help="decode with the compiled static step: the same tokens, faster once compiled "
+                                "(docs/benchmarks.md)")  # fmt: skip
+    for flag, default, kind, extra in _AUTOREGRESSIVE:
+        mineworld.add_argument(flag, type=kind, default=None, help=f"(default: {'off' if default is None else default})",
+                               **extra)  # fmt: skip
+    nfd = parser.add_argument_group("NFD (diffusion) models; refused for autoregressive models")
+    nfd.add_argument("--sampler", choices=("euler", "dpm-solver++"), default=None,
+                     help=f"denoising sampler (default {NFD_DEFAULT[0]}, RLIR's protocol)")
+    nfd.add_argument("--sampling-steps", type=int, default=None, metavar="N",
+                     help=f"denoising steps per frame (default {NFD_DEFAULT[1]}, RLIR's protocol)")
     parser.add_argument("--no-videos", action="store_true", help="do not store the generated frames")
-    parser.add_argument("--no-resume", action="store_true", help="regenerate items already done in --out")
-    parser.set_defaults(func=run)
+    parser.add_argument("--previews", type=int, default=DEFAULT_PREVIEWS, metavar="N",
+                        help="write previews/<item>.mp4 (generated | ground truth, commanded and IDM-read action on "
+                             "every frame) for the first N items; 0: none")  # fmt: skip
+    quality = parser.add_argument_group("video quality against ground truth (needs the files; nothing downloads)")
+    quality.add_argument("--lpips-weights", metavar="PATH",
+                         help="LPIPS: a directory holding alexnet-owt-7be5be79.pth and alex.pth (or alex.pth with the "
+                              "other next to it)")  # fmt: skip
+    quality.add_argument("--i3d-weights", metavar="FILE", help="FVD: StyleGAN-V's i3d_torchscript.pt (needs scipy)")
+    add_resume(parser, default="auto", what="the items already done in --out")
+    add_progress(parser)
+    parser.set_defaults(func=run, eval_command=None)
+
+    modes = parser.add_subparsers(dest="eval_command", metavar="[score-videos]")
+    videos = modes.add_parser("score-videos", help="score videos generated elsewhere (no model needed)",
+                              description="rlir eval score-videos DIR --suite SUITE --idm IDM --out DIR: reads "
+                                          "DIR/<item id>.mp4 for every suite item (MineWorld's layout)")  # fmt: skip
+    videos.add_argument("videos", help="directory of <item id>.mp4 (the official layout)")
+    videos.add_argument("--model-name", help="name recorded in the bundle (default: the directory name)")
+    _common(videos)
+    videos.set_defaults(func=run)
+
+
+DEFAULT_PREVIEWS = 8
+NFD_DEFAULT = ("dpm-solver++", 18)  # evaluation.evaluator.NFD_PROTOCOL, repeated so that --help imports no torch
+_AUTOREGRESSIVE = (
+    ("--decoding", "naive", str, {"choices": ("naive", "diagonal", "speculative")}),
+    ("--window", 2, int, {}),
+    ("--temperature", 1.0, float, {}),
+    ("--top-p", None, float, {}),
+    ("--top-k", None, int, {}),
+)
+
+
+def _sampling_settings(args: argparse.Namespace, model) -> dict:
+    """The EvalSettings sampling fields from the flags, after refusing flags of the other model family."""
+    from worldmodels.nfd import NFD
+
+    given = {flag: getattr(args, flag[2:].replace("-", "_")) for flag, *_ in _AUTOREGRESSIVE}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if isinstance(model, NFD):
+        if given:
+            raise ConfigError(f"{', '.join(given)}: options of autoregressive (MineWorld) models, but "
+                              f"{model.spec.name!r} is an NFD model: use --sampler euler|dpm-solver++ and "
+                              "--sampling-steps N")  # fmt: skip
+        return {"sampler": args.sampler, "sampling_steps": args.sampling_steps}
+    nfd_flags = [flag for flag, value in (("--sampler", args.sampler), ("--sampling-steps", args.sampling_steps))
+                 if value is not None]  # fmt: skip
+    if nfd_flags:
+        raise ConfigError(f"{', '.join(nfd_flags)}: options of NFD (diffusion) models, but {model.spec.name!r} is "
+                          "autoregressive: use --decoding, --window, --temperature, --top-p, --top-k")  # fmt: skip
+    return {flag[2:].replace("-", "_"): given.get(flag, default) for flag, default, *_ in _AUTOREGRESSIVE}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options of both ``rlir eval`` and ``rlir eval score-videos`` (given after the command they belong to)."""
+    parser.add_argument("--suite", help="registered suite name or suite directory (required)")
+    parser.add_argument("--idm", help="IDM name (vpt-4x-idm, crafter-idm-heldout) or file (required)")
+    parser.add_argument("--out", metavar="DIR", help="bundle directory (required)")
+    parser.add_argument("--device", default="cpu")
+
+
+def _require(args: argparse.Namespace, command: str) -> None:
+    # not argparse-required: `rlir eval score-videos DIR --suite ...` gives them to the subcommand, not to `eval`
+    missing = [f"--{name}" for name in ("suite", "idm", "out") if getattr(args, name) is None]
+    if missing:
+        raise ConfigError(f"{command} needs {', '.join(missing)} (see `{command} --help`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
     from evaluation.views import print_bundle_summary
 
     console = Console()
-    if args.mode == "score-videos":
+    if args.eval_command == "score-videos":
+        _require(args, "rlir eval score-videos")
         bundle = _score_videos(args)
     else:
+        _require(args, "rlir eval")
         bundle = _generate(args)
     if bundle is not None:
         print_bundle_summary(bundle, console)
@@ -61,22 +131,33 @@ def run(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace):
     from evaluation.evaluator import EvalSettings, evaluate, model_info_for
     from evaluation.idm.registry import load_idm
-    from evaluation.suites import load_suite
+    from evaluation.suites import first_items, load_suite
+    from evaluation.video_quality import add_video_quality, check_video_quality_inputs
+    from worldmodels.cli_options import resume_mode
     from worldmodels.registry import load_world_model, resolve_checkpoint_path
 
     target = args.checkpoint or args.model
-    if target is None or args.videos is not None:
+    if target is None:
         raise ConfigError("pass --model NAME or --checkpoint PATH (or use `rlir eval score-videos DIR ...`)")
+    resume = resume_mode(args.resume) == "auto"
     suite = load_suite(args.suite)
+    if args.items is not None:
+        suite = first_items(suite, args.items)
+    check_video_quality_inputs(suite, lpips=args.lpips_weights, i3d=args.i3d_weights, save_videos=not args.no_videos)
     options = {"compile": True} if args.compile else {}
     model = load_world_model(target, config=args.config, vae_config=args.vae_config, device=args.device, **options)
     idm = load_idm(args.idm, device=args.device)
-    settings = EvalSettings(
-        num_envs=args.num_envs, seed=args.seed, decoding=args.decoding, window=args.window,
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, save_videos=not args.no_videos,
-    )  # fmt: skip
+    settings = EvalSettings(num_envs=args.num_envs, seed=args.seed, save_videos=not args.no_videos,
+                            **_sampling_settings(args, model))  # fmt: skip
     info = model_info_for(model, args.model_name or str(target), resolve_checkpoint_path(target))
-    return evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=not args.no_resume)
+    if args.previews < 0:
+        raise ConfigError(f"--previews must be >= 0, got {args.previews}")
+    bundle = evaluate(model, suite, idm, args.out, model_info=info, settings=settings, resume=resume,
+                      progress=args.progress, previews=args.previews)  # fmt: skip
+    if bundle is not None:
+        bundle = add_video_quality(bundle, args.out, suite, lpips=args.lpips_weights, i3d=args.i3d_weights,
+                                   device=args.device)  # fmt: skip
+    return bundle
 
 
 def _score_videos(args: argparse.Namespace):
@@ -88,8 +169,6 @@ def _score_videos(args: argparse.Namespace):
     from evaluation.suites import load_suite
     from worldmodels.data.video import read_video
 
-    if args.videos is None:
-        raise ConfigError("score-videos needs the directory of generated videos: rlir eval score-videos DIR ...")
     suite = load_suite(args.suite)
     idm = load_idm(args.idm, device=args.device)
     directory = Path(args.videos)

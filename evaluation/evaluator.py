@@ -66,6 +66,33 @@ class EvalSettings:
     top_k: int | None = None
     save_videos: bool = True
     video_metrics: bool = True
+    sampler: str | None = None
+    """NFD models: ``"euler"`` or ``"dpm-solver++"``; None: RLIR's protocol (:data:`NFD_PROTOCOL`)."""
+    sampling_steps: int | None = None
+    """NFD models: denoising steps per frame; None: RLIR's protocol."""
+
+
+NFD_PROTOCOL = ("dpm-solver++", 18)
+"""How NFD models are evaluated unless told otherwise: the RLIR paper's DPM-Solver++ with 18 steps per frame."""
+
+
+def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
+    """``settings`` as they apply to ``model``: for NFD models the sampler (RLIR's protocol unless chosen) and no
+    autoregressive fields, so the bundle records what ran."""
+    from worldmodels.nfd import NFD
+
+    if not isinstance(model, NFD):
+        return settings  # a sampler given for another model is refused by the env, never dropped
+    defaults = EvalSettings()
+    given = [name for name in ("decoding", "window", "temperature", "top_p", "top_k")
+             if getattr(settings, name) is not None and getattr(settings, name) != getattr(defaults, name)]  # fmt: skip
+    if given:
+        raise ConfigError(f"{', '.join(f'{n}={getattr(settings, n)!r}' for n in given)}: settings of autoregressive "
+                          f"(MineWorld) models; {model.spec.name!r} is an NFD model: set sampler and sampling_steps")
+    return dataclasses.replace(
+        settings, sampler=settings.sampler or NFD_PROTOCOL[0], sampling_steps=settings.sampling_steps or NFD_PROTOCOL[1],
+        decoding=None, window=None, temperature=None, top_p=None, top_k=None,
+    )  # fmt: skip
 
 
 def item_seed(seed: int, item_id: str) -> int:
@@ -168,12 +195,12 @@ def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings:
             changed = sorted(k for k in identity if previous.get(k) != identity[k])
             raise ConfigError(
                 f"{out_dir} holds item records of another run (different {', '.join(changed)}); use another --out, "
-                "or --no-resume to regenerate every item"
+                "or --resume never to regenerate every item"
             )
     elif resume and any((out_dir / "items").glob("*.json")):
         raise ConfigError(
             f"{out_dir} holds item records without the run.json that says which run they belong to; use another "
-            "--out, or --no-resume to regenerate every item"
+            "--out, or --resume never to regenerate every item"
         )
     elif rank == 0:
         if not resume:
@@ -220,6 +247,7 @@ def evaluate(
     progress: bool = True,
     stop_after: int | None = None,
     on_item: Callable[[ItemRecord], None] | None = None,
+    previews: int = 0,
 ) -> ResultBundle | None:
     """Evaluate ``model`` on ``suite`` with ``idm``; writes ``<out_dir>/bundle.json`` and returns the bundle.
 
@@ -234,6 +262,8 @@ def evaluate(
         progress: show a rich progress bar.
         stop_after: stop after generating this many items (to simulate a crash in tests); returns None.
         on_item: called with each new record.
+        previews: write ``previews/<item>.mp4`` (generated | ground truth, commanded and IDM-read actions) for the
+            first this many suite items (:mod:`evaluation.previews`).
 
     Returns:
         The bundle (on rank 0; other ranks return None).
@@ -249,6 +279,7 @@ def evaluate(
         raise ConfigError(f"IDM {idm.name!r} reads {idm.domain!r} actions, suite {suite.name!r} is {suite.domain!r}")
     out_dir = Path(out_dir)
     items_dir = out_dir / "items"
+    settings = settings_for(model, settings)
     rank, world = _distributed()
     taxonomy = taxonomy_for(suite)
     mine = [i for i in range(len(suite)) if i % world == rank]
@@ -270,6 +301,8 @@ def evaluate(
         temperature=settings.temperature,
         top_p=settings.top_p,
         top_k=settings.top_k,
+        sampler=settings.sampler,
+        sampling_steps=settings.sampling_steps,
     )
     generation_seconds, generated_frames, done = 0.0, 0, 0
     bar = _progress(progress and rank == 0, len(todo), f"{suite.name}: {model_info.name}")
@@ -298,6 +331,8 @@ def evaluate(
                     item, generated[k], seeds[k], idm=idm, taxonomy=taxonomy, domain=suite.domain,
                     video_metrics=settings.video_metrics,
                 )  # fmt: skip
+                if todo[start + k] < previews:
+                    _write_preview(out_dir, item, generated[k], record, taxonomy, fps=suite.manifest.get("fps"))
                 if settings.save_videos:
                     save_video(generated[k], out_dir, item.id)
                 _write_json_atomic(items_dir / f"{item.id}.json", record.model_dump(mode="json"))
@@ -318,6 +353,7 @@ def evaluate(
     return assemble_bundle(
         suite, out_dir, taxonomy=taxonomy, model_info=model_info, idm=idm, settings=settings, world=world,
         device=str(next(iter(getattr(model, "parameters", lambda: iter([torch.empty(0)]))())).device),
+        compiled=bool(getattr(model, "compile", False)),
     )  # fmt: skip
 
 
@@ -333,6 +369,15 @@ def _finished_bundle(out_dir: Path, suite: Suite) -> ResultBundle | None:
     return bundle if complete else None
 
 
+def _write_preview(out_dir: Path, item: SuiteItem, generated: np.ndarray, record: ItemRecord, taxonomy: Taxonomy, *,
+                   fps: float | None) -> None:  # fmt: skip
+    from evaluation.previews import preview_frames, write_preview
+
+    frames = preview_frames(generated, item.ground_truth, np.asarray(record.gt_labels), np.asarray(record.pred_labels),
+                            taxonomy)  # fmt: skip
+    write_preview(out_dir / "previews" / f"{item.id}.mp4", frames, fps or 5.0)
+
+
 def assemble_bundle(
     suite: Suite,
     out_dir: Path,
@@ -343,8 +388,10 @@ def assemble_bundle(
     settings: EvalSettings,
     world: int = 1,
     device: str = "cpu",
+    compiled: bool = False,
 ) -> ResultBundle:
-    """Collect every item record (each suite item exactly once), compute the metrics, write ``bundle.json``."""
+    """Collect every item record (each suite item exactly once), compute the metrics, write ``bundle.json``
+    (``compiled``: the model decoded with ``compile=True``, recorded in the runtime)."""
     items_dir = out_dir / "items"
     records = []
     for item_id in suite.item_ids:
@@ -369,7 +416,8 @@ def assemble_bundle(
         runtime=Runtime(
             device=device, device_name=_device_name(device), dtype="float32", decoding=settings.decoding,
             window=settings.window, temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k, seed=settings.seed,
-            num_envs=settings.num_envs * world, torch_version=torch.__version__,
+            num_envs=settings.num_envs * world, torch_version=torch.__version__, sampler=settings.sampler,
+            sampling_steps=settings.sampling_steps, compiled=compiled,
         ),  # fmt: skip
         metrics=compute_metrics(records, taxonomy.name, throughput=throughput),
         items=records,

@@ -175,6 +175,19 @@ def make_suite(
     return suite
 
 
+def first_items(suite: Suite, n: int) -> Suite:
+    """The suite cut to its first ``n`` items, for a quick look (``rlir eval --items N``). It is another suite: its
+    name says so and its manifest records what it was cut from, so its bundles never rank with the full suite's."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"--items must be a positive number of items, got {n!r}")
+    if n >= len(suite):
+        return suite
+    protocol = dict(suite.manifest.get("protocol") or {}, first_items_of={"name": suite.name, "sha256": suite.sha256})
+    return make_suite(f"{suite.name}-first{n}", suite.version, suite.domain, [suite[i] for i in range(n)],
+                      description=f"the first {n} items of {suite.name}", protocol=protocol,
+                      fps=suite.manifest.get("fps"))  # fmt: skip
+
+
 def save_suite(suite: Suite, directory: str | Path) -> Path:
     """Write ``manifest.json`` and ``data.npz`` atomically into ``directory``; returns it."""
     directory = Path(directory)

@@ -37,6 +37,10 @@ def print_bundle_summary(bundle: ResultBundle, console: Console | None = None, *
         extras.append(f"PSNR {m.psnr['mean']:.2f} dB")
     if m.ssim is not None:
         extras.append(f"SSIM {m.ssim['mean']:.3f}")
+    if m.lpips is not None:
+        extras.append(f"LPIPS {m.lpips['mean']:.3f}")
+    if m.fvd is not None:
+        extras.append(f"FVD {m.fvd['mean']:.1f}")
     if m.throughput is not None:
         extras.append(f"{m.throughput.frames_per_second:.1f} frames/s ({m.throughput.device}, {m.throughput.num_envs} envs)")
     console.print(" | ".join(extras))

@@ -180,8 +180,26 @@ def _submit(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     videos_dir = None if args.no_videos or not (bundle / "videos").is_dir() else bundle
     source = bundle / "bundle.json" if args.no_videos and bundle.is_dir() else bundle
-    _print_stored(submit_local(source, store, submitter=submitter, videos_dir=videos_dir).to_json())
+    record = submit_local(source, store, submitter=submitter, videos_dir=videos_dir)
+    _keep_previews(store, record.id, bundle)
+    _print_stored(record.to_json())
     return 0
+
+
+def _keep_previews(store, submission_id: int, bundle: Path) -> None:
+    """Copy a bundle directory's ``previews/*.mp4`` next to the database, where the HTML page links them (they are for
+    people to watch; nothing is verified from them)."""
+    import shutil
+
+    from leaderboard.ranking import PREVIEWS_DIRNAME
+
+    folder = bundle if bundle.is_dir() else bundle.parent  # the directory, or the bundle.json in it
+    sources = sorted((folder / "previews").glob("*.mp4"))
+    if sources:
+        target = store.artifacts_dir / PREVIEWS_DIRNAME / str(submission_id)
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sources:
+            shutil.copyfile(path, target / path.name)
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -199,6 +217,7 @@ def _add(args: argparse.Namespace) -> int:
     source = bundle / "bundle.json" if args.no_videos and bundle.is_dir() else bundle
     record = submit_local(source, store, submitter=args.submitter, videos_dir=videos_dir, allow_reference=True,
                           reproduce=reproduce)  # fmt: skip
+    _keep_previews(store, record.id, bundle)
     _print_stored(record.to_json())
     return 0
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from leaderboard.store import Store, SubmissionRecord, SuiteRecord
@@ -77,6 +78,13 @@ class Row:
     bundle_sha256: str
     above_ceiling: bool = False
     """The row's primary value exceeds the board's ceiling row (the IDM on ground truth): flagged in every view."""
+    sampling: str = ""
+    """How the frames were generated (``dpm-solver++, 18 steps``; ``naive decoding``), from the bundle's runtime."""
+    previews: tuple[Path, ...] = ()
+    """Preview videos stored with the submission (``rlir leaderboard submit|add`` copies a bundle's ``previews/``)."""
+    lpips: float | None = None
+    fvd: float | None = None
+    """Mean LPIPS / FVD as the bundle reports them (present when its author supplied the backbone files)."""
 
     @property
     def checked(self) -> bool:
@@ -96,6 +104,7 @@ class Row:
             "submitted_at": self.submitted_at, "bundle_sha256": self.bundle_sha256,
             "ranking": "reference" if self.kind == "reference" else "checked" if self.checked else "self-reported",
             "above_ceiling": self.above_ceiling,
+            "sampling": self.sampling, "lpips": self.lpips, "fvd": self.fvd,
         }  # fmt: skip
 
 
@@ -237,4 +246,30 @@ def _row(store: Store, submission: SubmissionRecord, taxonomy: str) -> Row:
         device_name=runtime.get("device_name", ""), num_envs=throughput.get("num_envs"),
         parameters=submission.parameters, tier=submission.tier, submitter=submission.submitter,
         submitted_at=submission.submitted_at, bundle_sha256=submission.bundle_sha256,
+        sampling=describe_sampling(runtime) if submission.model_kind != "reference" else "",
+        previews=tuple(sorted((store.artifacts_dir / PREVIEWS_DIRNAME / str(submission.id)).glob("*.mp4"))),
+        lpips=_reported_mean(submission.metrics, "lpips"), fvd=_reported_mean(submission.metrics, "fvd"),
     )  # fmt: skip
+
+
+def _reported_mean(metrics: dict[str, Any], name: str) -> float | None:
+    value = (metrics or {}).get(name)
+    return float(value["mean"]) if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)) else None
+
+
+PREVIEWS_DIRNAME = "previews"
+
+
+def describe_sampling(runtime: dict[str, Any]) -> str:
+    """A bundle runtime's sampling settings in a few words (NFD: sampler and steps; MineWorld: decoding)."""
+    if runtime.get("sampler"):
+        return f"{runtime['sampler']}, {runtime.get('sampling_steps')} steps"
+    if not runtime.get("decoding"):
+        return ""
+    parts = [f"{runtime['decoding']} decoding"]
+    if runtime["decoding"] == "diagonal" and runtime.get("window") is not None:
+        parts.append(f"window {runtime['window']}")
+    parts += [f"{k.replace('_', '-')} {runtime[k]}" for k in ("top_p", "top_k") if runtime.get(k) is not None]
+    if runtime.get("temperature") not in (None, 1.0):
+        parts.append(f"temperature {runtime['temperature']}")
+    return ", ".join(parts)

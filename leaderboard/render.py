@@ -457,7 +457,14 @@ def _row_html(board: Board, row: Row, index: int, width: int) -> list[str]:
              ("model version (checkpoint sha256)", row.model_version or "-"), ("bundle sha256", row.bundle_sha256),
              ("items", str(row.n_items)), ("RLIR reward (mean)", _num(row.reward_mean)),
              ("device", f"{row.device or '-'} {row.device_name}"), ("envs", str(row.num_envs or "-"))]  # fmt: skip
+    if row.sampling:
+        facts.append(("sampling", row.sampling))
+    facts += [(f"{name} (reported)", f"{value:.4g}") for name, value in (("LPIPS", row.lpips), ("FVD", row.fvd))
+              if value is not None]  # fmt: skip
     facts_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
+    if row.previews:  # local files: the page links them where the leaderboard's artifact directory is
+        links = " ".join(f'<a href="{_e(p.resolve().as_uri())}">{_e(p.stem)}</a>' for p in row.previews)
+        facts_html += f"<tr><th>previews</th><td>{links}</td></tr>"
     return [
         f'<tr class="{classes}" data-detail="{detail_id}" data-submission="{row.submission_id}">{"".join(cells)}</tr>',
         f'<tr class="detail" id="{detail_id}" hidden><td colspan="{width}">'

@@ -625,11 +625,18 @@ def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> 
         raise SubmissionRejected([f"the weights loaded from {path} have content hash {tensors_sha256(model.state_dict())}"
                                   f", the bundle pins {pinned_weights}"])  # fmt: skip
     run = bundle.runtime
+    sampler, sampling_steps = run.sampler, run.sampling_steps
+    if sampler is None and hasattr(model, "sampling") and hasattr(model.sampling, "steps"):
+        # an NFD bundle from before runtime recorded the sampler ran the checkpoint's stored setting
+        from worldmodels.nfd.sampling import PUBLIC_NAME
+
+        sampler, sampling_steps = PUBLIC_NAME[model.sampling.sampler], model.sampling.steps
     settings = EvalSettings(
         num_envs=max(1, run.num_envs), seed=run.seed, decoding=run.decoding, window=run.window,
         temperature=run.temperature,
         top_p=run.top_p, top_k=run.top_k, save_videos=False,
         video_metrics=any(item.psnr is not None for item in bundle.items),
+        sampler=sampler, sampling_steps=sampling_steps,
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rlir-reproduce-") as tmp:
         regenerated = evaluate(model, loaded_suite, idm, tmp, model_info=bundle.model, settings=settings,

@@ -21,6 +21,8 @@ FLAG_KEYS = {
     "idm": "reward.idm",
     "out": "out",
     "resume": "checkpoint.resume",
+    "device": "model.device",
+    "progress": "logging.progress",
 }
 
 
@@ -30,9 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", help="held-out suite scored every logging.eval_every iterations (data.eval_suite)")
     parser.add_argument("--reward", choices=("idm", "pixel"), help="reward.kind (default idm)")
     parser.add_argument("--idm", help="IDM name or file for the idm reward (reward.idm)")
+    parser.add_argument("--device", help="device of the model and the reward IDM (model.device; default cpu)")
     parser.add_argument("--config", help="YAML file with any of the config sections")
     parser.add_argument("--out", help="run directory (out)")
-    parser.add_argument("--resume", help="'auto' continues the run in --out from its latest checkpoint; or a path")
+    parser.add_argument("--resume", metavar="auto|never|PATH",
+                        help="auto: continue the run in --out from its latest checkpoint; never: start afresh (refuses a "
+                             "run directory that holds checkpoints); or a checkpoint path (checkpoint.resume; "
+                             "default never)")  # fmt: skip
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar (logging.progress; default on)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. algo.beta=1e-4")
 
 
@@ -64,7 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
     from posttrain.trainer import train
 
+    from worldmodels.device import check_device
+    from worldmodels.training.report import check_report_to
+
     config = config_from_args(args)
+    check_device(config.model.device)  # the device may come from --config or model.device=...: checked before loading
+    check_report_to(config.logging.report_to)
     summary = train(config)
     final = summary.get("final") or {}
     if "reward_mean" in final:

@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from posttrain.grpo.core import ADVANTAGE_SCALES
 from worldmodels.errors import ConfigError, MissingFileError
+from worldmodels.training.report import REPORT_TO
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DECODINGS = ("naive", "speculative", "diagonal")
@@ -118,9 +119,11 @@ class RewardConfig:
 
 @dataclass
 class LoggingConfig:
-    tensorboard: bool = True
-    video_every: int = 0
-    """Write sample videos every this many iterations (0: never)."""
+    report_to: str = "none"
+    """Also send the scalars of ``log.jsonl`` to ``tensorboard`` (``<out>/tensorboard``), ``wandb`` or ``none``
+    (:mod:`worldmodels.training.report`; a missing package is an error)."""
+    video_every: int = 10
+    """Write sample videos (``videos/iter_*.mp4``) every this many iterations and at the last one (0: never)."""
     videos: int = 2
     eval_every: int = 0
     """Score ``data.eval_suite`` every this many iterations (0: never)."""
@@ -226,6 +229,7 @@ def shared_section_problems(config: Any) -> list[str]:
         (w.l1_weight >= 0 and w.perceptual_weight >= 0, "reward.l1_weight and reward.perceptual_weight must be >= 0"),
         (lg.video_every >= 0 and lg.eval_every >= 0, "logging.video_every and logging.eval_every must be >= 0"),
         (lg.videos >= 1, f"logging.videos must be >= 1, got {lg.videos}"),
+        (lg.report_to in REPORT_TO, f"logging.report_to must be one of {list(REPORT_TO)}, got {lg.report_to!r}"),
         (c.every >= 1, f"checkpoint.every must be >= 1, got {c.every}"),
         (c.keep >= 1, f"checkpoint.keep must be >= 1, got {c.keep}"),
         (bool(c.resume), "checkpoint.resume must be 'never', 'auto' or a checkpoint path"),

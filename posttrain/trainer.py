@@ -49,6 +49,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from posttrain.config import PostTrainConfig, config_to_dict, save_config
+from posttrain.curves import draw_curves
 from posttrain.data import PromptSampler
 from posttrain.grpo.core import LossStats, group_advantages, grpo_loss
 from posttrain.grpo.replay import replay_logprobs, replay_mode
@@ -304,40 +305,28 @@ def find_resume_checkpoint(run_dir: Path, resume: str) -> Path | None:
 
 
 class RunLogger:
-    """Metrics to ``log.jsonl`` (one line per iteration) and TensorBoard (scalars; lists as one scalar per index)."""
+    """Metrics to ``log.jsonl`` (one line per iteration) and to ``logging.report_to`` (TensorBoard or W&B scalars;
+    lists as one scalar per index)."""
 
-    def __init__(self, run_dir: Path, *, start: int, tensorboard: bool, enabled: bool, samples: bool = False):
+    def __init__(self, run_dir: Path, *, start: int, report_to: str, enabled: bool, samples: bool = False):
         self.enabled = enabled
         resume_step = start - 1 if start else None
-        self.jsonl = JsonlLogger(run_dir / "log.jsonl" if enabled else None, resume_step=resume_step)
+        report_to = report_to if enabled else "none"
+        self.jsonl = JsonlLogger(run_dir / "log.jsonl" if enabled else None, resume_step=resume_step,
+                                 report_to=report_to)  # fmt: skip
         self.samples = JsonlLogger(run_dir / "samples.jsonl" if enabled and samples else None, resume_step=resume_step)
-        self.writer = None
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional dependency
-                SummaryWriter = None
-            if SummaryWriter is not None:
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start)
 
     def log(self, step: int, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.log(step=step, **record)
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, bool) or value is None:
-                    continue
-                if isinstance(value, (int, float)):
-                    self.writer.add_scalar(key, value, step)
-                elif isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
-                    for i, v in enumerate(value):
-                        self.writer.add_scalar(f"{key}/{i}", v, step)
-            self.writer.flush()
+        if self.enabled:
+            self.jsonl.log(step=step, **record)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.jsonl.close()
+
+
+def _video_due(every: int, iteration: int, iterations: int) -> bool:
+    """Sample videos every ``every`` iterations and at the last one, so every run ends with a look at its result."""
+    return bool(every) and (iteration % every == 0 or iteration == iterations - 1)
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -674,7 +663,7 @@ def train(
                                     sampler=sampler)  # fmt: skip
     if dist.main:
         save_config(config, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, start=start, tensorboard=config.logging.tensorboard, enabled=dist.main,
+    logger = RunLogger(run_dir, start=start, report_to=config.logging.report_to, enabled=dist.main,
                        samples=config.logging.samples)  # fmt: skip
     if config.off_policy and dist.main:
         print(f"note: rollouts use {sampling} (truncated or diagonal): the run is off-policy; old log-probs come "
@@ -749,7 +738,7 @@ def train(
                 "off_policy": config.off_policy,
                 "reward": reward_name(reward_fn),
             }
-            if config.logging.video_every and iteration % config.logging.video_every == 0 and dist.main:
+            if _video_due(config.logging.video_every, iteration, config.iterations) and dist.main:
                 _write_samples(run_dir, iteration, videos, per_frame, batch, reward_fn, policy.spec.fps,
                                config.logging.videos)  # fmt: skip
             done = iteration + 1
@@ -783,6 +772,7 @@ def train(
         with atomic_output(run_dir / OUTPUT_NAME) as tmp:
             save_safetensors(merged_copy(policy), tmp)
         write_json(run_dir / "summary.json", summary)
+        draw_curves(run_dir / "log.jsonl", run_dir / "curves.png")
     logger.close()
     dist.barrier()
     return summary

@@ -12,6 +12,13 @@ import gymnasium
 _WORLD_MODEL_ENV = "rlir_env.env:WorldModelEnv"
 _WORLD_MODEL_VECTOR_ENV = "rlir_env.vector:WorldModelVectorEnv"
 
+WORLD_MODEL_MAX_EPISODE_STEPS = 1000
+"""Default episode limit of every world-model env id. A video world model never ends an episode by itself, so without
+a limit an agent's first episode never finishes (no episode statistics, no resets to fresh start scenes), and the
+picture drifts the longer a rollout runs; the bundled Crafter models learned from episodes of at most ~1150 frames.
+Override it per env: ``gym.make(id, max_episode_steps=N)`` / ``gym.make_vec(id, n, max_episode_steps=N)``; ``None``
+for the vector env (or ``-1`` for ``gym.make``) removes it."""
+
 
 def _register(env_id: str, **kwargs) -> None:
     if env_id not in gymnasium.registry:
@@ -23,19 +30,21 @@ _register(
     entry_point=_WORLD_MODEL_ENV,
     vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
     kwargs={"checkpoint": "mineworld-300m-16f"},
+    max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS,
 )
 # The real game, as ground truth; Crafter's own `length` truncates episodes.
 _register("RLIR-CrafterReal-v0", entry_point="rlir_env.crafter.env:CrafterEnv",
           vector_entry_point="rlir_env.crafter.env:CrafterVectorEnv")
 # A next-frame diffusion world model: pass checkpoint=<an NFD .safetensors from `rlir train nfd`> (no default).
-_register("RLIR-NFD-v0", entry_point=_WORLD_MODEL_ENV, vector_entry_point=_WORLD_MODEL_VECTOR_ENV)
+_register("RLIR-NFD-v0", entry_point=_WORLD_MODEL_ENV, vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
+          max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS)
 # The Crafter world model with Crafter's reward and death predicted from frames (rlir_env/dream/env.py explains the
 # 1000-step default: the model learned from episodes of at most ~1150 frames).
 _register(
     "RLIR-CrafterDream-v0",
     entry_point="rlir_env.dream.env:make_dream_env",
     vector_entry_point="rlir_env.dream.env:make_dream_vector_env",
-    max_episode_steps=1000,
+    max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS,
 )
 # The bundled world model trained on real Crafter; episodes start from real frames of the bundled scene pool.
 _register(
@@ -43,6 +52,7 @@ _register(
     entry_point=_WORLD_MODEL_ENV,
     vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
     kwargs={"checkpoint": "crafter-mineworld", "scenes": "crafter"},
+    max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS,
 )
 # The bundled next-frame diffusion model trained on the same recording (the paper's second paradigm).
 _register(
@@ -50,6 +60,7 @@ _register(
     entry_point=_WORLD_MODEL_ENV,
     vector_entry_point=_WORLD_MODEL_VECTOR_ENV,
     kwargs={"checkpoint": "crafter-nfd", "scenes": "crafter"},
+    max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS,
 )
 
-__all__: list[str] = []
+__all__ = ["WORLD_MODEL_MAX_EPISODE_STEPS"]

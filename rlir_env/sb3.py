@@ -3,7 +3,8 @@
 SB3 does not accept Gymnasium vector envs, and wrapping ``num_envs`` single envs in ``DummyVecEnv`` would load one
 model per env. :class:`SB3VecEnv` adapts one :class:`~rlir_env.vector.WorldModelVectorEnv` (same-step autoreset,
 ``terminal_observation`` and ``TimeLimit.truncated`` in the infos, as SB3 expects), so
-``PPO("CnnPolicy", make_sb3_env("RLIR-Crafter-v0", n_envs=16))`` trains on one batched model.
+``PPO("CnnPolicy", make_sb3_env("RLIR-Crafter-v0", n_envs=16))`` trains on one batched model, and ``VecMonitor``
+(on by default) gives SB3 its episode statistics.
 """
 
 from __future__ import annotations
@@ -85,13 +86,40 @@ class SB3VecEnv(VecEnv):
         return indices
 
 
-def make_sb3_env(env_id: str, n_envs: int = 1, *, seed: int | None = None, **kwargs: Any) -> SB3VecEnv:
-    """``gym.make_vec(env_id, n_envs)`` with same-step autoreset, adapted for stable-baselines3."""
-    venv = gym.make_vec(
-        env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", autoreset_mode=AutoresetMode.SAME_STEP,
-        **kwargs,
-    )  # fmt: skip
-    env = SB3VecEnv(venv)
+def make_sb3_env(
+    env_id: str, n_envs: int = 1, *, seed: int | None = None, monitor: bool = True, **kwargs: Any
+) -> VecEnv:
+    """A stable-baselines3 ``VecEnv`` of ``n_envs`` copies of ``env_id``, wrapped in ``VecMonitor``.
+
+    World-model envs (those registered with a ``vector_entry_point``) become one natively batched env with
+    same-step autoreset (:class:`SB3VecEnv`: one model for all slots). Envs without one (``RLIR-CrafterReal-v0``, the
+    real game) become SB3's own ``DummyVecEnv`` of ``n_envs`` single envs, which is what SB3 would build for them.
+
+    Args:
+        env_id: a registered Gymnasium id (``import rlir_env`` registers the ``RLIR-*`` ids).
+        n_envs: environments stepped together.
+        seed: env ``i`` is reset with ``seed + i`` (None: unseeded).
+        monitor: wrap in ``VecMonitor`` so SB3 logs ``ep_rew_mean`` / ``ep_len_mean`` (False: the bare env, e.g.
+            to add your own ``VecMonitor(filename=...)``).
+        kwargs: passed to the env (``gym.make_vec`` / ``gym.make``), e.g. ``checkpoint``, ``max_episode_steps``.
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as error:
+        raise ConfigError(f"unknown env id {env_id!r} ({error}); `import rlir_env` registers the RLIR-* ids") from None
+    if n_envs < 1:
+        raise ConfigError(f"n_envs must be >= 1, got {n_envs}")
+    env: VecEnv
+    if spec.vector_entry_point is not None:
+        venv = gym.make_vec(
+            env_id, num_envs=n_envs, vectorization_mode="vector_entry_point", autoreset_mode=AutoresetMode.SAME_STEP,
+            **kwargs,
+        )  # fmt: skip
+        env = SB3VecEnv(venv)
+    else:
+        env = DummyVecEnv([lambda: gym.make(env_id, **kwargs) for _ in range(n_envs)])
     if seed is not None:
         env.seed(seed)
-    return env
+    return VecMonitor(env) if monitor else env

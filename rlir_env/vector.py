@@ -41,7 +41,10 @@ class WorldModelVectorEnv(VectorEnv):
         compile: decode through the compiled static step (``torch.compile``; autoregressive models loaded from
             ``checkpoint``): the same tokens as eager, faster once compiled (the first step of a batch size compiles,
             seconds to a minute on a CPU; docs/benchmarks.md).
-        decoding, window, temperature, top_p, top_k: sampling settings of autoregressive models.
+        decoding, window, temperature, top_p, top_k: sampling settings of autoregressive (MineWorld) models.
+        sampler, sampling_steps: sampling settings of NFD (diffusion) models: ``"euler"`` or ``"dpm-solver++"`` and
+            denoising steps per frame (None: the checkpoint's stored setting). Options of the other family are
+            refused, never ignored.
         context_frames: frames kept in the model's context when its window slides (model default if None).
         scene_frames: real frames in each start scene drawn from ``scenes``.
         obs_size: optional ``(height, width)`` to resize observations to (``render()`` stays native).
@@ -69,6 +72,8 @@ class WorldModelVectorEnv(VectorEnv):
         temperature: float = 1.0,
         top_p: float | None = None,
         top_k: int | None = None,
+        sampler: str | None = None,
+        sampling_steps: int | None = None,
         context_frames: int | None = None,
         scene_frames: int = 1,
         obs_size: tuple[int, int] | None = None,
@@ -107,6 +112,7 @@ class WorldModelVectorEnv(VectorEnv):
             )
         self.model = model
         self.sampling = dict(decoding=decoding, window=window, temperature=temperature, top_p=top_p, top_k=top_k)
+        self.nfd_sampling = _nfd_sampling(model, self.sampling, sampler, sampling_steps)
         self.context_frames = context_frames
         self.spec_model = model.spec
         self.domain = get_domain(model.spec.domain)
@@ -207,7 +213,8 @@ class WorldModelVectorEnv(VectorEnv):
         kwargs: dict[str, Any] = {}
         if isinstance(self.model, MineWorld):
             kwargs["sampling"] = SamplingConfig(**self.sampling)
-        # other models (NFD) sample with the settings they were loaded with (load_world_model(..., sampling=...))
+        elif self.nfd_sampling is not None:
+            kwargs["sampling"] = self.nfd_sampling
         if self.context_frames is not None:
             kwargs["reference_frames"] = self.context_frames
         return kwargs
@@ -343,3 +350,32 @@ def _model_device(model: WorldModel) -> torch.device:
         for tensor in model.parameters():
             return tensor.device
     return torch.device(getattr(model, "device", "cpu"))
+
+
+_MINEWORLD_DEFAULTS = {"decoding": "naive", "window": 2, "temperature": 1.0, "top_p": None, "top_k": None}
+
+
+def _nfd_sampling(model: WorldModel, autoregressive: dict[str, Any], sampler: str | None, steps: int | None):
+    """The :class:`~worldmodels.nfd.sampling.NFDSampling` an NFD model runs with (None for other models), after
+    refusing options of the other model family."""
+    from worldmodels.mineworld import MineWorld
+    from worldmodels.nfd import NFD
+    from worldmodels.nfd.sampling import choose_sampling
+
+    if isinstance(model, NFD):
+        # None counts as unset: bundles of NFD models record no autoregressive settings
+        given = [k for k, v in autoregressive.items() if v is not None and v != _MINEWORLD_DEFAULTS[k]]
+        if given:
+            raise ConfigError(
+                f"{', '.join(f'{k}={autoregressive[k]!r}' for k in given)}: options of autoregressive (MineWorld) models; "
+                f"{model.spec.name!r} is an NFD (diffusion) model: choose sampler ('euler' or 'dpm-solver++') and "
+                "sampling_steps instead"
+            )
+        return choose_sampling(model.sampling, sampler, steps)
+    if sampler is not None or steps is not None:
+        family = "autoregressive (MineWorld)" if isinstance(model, MineWorld) else type(model).__name__
+        raise ConfigError(
+            f"sampler={sampler!r}, sampling_steps={steps!r}: options of NFD (diffusion) models; {model.spec.name!r} is "
+            f"{family}: use decoding, window, temperature, top_p, top_k instead"
+        )
+    return None

@@ -33,6 +33,7 @@ def dream_run(tiny_model, heads_file, crafter_data, tmp_path_factory):
         "--seed", "1", "--eval-every", "16", "--eval-episodes", "2", "--eval-max-steps", "8", "--out", str(out),
         "--checkpoint", str(checkpoint), "--heads", str(heads_file), "--scenes", str(crafter_data),
         "--frame-stack", "2", "--max-episode-steps", "12", "--n-steps", "8", "--batch-size", "8", "--n-epochs", "1",
+        "--report-to", "tensorboard",
     ])  # fmt: skip
     assert code == 0
     return out

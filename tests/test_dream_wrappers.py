@@ -161,8 +161,28 @@ def test_registered_dream_env(tiny_model, heads_file, crafter_data):
                         scenes=str(crafter_data), max_episode_steps=2)  # fmt: skip
     venv.reset()
     venv.step(np.array([1, 1]))
-    _, _, dones, infos = venv.step(np.array([1, 1]))
+    _, rewards, dones, infos = venv.step(np.array([1, 1]))
     assert dones.all() and all(info["TimeLimit.truncated"] for info in infos)
+    # VecMonitor (on by default) reports each finished episode: SB3 logs ep_len_mean / ep_rew_mean from these
+    assert [info["episode"]["l"] for info in infos] == [2, 2]
+    bare = make_sb3_env("RLIR-CrafterDream-v0", n_envs=1, model=tiny_model, heads=heads, scenes=str(crafter_data),
+                        max_episode_steps=1, monitor=False)  # fmt: skip
+    bare.reset()
+    assert "episode" not in bare.step(np.array([1]))[3][0] and isinstance(bare, SB3VecEnv)
+
+
+def test_sb3_env_of_the_real_game_is_sb3s_own_vector_env():
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
+
+    venv = make_sb3_env("RLIR-CrafterReal-v0", n_envs=2, seed=3, size=36, length=3)
+    assert isinstance(venv, VecMonitor) and isinstance(venv.venv, DummyVecEnv)
+    first = venv.reset()
+    assert first.shape == (2, 36, 36, 3) and not np.array_equal(first[0], first[1])  # seeds 3 and 4
+    for _ in range(3):
+        _, _, dones, infos = venv.step(np.array([0, 0]))
+    assert dones.all() and [info["episode"]["l"] for info in infos] == [3, 3]
+    with pytest.raises(ConfigError, match="'RLIR-Nope-v0'"):
+        make_sb3_env("RLIR-Nope-v0")
 
 
 def test_bad_classifier_outputs_raise_clear_errors(tiny_model, crafter_data):

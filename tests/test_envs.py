@@ -160,6 +160,25 @@ def test_make_and_make_vec_by_checkpoint_path(model, scenes, tmp_path):
     venv.reset(seed=0)
 
 
+@pytest.mark.parametrize("env_id", ["RLIR-MineWorld-v0", "RLIR-NFD-v0", "RLIR-Crafter-v0", "RLIR-CrafterNFD-v0",
+                                    "RLIR-CrafterDream-v0"])  # fmt: skip
+def test_world_model_envs_have_the_documented_default_episode_limit(env_id):
+    assert gym.spec(env_id).max_episode_steps == rlir_env.WORLD_MODEL_MAX_EPISODE_STEPS == 1000
+
+
+def test_default_episode_limit_reaches_both_make_paths_and_is_overridable(model, scenes):
+    assert gym.make_vec("RLIR-MineWorld-v0", num_envs=2, model=model, checkpoint=None, scenes=scenes).max_episode_steps == 1000
+    short = gym.make_vec("RLIR-MineWorld-v0", num_envs=2, model=model, checkpoint=None, scenes=scenes,
+                         max_episode_steps=2)
+    short.reset(seed=0)
+    truncated = [short.step(short.action_space.sample())[3] for _ in range(2)]
+    assert not truncated[0].any() and truncated[1].all()
+    single = gym.make("RLIR-MineWorld-v0", model=model, scenes=scenes, checkpoint=None, max_episode_steps=2)
+    single.reset(seed=0)
+    assert [single.step(single.action_space.sample())[3] for _ in range(2)] == [False, True]
+    assert gym.make("RLIR-MineWorld-v0", model=model, scenes=scenes, checkpoint=None).spec.max_episode_steps == 1000
+
+
 def test_sb3_ppo_trains_through_the_adapter(model, scenes, tmp_path):
     pytest.importorskip("stable_baselines3")
     from stable_baselines3 import PPO

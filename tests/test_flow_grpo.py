@@ -191,7 +191,7 @@ def test_replay_reproduces_the_cached_sampler_and_its_ratio_is_exactly_one(model
 
 def _config(out: Path, *overrides: str) -> FlowPostTrainConfig:
     base = [f"out={out}", "iterations=2", "rollout.group_size=4", "rollout.prompts_per_iter=2", "rollout.steps=4",
-            "algo.micro_batch=8", "logging.progress=false", "logging.tensorboard=false",
+            "algo.micro_batch=8", "logging.progress=false", "logging.report_to=none",
             "checkpoint.every=1"]  # fmt: skip
     return load_flow_config(None, base + list(overrides), validate=False)
 
@@ -285,7 +285,7 @@ def test_cli_posttrains_an_nfd_checkpoint_and_resumes(tmp_path):
     args = ["--model", str(checkpoint), "--data", str(suite_dir), "--reward", "pixel", "--resume", "auto",
             "rollout.group_size=3", "rollout.prompts_per_iter=2", "rollout.steps=4", "algo.micro_batch=3",
             "optim.lr=1e-2", "iterations=3", "checkpoint.every=1", "logging.progress=false",
-            "logging.tensorboard=false", "logging.samples=true"]  # fmt: skip
+            "logging.report_to=none", "logging.samples=true"]  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert main([*args, "--out", str(straight)]) == 0
     assert main([*args, "--out", str(killed)]) == 0
@@ -326,7 +326,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     suite_dir = save_suite(tiny_suite(n_items=2, n_frames=2, seed=8), tmp_path / "suite")
     args = ["--model", str(checkpoint), "--data", str(suite_dir), "--reward", "pixel", "rollout.group_size=3",
             "rollout.prompts_per_iter=2", "rollout.steps=4", "algo.micro_batch=3", "optim.lr=1e-3", "iterations=1",
-            "logging.progress=false", "logging.tensorboard=false", "logging.samples=true"]  # fmt: skip
+            "logging.progress=false", "logging.report_to=none", "logging.samples=true"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*args, "--out", str(one)]) == 0
     with socket.socket() as s:

@@ -82,3 +82,39 @@ def test_evaluator_runs_a_suite_with_nfd(checkpoint, tmp_path):
     assert [r.id for r in a.items] == suite.item_ids and len(a.items[0].pred_labels) == 4
     assert len({r.video_sha256 for r in a.items}) == 3 and all(r.psnr is not None for r in a.items)
     assert [r.model_dump() for r in a.items] == [r.model_dump() for r in b.items]  # batching changes no frame
+
+
+def test_nfd_sampler_is_a_choice_of_the_env_and_the_evaluator(checkpoint, tmp_path):
+    from tests.world_models import tiny_mineworld
+
+    stored = gym.make("RLIR-NFD-v0", checkpoint=str(checkpoint), scenes=scenes(2))
+    chosen = gym.make("RLIR-NFD-v0", checkpoint=str(checkpoint), scenes=scenes(2), sampler="dpm-solver++",
+                      sampling_steps=3)  # fmt: skip
+    assert chosen.unwrapped.vector_env.nfd_sampling == NFDSampling("dpmpp2m", 3)
+    assert stored.unwrapped.vector_env.nfd_sampling == NFDSampling("euler", 4)  # the checkpoint's own
+    for env in (stored, chosen):
+        env.reset(seed=1)
+    assert not np.array_equal(stored.step(2)[0], chosen.step(2)[0])  # another sampler draws another frame from the same noise seed
+    with pytest.raises(ConfigError, match=r"top_p=0\.9.*NFD.*sampler"):
+        gym.make("RLIR-NFD-v0", checkpoint=str(checkpoint), scenes=scenes(2), top_p=0.9)
+    with pytest.raises(ConfigError, match=r"unknown NFD sampler 'heun'"):
+        gym.make("RLIR-NFD-v0", checkpoint=str(checkpoint), scenes=scenes(2), sampler="heun")
+    with pytest.raises(ConfigError, match=r"sampler='euler'.*autoregressive"):
+        gym.make("RLIR-MineWorld-v0", model=tiny_mineworld(), checkpoint=None, sampler="euler")
+
+    # the evaluator runs RLIR's protocol unless told otherwise, and the bundle records what ran
+    items = [SuiteItem(id="clip", context_frames=np.zeros((1, 16, 16, 3), np.uint8), context_actions=np.zeros(0, np.int64),
+                       actions=np.array([1, 2]), ground_truth=None)]  # fmt: skip
+    suite = make_suite("tiny-crafter-2", 1, "crafter", items)
+    idm = CrafterIDM(CrafterIDMConfig(width=8, depth=0, frame_size=(16, 16), window=4, cell=4, cell_channels=8))
+    model = NFD.from_checkpoint(checkpoint)
+    default = evaluate(model, suite, idm, tmp_path / "a", model_info=ModelInfo(name="n"), progress=False)
+    run = default.runtime
+    assert (run.sampler, run.sampling_steps, run.decoding, run.window, run.top_p) == ("dpm-solver++", 18, None, None, None)
+    euler = evaluate(model, suite, idm, tmp_path / "b", model_info=ModelInfo(name="n"), progress=False,
+                     settings=EvalSettings(sampler="euler", sampling_steps=4))  # fmt: skip
+    assert (euler.runtime.sampler, euler.runtime.sampling_steps) == ("euler", 4)
+    assert euler.items[0].video_sha256 != default.items[0].video_sha256
+    with pytest.raises(ConfigError, match=r"decoding='diagonal'.*NFD model"):
+        evaluate(model, suite, idm, tmp_path / "c", model_info=ModelInfo(name="n"), progress=False,
+                 settings=EvalSettings(decoding="diagonal"))  # fmt: skip

@@ -140,7 +140,7 @@ def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp
     resumed = tmp_path / "resumed" / "nfd.safetensors"
     assert main(_cli(data, ae_config, resumed, "--stop-after", "3")) == 0
     assert not resumed.exists() and (resumed.parent / "nfd.run" / "checkpoint.safetensors").is_file()
-    assert main(_cli(data, ae_config, resumed, "--resume")) == 0
+    assert main(_cli(data, ae_config, resumed, "--resume", "auto")) == 0
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads(resumed.with_suffix(".json").read_text())["resumed_from"] == 3
@@ -148,7 +148,7 @@ def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp
     # the trained transformer moved away from its initialisation (adaLN-Zero: output layer 0 at the start)
     assert a["transformer.final_proj.weight"].abs().max() > 0
     capsys.readouterr()
-    assert main(_cli(data, ae_config, resumed, "--resume", "--stop-after", "4", "--lr", "1e-3")) == 2
+    assert main(_cli(data, ae_config, resumed, "--resume", "auto", "--stop-after", "4", "--lr", "1e-3")) == 2
     assert "belongs to another run" in capsys.readouterr().err  # resuming with other settings is refused
 
 

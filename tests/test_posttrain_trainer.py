@@ -52,7 +52,7 @@ class EvenTokenReward:
 
 def _config(out: Path, *overrides: str) -> PostTrainConfig:
     base = [f"out={out}", "iterations=2", "rollout.group_size=4", "rollout.prompts_per_iter=2", "algo.micro_batch=4",
-            "logging.progress=false", "logging.tensorboard=false", "checkpoint.every=1"]  # fmt: skip
+            "logging.progress=false", "logging.report_to=none", "checkpoint.every=1"]  # fmt: skip
     return load_config(None, base + list(overrides), validate=False)
 
 
@@ -112,7 +112,7 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     reward = EvenTokenReward(model)
     config = _config(tmp_path / "run", "iterations=3", "rollout.group_size=8", "rollout.prompts_per_iter=4",
                      "algo.micro_batch=16", "optim.lr=1e-2", "optim.min_lr_ratio=1.0", "logging.eval_every=3",
-                     "data.eval_items=4", "logging.tensorboard=true", "logging.video_every=2")  # fmt: skip
+                     "data.eval_items=4", "logging.report_to=tensorboard", "logging.video_every=2")  # fmt: skip
     summary = train(config, model=model, suite=suite, reward_fn=reward, eval_suite=suite)
     log = _log(tmp_path / "run")
     before, *iterations = log
@@ -131,6 +131,7 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
     assert any((tmp_path / "run" / "tensorboard").iterdir())
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000  # reward curves drawn at the end
     videos = sorted((tmp_path / "run" / "videos").glob("iter_000000_*"))
     assert [p.suffix for p in videos] == [".jsonl", ".mp4", ".jsonl", ".mp4"]
     assert (tmp_path / "run" / "config.yaml").is_file()
@@ -218,7 +219,7 @@ def _cli(model_path: Path, suite_dir: Path, out: Path, *extra: str) -> list[str]
         "-m", "posttrain.cli", "--model", str(model_path), "--data", str(suite_dir), "--reward", "pixel",
         "--out", str(out), "--resume", "auto", "rollout.group_size=4", "rollout.prompts_per_iter=2",
         "rollout.prompts_per_state=1", "algo.micro_batch=2", "optim.lr=1e-3", "logging.progress=false",
-        "logging.tensorboard=false", "logging.samples=true", *extra,
+        "logging.report_to=none", "logging.samples=true", *extra,
     ]  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from worldmodels.cli_options import add_progress, add_report_to
 from worldmodels.training.cli import TRAIN_HELP, get_or_add_subparsers
 
 SPLITS = ("all", "train", "heldout")
@@ -20,7 +21,8 @@ def register_idm(train_subparsers: argparse._SubParsersAction) -> None:
     idm = train_subparsers.add_parser("idm", help="train a Crafter inverse dynamics model on recorded shards")
     idm.add_argument("--data", action="append", required=True, metavar="DIR",
                      help="trajectory-shard directory to train on (repeat for several)")
-    idm.add_argument("--out", required=True, metavar="FILE", help="weights to write (.safetensors; summary: .json)")
+    idm.add_argument("--out", required=True, metavar="DIR",
+                     help="writes DIR/idm.safetensors and its summary .json (or a .safetensors path)")
     idm.add_argument("--width", type=int, default=None, help="channels of the frame-comparison convs (default 48)")
     idm.add_argument("--depth", type=int, default=None, help="temporal residual blocks (default 2)")
     idm.add_argument("--window", type=int, default=None, help="transitions per training window (default 16)")
@@ -40,6 +42,8 @@ def register_idm(train_subparsers: argparse._SubParsersAction) -> None:
     idm.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     idm.add_argument("--log-every", type=int, default=100)
     idm.add_argument("--name", default=None, help="model name stored in the file (default: file stem)")
+    add_progress(idm)
+    add_report_to(idm)
     idm.set_defaults(func=_main)
 
 

@@ -247,6 +247,7 @@ def train_crafter_idm(
     log_every: int = 100,
     name: str | None = None,
     progress: bool = True,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train a Crafter IDM and write ``out_path`` (safetensors) and :func:`summary_path` (JSON).
 
@@ -298,8 +299,12 @@ def train_crafter_idm(
     if not dirs:
         raise ConfigError("train_crafter_idm needs at least one data directory")
 
+    from worldmodels.training.report import open_reporter
+
     started = time.perf_counter()
     log = _Logger(progress)
+    # the curve goes to TensorBoard / W&B as it is logged (the run directory sits next to the weights)
+    reporter = open_reporter(report_to, out_path.parent / f"{out_path.stem}.run")
     datasets = [ShardDataset(d) for d in dirs]
     for d, dataset in zip(dirs, datasets):
         if tuple(dataset.frame_shape) != (*config.frame_size, 3):
@@ -355,6 +360,8 @@ def train_crafter_idm(
                 elapsed = time.perf_counter() - train_start
                 curve.append({"step": step, "loss": loss_sum / seen, "accuracy": hit_sum / seen,
                               "lr": schedule.get_last_lr()[0], "seconds": round(elapsed, 2)})  # fmt: skip
+                if reporter is not None:
+                    reporter.scalars(step, curve[-1])
                 log(f"step {step}/{steps}  loss {loss_sum / seen:.4f}  acc {hit_sum / seen:.3f}  "
                     f"{step / elapsed:.2f} steps/s")  # fmt: skip
                 loss_sum, hit_sum, seen = 0.0, 0, 0
@@ -373,6 +380,8 @@ def train_crafter_idm(
             log(_headline(str(d), external[str(d)]))
     finally:
         torch.set_num_threads(previous_threads)
+        if reporter is not None:
+            reporter.close()
 
     summary = {
         "name": model.name,
@@ -466,11 +475,13 @@ def main_train_idm(args: argparse.Namespace) -> int:
     height, width = ShardDataset(args.data[0]).frame_shape[:2]  # the IDM takes the recording's frame size
     given = {k: getattr(args, k) for k in ("width", "depth", "window", "cell") if getattr(args, k) is not None}
     config = CrafterIDMConfig(frame_size=(int(height), int(width)), **given)
+    from worldmodels.cli_options import resolve_out
+
     train_crafter_idm(
-        args.data, args.out, config=config, seed=args.seed, split=args.split, split_fraction=args.split_fraction,
+        args.data, resolve_out(args.out, "idm"), config=config, seed=args.seed, split=args.split, split_fraction=args.split_fraction,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, eval_fraction=args.eval_fraction, eval_dirs=args.eval_data,
         eval_max_windows=args.eval_max_windows, class_weighting=args.class_weighting, threads=args.threads,
-        log_every=args.log_every, name=args.name, progress=True,
+        log_every=args.log_every, name=args.name, progress=args.progress, report_to=args.report_to,
     )  # fmt: skip
     return 0

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from posttrain.config import config_to_dict, save_config
+from posttrain.curves import draw_curves
 from posttrain.flow.config import FlowPostTrainConfig
 from posttrain.flow.rollout import FlowSampling, decode_videos, flow_rollout, replay_logprobs
 from posttrain.flow.sde import gaussian_mean_kl
@@ -48,6 +49,7 @@ from posttrain.trainer import (
     _loss_metrics,
     _peak_memory_mib,
     _speed_metrics,
+    _video_due,
     _write_samples,
     checkpoint_if_due,
     load_data,
@@ -156,7 +158,7 @@ def train_flow(
                                     scheduler=scheduler, run_config=run_config, sampler=sampler)  # fmt: skip
     if dist.main:
         save_config(config, run_dir / "config.yaml")
-    logger = RunLogger(run_dir, start=start, tensorboard=config.logging.tensorboard, enabled=dist.main,
+    logger = RunLogger(run_dir, start=start, report_to=config.logging.report_to, enabled=dist.main,
                        samples=config.logging.samples)  # fmt: skip
 
     last: dict[str, Any] = {}
@@ -231,7 +233,7 @@ def train_flow(
                 "off_policy": False,
                 "reward": reward_name(reward_fn),
             }
-            if config.logging.video_every and iteration % config.logging.video_every == 0 and dist.main:
+            if _video_due(config.logging.video_every, iteration, config.iterations) and dist.main:
                 _write_samples(run_dir, iteration, videos, per_frame, batch, reward_fn, policy.spec.fps,
                                config.logging.videos)  # fmt: skip
             done = iteration + 1
@@ -267,6 +269,7 @@ def train_flow(
             save_nfd(policy, tmp)
         summary["output_sha256"] = sha256_file(run_dir / OUTPUT_NAME)
         write_json(run_dir / "summary.json", summary)
+        draw_curves(run_dir / "log.jsonl", run_dir / "curves.png")
     logger.close()
     dist.barrier()
     return summary

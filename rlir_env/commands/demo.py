@@ -57,11 +57,12 @@ def _demo(args: argparse.Namespace) -> int:
     settings = EvalSettings(num_envs=args.num_envs, seed=args.seed)
     # a checkpoint path as --model names its bundle folder by the file's stem, never by the path itself
     folder = out / (args.model_name or (Path(args.model).stem if Path(args.model).suffix else info.name))
-    bundle = evaluate(model, suite, idm, folder, model_info=info, settings=settings, resume=False)
+    bundle = evaluate(model, suite, idm, folder, model_info=info, settings=settings, resume=False, previews=8)
     ceiling = evaluate_ground_truth(suite, idm, out / "ground-truth")
     print_bundle_summary(bundle, console, ceiling=ceiling)
     gap = ceiling.metrics.primary.value - bundle.metrics.primary.value
-    console.print(f"action-following gap to the ceiling: {gap:.3f} mean macro-F1; bundles in {out}/")
+    console.print(f"action-following gap to the ceiling: {gap:.3f} mean macro-F1; bundles in {out}/, previews to watch "
+                  f"in {folder}/previews/")
 
     if not args.leaderboard:
         return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from worldmodels.cli_options import add_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("record", help="record ground-truth trajectories for training")
@@ -17,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     crafter.add_argument("--size", type=int, default=72, help="frame side; 72 makes every Crafter tile 8x8 pixels")
     crafter.add_argument("--shard-frames", type=int, default=5000)
     crafter.add_argument("--overwrite", action="store_true")
+    add_progress(crafter)
     crafter.set_defaults(func=_crafter)
     scenes = sub.add_parser("scenes", help="cut a start-scene pool for Crafter world-model envs from a recording")
     scenes.add_argument("data", help="recording directory (from `rlir record crafter`)")
@@ -34,7 +37,7 @@ def _crafter(args: argparse.Namespace) -> int:
 
     manifest = record(
         args.out, n_frames=args.frames, shard_frames=args.shard_frames, workers=args.workers, seed=args.seed,
-        policy=args.policy, size=args.size, progress=True, overwrite=args.overwrite,
+        policy=args.policy, size=args.size, progress=args.progress, overwrite=args.overwrite,
     )  # fmt: skip
     Console().print(f"recorded {sum(s['frames'] for s in manifest['shards'])} frames into {args.out}")
     return 0

@@ -107,6 +107,9 @@ class CrafterEnv(gym.Env[np.ndarray, np.int64]):
         self.size = _positive_int(size, "size")
         self.length = None if length is None else _positive_int(length, "length")
         self.render_size = self.size if render_size is None else _positive_int(render_size, "render_size")
+        # an instance copy: Gymnasium 1.1's SyncVectorEnv writes autoreset_mode into its envs' metadata, which would
+        # otherwise change the class attribute for every later CrafterEnv
+        self.metadata = dict(type(self).metadata)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(
                 f"CrafterEnv render_mode={render_mode!r} is not supported; use None or 'rgb_array' "

@@ -314,6 +314,23 @@ def _policy_actions(model: Any, obs: np.ndarray, deterministic: bool, generators
 # -- training ---------------------------------------------------------------------------------------------------------
 
 
+def _wandb_logger(out: Path):
+    """An SB3 logger whose scalars go to Weights & Biases (SB3 has no W&B output format of its own)."""
+    import wandb
+    from stable_baselines3.common.logger import KVWriter, Logger
+
+    run = wandb.init(project="rlir", name=out.name, dir=str(out), resume="allow")
+
+    class WandbWriter(KVWriter):
+        def write(self, key_values, key_excluded, step=0) -> None:
+            run.log({k: v for k, v in key_values.items() if isinstance(v, (int, float))}, step=step)
+
+        def close(self) -> None:
+            run.finish()
+
+    return Logger(folder=None, output_formats=[WandbWriter()])
+
+
 def train_agent(
     world: str,
     *,
@@ -331,6 +348,7 @@ def train_agent(
     env_kwargs: Mapping[str, Any] | None = None,
     device: str = "cpu",
     progress: bool = False,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train PPO for ``steps`` env steps in ``world`` and evaluate it in the real game (see the module docstring).
 
@@ -338,7 +356,7 @@ def train_agent(
         world: ``"RLIR-CrafterDream-v0"`` (the learned simulator) or ``"RLIR-CrafterReal-v0"`` (the real game), or
             any registered id with 72 x 72 Crafter frames.
         steps: Env steps of training (rounded up to whole PPO rollouts of ``n_steps * num_envs``).
-        out: Output directory: ``policy.zip``, ``checkpoints/``, ``tb/``, ``evals.jsonl``, ``summary.json``.
+        out: Output directory: ``policy.zip``, ``checkpoints/``, ``tb/`` (with report_to tensorboard), ``evals.jsonl``, ``summary.json``.
         num_envs: Environments stepped together.
         seed: Seeds PPO, the environments and the evaluations.
         eval_every: Evaluate (and checkpoint) every this many env steps; None: only at the end.
@@ -349,6 +367,8 @@ def train_agent(
         env_kwargs: ``gym.make_vec`` options of the training world (``model=``, ``heads=``, ``scenes=``, ...).
         device: Where PPO runs (the world model's device goes in ``env_kwargs``).
         progress: Show SB3's progress bar.
+        report_to: SB3's training scalars also to ``"tensorboard"`` (``out/tb``) or ``"wandb"``; ``"none"``: only
+            ``evals.jsonl`` and the summary (:mod:`worldmodels.training.report`).
 
     Returns:
         The summary written to ``out/summary.json``.
@@ -357,7 +377,9 @@ def train_agent(
     from stable_baselines3.common.callbacks import BaseCallback
 
     from worldmodels.training.common import machine_info, write_json
+    from worldmodels.training.report import check_report_to
 
+    check_report_to(report_to)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
     if eval_every is not None and eval_every < 1:
@@ -379,8 +401,11 @@ def train_agent(
     if extractor == "nature" and min(height, width) < _NATURE_MIN_SIZE:
         raise ConfigError(f"NatureCNN needs frames of at least {_NATURE_MIN_SIZE} x {_NATURE_MIN_SIZE}, the world "
                           f"gives {height} x {width}; use extractor='crafter'")  # fmt: skip
-    model = PPO("CnnPolicy", env, seed=seed, device=device, verbose=0, tensorboard_log=str(out / "tb"),
+    tensorboard_log = str(out / "tb") if report_to == "tensorboard" else None
+    model = PPO("CnnPolicy", env, seed=seed, device=device, verbose=0, tensorboard_log=tensorboard_log,
                 policy_kwargs=policy_kwargs, **settings)  # fmt: skip
+    if report_to == "wandb":
+        model.set_logger(_wandb_logger(out))
     evaluations: list[dict[str, Any]] = []
     timing = {"rollout_s": 0.0, "eval_s": 0.0, "rollout_env_steps": 0}
     eval_kwargs = dict(episodes=eval_episodes, seed=seed, max_steps=eval_max_steps, parallel=eval_parallel,
@@ -450,7 +475,7 @@ def train_agent(
         "env_kwargs": {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
                        for k, v in (env_kwargs or {}).items()},  # fmt: skip
         "policy": str(out / "policy.zip"),
-        "tensorboard": str(out / "tb"),
+        "tensorboard": tensorboard_log,
         "evaluations": [{k: v for k, v in e.items() if k != "episode_results"} for e in evaluations],
         "final": final,
         "train_env_steps_per_s": timing["rollout_env_steps"] / timing["rollout_s"] if timing["rollout_s"] else None,

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from worldmodels.cli_options import add_progress, add_report_to, resolve_out
 from worldmodels.training.cli import TRAIN_HELP, get_or_add_subparsers
 
 DREAM_WORLD = "RLIR-CrafterDream-v0"
@@ -21,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="trajectory-shard directory to train on (repeat for several)")
     heads.add_argument("--heldout", action="append", default=None, metavar="DIR",
                        help="recording scored at the end (default: the validation episodes)")
-    heads.add_argument("--out", required=True, metavar="FILE", help="heads to write (.safetensors; summary: .json)")
+    heads.add_argument("--out", required=True, metavar="DIR",
+                       help="writes DIR/heads.safetensors and its summary .json (or a .safetensors path)")
     heads.add_argument("--tokenizer", default=None, metavar="FILE",
                        help="the world model's VQ tokenizer (tokenizer file or world model): also train on frames it "
                             "reconstructs, as the world model draws them")
@@ -41,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     heads.add_argument("--eval-every", type=int, default=500)
     heads.add_argument("--log", default=None, metavar="FILE", help="JSON Lines training log")
     heads.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    heads.add_argument("--no-progress", action="store_true")
+    add_progress(heads)
+    add_report_to(heads)
     heads.set_defaults(func=_main_heads)
 
     agents = subparsers.add_parser("agents", help="train agents in the learned simulator or the real game; score them")
@@ -72,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--ent-coef", type=float, default=None, help="PPO entropy bonus (default 0.01)")
     tr.add_argument("--device", default="cpu", help="device of the policy, the world model and the heads")
     tr.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    tr.add_argument("--progress", action="store_true", help="show a progress bar")
+    add_progress(tr, default=False, what="SB3's progress bar")
+    add_report_to(tr)
     tr.set_defaults(func=_main_train)
 
     ev = commands.add_parser("eval", help="score a policy (or 'random') in the real game: Crafter score, return")
@@ -84,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--parallel", type=int, default=8, help="episodes played in lockstep")
     ev.add_argument("--size", type=int, default=None, help="frame size (default: the policy's)")
     ev.add_argument("--frame-stack", type=int, default=None, help="stacked frames (default: the policy's)")
-    ev.add_argument("--out", default=None, metavar="FILE", help="write the result as JSON")
+    ev.add_argument("--out", default=None, metavar="DIR", help="write the result as DIR/eval.json (or a .json path)")
     ev.add_argument("--threads", type=int, default=1)
     ev.set_defaults(func=_main_eval)
 
@@ -106,13 +110,14 @@ def _main_heads(args: argparse.Namespace) -> int:
 
     from rlir_env.dream.train import train_heads
 
+    out = resolve_out(args.out, "heads")
     summary = train_heads(
-        args.data, args.out, heldout_dirs=args.heldout, tokenizer=args.tokenizer,
+        args.data, out, heldout_dirs=args.heldout, tokenizer=args.tokenizer,
         reconstruct_transitions=args.reconstruct_transitions, reconstruct_fraction=args.reconstruct_fraction,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         warmup=args.warmup, weight_decay=args.weight_decay, seed=args.seed, val_fraction=args.val_fraction,
         rare_fraction=args.rare_fraction, eval_every=args.eval_every, log_path=args.log,
-        progress=not args.no_progress,
+        progress=args.progress, report_to=args.report_to,
     )  # fmt: skip
     m = summary["metrics"] or {}
     shown = {"reward_mae": m.get("reward_mae"), "unlock_f1": (m.get("unlock") or {}).get("f1"),
@@ -120,7 +125,7 @@ def _main_heads(args: argparse.Namespace) -> int:
     recon = summary.get("metrics_reconstructed") or {}
     if recon:
         shown["reconstructed_reward_mae"] = recon.get("reward_mae")
-    Console().print(f"wrote {args.out}; {summary['metrics_on']}: {json.dumps(shown)}", highlight=False)
+    Console().print(f"wrote {out}; {summary['metrics_on']}: {json.dumps(shown)}", highlight=False)
     return 0
 
 
@@ -145,6 +150,7 @@ def _main_train(args: argparse.Namespace) -> int:
         args.world, steps=args.steps, out=out, num_envs=args.num_envs, seed=args.seed, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, eval_max_steps=args.eval_max_steps, frame_stack=args.frame_stack,
         extractor=args.extractor, ppo=ppo, env_kwargs=env_kwargs, device=args.device, progress=args.progress,
+        report_to=args.report_to,
     )  # fmt: skip
     final = summary["final"]
     Console().print(
@@ -169,7 +175,7 @@ def _main_eval(args: argparse.Namespace) -> int:
         env_kwargs=None if args.size is None else {"size": args.size},
     )  # fmt: skip
     if args.out:
-        write_json(args.out, result)
+        write_json(resolve_out(args.out, "eval", ".json"), result)
     Console().print(
         f"{args.policy}: {result['episodes']} episodes, Crafter score {result['crafter_score']:.2f} %, return "
         f"{result['return_mean']:.2f} +- {result['return_std']:.2f}, length {result['length_mean']:.0f}",

@@ -440,6 +440,7 @@ def train_heads(
     log_every: int = 50,
     log_path: str | os.PathLike | None = None,
     progress: bool = True,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train Crafter reward/termination heads and write ``out_path`` (safetensors) and its JSON summary.
 
@@ -518,7 +519,7 @@ def train_heads(
     heads = CrafterHeads(config, health_confidence=health_confidence).train()
     optimizer = make_adamw(heads.named_parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = cosine_with_warmup(optimizer, warmup=warmup, total=steps)
-    logger = JsonlLogger(log_path)
+    logger = JsonlLogger(log_path, report_to=report_to)
     validations: list[dict[str, Any]] = []
     losses: list[dict[str, float]] = []
     curve: list[dict[str, Any]] = []

@@ -56,6 +56,23 @@ class NFDSampling:
         return cls(sampler="dpmpp2m", steps=18)
 
 
+SAMPLER_NAMES = {"euler": "euler", "dpm-solver++": "dpmpp2m", "dpmpp2m": "dpmpp2m"}
+"""User-facing sampler names (``rlir eval --sampler``, the NFD envs' ``sampler=``) -> :attr:`NFDSampling.sampler`."""
+PUBLIC_NAME = {"euler": "euler", "dpmpp2m": "dpm-solver++"}
+
+
+def choose_sampling(base: NFDSampling, sampler: str | None = None, steps: int | None = None) -> NFDSampling:
+    """``base`` with the sampler and/or the number of steps replaced (``None`` keeps ``base``'s).
+
+    Raises:
+        ConfigError: an unknown sampler name or a step count < 1.
+    """
+    if sampler is not None and sampler not in SAMPLER_NAMES:
+        raise ConfigError(f"unknown NFD sampler {sampler!r}; choose euler or dpm-solver++")
+    return NFDSampling(sampler=base.sampler if sampler is None else SAMPLER_NAMES[sampler],
+                       steps=base.steps if steps is None else steps, shift=base.shift)  # fmt: skip
+
+
 def time_grid(steps: int, shift: float = 1.0) -> list[float]:
     """``steps + 1`` flow times from 1 down to 0 (uniform, then SD3-shifted), as Python floats (float64)."""
     grid = [1.0 - i / steps for i in range(steps + 1)]

@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+from worldmodels.cli_options import add_progress, add_report_to, add_resume, resolve_out, resume_mode
+
 __all__ = ["TRAIN_HELP", "get_or_add_subparsers", "register", "register_train_commands"]
 
 TRAIN_HELP = "train models (tokenizer, world model, inverse dynamics model)"
@@ -48,7 +50,8 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
     tok = train.add_parser("tokenizer", help="train a VQ image tokenizer (diffusers VQModel) on recorded frames")
     tok.add_argument("--data", action="append", required=True, metavar="DIR",
                      help="trajectory-shard directory to train on (repeat for several)")
-    tok.add_argument("--out", required=True, metavar="FILE", help="weights to write (.safetensors; summary: .json)")
+    tok.add_argument("--out", required=True, metavar="DIR",
+                     help="writes DIR/tokenizer.safetensors, its summary .json and run directory (or a .safetensors path)")
     tok.add_argument("--vq-config", metavar="JSON", default=None,
                      help="diffusers VQModel config.json (default: the Crafter config, 72x72 -> 9x9, 512 codes)")
     tok.add_argument("--frame-size", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -74,8 +77,9 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
     wm.add_argument("--data", action="append", required=True, metavar="DIR",
                     help="trajectory-shard directory to train on (repeat for several)")
     wm.add_argument("--tokenizer", required=True, metavar="FILE", help="tokenizer from `rlir train tokenizer`")
-    wm.add_argument("--out", required=True, metavar="FILE",
-                    help="MineWorld .safetensors to write (summary: .json, tokens: .tokens.npz)")
+    wm.add_argument("--out", required=True, metavar="DIR",
+                    help="writes DIR/worldmodel.safetensors (MineWorld format), its summary .json, tokens and run "
+                         "directory (or a .safetensors path)")
     wm.add_argument("--size", default="small",
                     help="architecture: one of AR_SIZES (small, medium, wide), for the tokenizer's codebook")
     wm.add_argument("--config", metavar="JSON", default=None,
@@ -99,11 +103,12 @@ def register_train_commands(train: argparse._SubParsersAction) -> None:
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log", default=None, metavar="FILE",
                         help="JSON Lines log (default: <out stem>.run/log.jsonl)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    add_resume(parser, what="from the run directory's checkpoint")
     parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
-                        help="stop after this many steps (resumable with --resume)")
+                        help="stop after this many steps (resumable with --resume auto)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_progress(parser)
+    add_report_to(parser)
 
 
 def _setup_threads(args: argparse.Namespace) -> None:
@@ -118,7 +123,7 @@ def _print_summary(summary: dict, out: str) -> None:
 
     final = summary.get("final") or {}
     shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in final.items()}
-    state = f"wrote {out}" if summary["finished"] else f"stopped at step {summary['steps_done']} (resume with --resume)"
+    state = f"wrote {out}" if summary["finished"] else f"stopped at step {summary['steps_done']} (resume with --resume auto)"
     Console().print(f"{state}; {json.dumps(shown)}", highlight=False)
 
 
@@ -129,14 +134,16 @@ def _main_tokenizer(args: argparse.Namespace) -> int:
     from worldmodels.training.tokenizer import train_tokenizer
 
     frame_size = args.frame_size or tuple(ShardDataset(args.data[0]).frame_shape[:2])
+    out = resolve_out(args.out, "tokenizer")
     summary = train_tokenizer(
-        args.data, args.out, vq_config=None if args.vq_config is None else load_vq_config(args.vq_config),
+        args.data, out, vq_config=None if args.vq_config is None else load_vq_config(args.vq_config),
         frame_size=tuple(frame_size), steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         seed=args.seed, val_fraction=args.val_fraction, eval_dirs=args.eval_data, eval_frames=args.eval_frames,
         eval_every=args.eval_every, restart_every=args.restart_every, codebook_update=args.codebook_update, checkpoint_every=args.checkpoint_every,
-        log_path=args.log, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
+        log_path=args.log, resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after, progress=args.progress,
+        report_to=args.report_to,
     )  # fmt: skip
-    _print_summary(summary, args.out)
+    _print_summary(summary, str(out))
     return 0
 
 
@@ -157,12 +164,13 @@ def _main_worldmodel(args: argparse.Namespace) -> int:
         config = crafter_ar_config(**AR_SIZES[args.size], codebook=int(vq_config["num_vq_embeddings"]))
     else:
         raise ConfigError(f"unknown --size {args.size!r}; choose one of {sorted(AR_SIZES)} or pass --config")
+    out = resolve_out(args.out, "worldmodel")
     summary = train_worldmodel(
-        args.data, args.tokenizer, args.out, config=config, steps=args.steps, batch_size=args.batch_size,
+        args.data, args.tokenizer, out, config=config, steps=args.steps, batch_size=args.batch_size,
         window_frames=args.window_frames, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         seed=args.seed, val_fraction=args.val_fraction, val_windows=args.val_windows, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, log_path=args.log, resume=args.resume, stop_after=args.stop_after,
-        compile=args.compile, progress=not args.no_progress,
+        checkpoint_every=args.checkpoint_every, log_path=args.log, resume=resume_mode(args.resume) == "auto",
+        stop_after=args.stop_after, compile=args.compile, progress=args.progress, report_to=args.report_to,
     )  # fmt: skip
-    _print_summary(summary, args.out)
+    _print_summary(summary, str(out))
     return 0

@@ -193,10 +193,16 @@ class JsonlLogger:
         path: the log file (``None``: log nothing).
         resume_step: when resuming from a checkpoint taken at this step, lines logged after it by the interrupted
             run are dropped first, so the log reads like one uninterrupted run; ``None`` starts a new log.
+        report_to: also send each record's numbers (keyed by its ``step``) to ``"tensorboard"`` or ``"wandb"``
+            (:mod:`worldmodels.training.report`, in the log's directory); ``"none"``: the log alone.
     """
 
-    def __init__(self, path: str | os.PathLike | None, *, resume_step: int | None = None):
+    def __init__(self, path: str | os.PathLike | None, *, resume_step: int | None = None, report_to: str = "none"):
+        from worldmodels.training.report import check_report_to, open_reporter
+
+        check_report_to(report_to)  # on every rank, so a missing backend stops the run before any work
         self.path = None if path is None else Path(path)
+        self.reporter = None
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,12 +218,21 @@ class JsonlLogger:
                 kept.append(line)
         with atomic_output(self.path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        start = 0 if resume_step is None else resume_step + 1
+        self.reporter = open_reporter(report_to, self.path.parent, start=start)
 
     def log(self, **record: Any) -> None:
         if self.path is None:
             return
+        plain = _plain(record)
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(_plain(record), allow_nan=False) + "\n")
+            f.write(json.dumps(plain, allow_nan=False) + "\n")
+        if self.reporter is not None and isinstance(plain.get("step"), int):
+            self.reporter.scalars(plain["step"], plain)
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:

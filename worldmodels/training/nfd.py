@@ -545,6 +545,7 @@ def train_autoencoder(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    report_to: str = "none",
     parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """Train the frame autoencoder on up to ``pool_frames`` frames of ``train_episodes`` and write ``out_path``.
@@ -576,7 +577,7 @@ def train_autoencoder(
         start, _, extra = load_checkpoint(checkpoint_path, model=autoencoder, optimizer=optimizer, scheduler=scheduler,
                                           run_config=run_config)  # fmt: skip
         evaluations, resumed_from = extra["evaluations"], start
-    logger = JsonlLogger(log_path if parallel.main else None, resume_step=resumed_from)
+    logger = JsonlLogger(log_path if parallel.main else None, resume_step=resumed_from, report_to=report_to)
     stop = steps if stop_after is None else min(int(stop_after), steps)
     rows = parallel.rows(batch_size)
     window: dict[str, list[float]] = {}
@@ -717,6 +718,7 @@ def train_transformer(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    report_to: str = "none",
     parallel: DataParallel | None = None,
     identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -764,7 +766,7 @@ def train_transformer(
         start, _, extra = load_checkpoint(checkpoint_path, model=transformer, optimizer=optimizer, scheduler=scheduler,
                                           run_config=run_config)  # fmt: skip
         validations, resumed_from = extra["validations"], start
-    logger = JsonlLogger(log_path if parallel.main else None, resume_step=resumed_from)
+    logger = JsonlLogger(log_path if parallel.main else None, resume_step=resumed_from, report_to=report_to)
     stop = steps if stop_after is None else min(int(stop_after), steps)
     rows = parallel.rows(batch_size)
 
@@ -875,6 +877,7 @@ def train_nfd(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train an NFD world model end to end (see the module docstring); write ``out_path`` (``.safetensors``).
 
@@ -892,6 +895,7 @@ def train_nfd(
         resume: continue interrupted stages from their checkpoints (the same settings and data are required).
         stop_after: stop the transformer stage after this many steps (resumable); the autoencoder stage always
             finishes first.
+        report_to: ``"tensorboard"``, ``"wandb"`` or ``"none"`` (:mod:`worldmodels.training.report`), both stages.
 
     Returns:
         ``{"autoencoder": stage 1 summary or the reused file's, "transformer": stage 2 summary}``.
@@ -923,7 +927,7 @@ def train_nfd(
                 source, train_episodes, val_episodes, ae_path, ae_config=ae_config, steps=ae_steps,
                 batch_size=ae_batch_size, lr=ae_lr, warmup=_AE_WARMUP, kl_weight=kl_weight, seed=seed,
                 pool_frames=ae_pool_frames, eval_every=eval_every, log_every=log_every, checkpoint_every=checkpoint_every, resume=resume,
-                progress=progress, parallel=parallel,
+                progress=progress, report_to=report_to, parallel=parallel,
             )  # fmt: skip
         else:
             ae_summary = dict(existing, reused=True)
@@ -950,7 +954,7 @@ def train_nfd(
         window_frames=window_frames, lr=lr, warmup=warmup, weight_decay=weight_decay, context_prob=context_prob,
         seed=seed, val_windows=val_windows, eval_every=eval_every, log_every=log_every,
         checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after, progress=progress,
-        parallel=parallel, identity={"source": source.identity(), "autoencoder_sha256": ae_sha},
+        report_to=report_to, parallel=parallel, identity={"source": source.identity(), "autoencoder_sha256": ae_sha},
     )  # fmt: skip
     summary["autoencoder"] = {"path": str(ae_path), "sha256": ae_sha, "final": ae_summary.get("final")}
     if summary["finished"] and parallel.main:

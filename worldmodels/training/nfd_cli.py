@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from worldmodels.cli_options import add_progress, add_report_to, add_resume, resolve_out, resume_mode
 from worldmodels.training.cli import TRAIN_HELP, get_or_add_subparsers
 
 __all__ = ["add_arguments", "main", "register"]
@@ -33,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="data layout (auto: shards if manifest.json exists, else MineWorld clips)")
     p.add_argument("--clip-frames", type=int, default=16, help="frames per VPT episode chunk")
     p.add_argument("--clip-limit", type=int, default=None, help="read at most this many clips")
-    p.add_argument("--out", required=True, metavar="FILE", help="NFD model to write (.safetensors; summary: .json)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="writes DIR/nfd.safetensors, its autoencoder, summary .json and run directories (or a "
+                        ".safetensors path)")
     p.add_argument("--size", default="nfd-crafter-small",
                    help="preset (nfd-crafter-small, nfd-tiny, nfd-310m, nfd-774m)")
     p.add_argument("--config", metavar="JSON", default=None, help="an NFDConfig as JSON (overrides --size)")
@@ -59,11 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=25)
     p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--resume", action="store_true", help="continue interrupted stages from their checkpoints")
+    add_resume(p, what="interrupted stages from their checkpoints")
     p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
-                   help="stop the transformer stage after this many steps (resumable with --resume)")
+                   help="stop the transformer stage after this many steps (resumable with --resume auto)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    add_progress(p)
+    add_report_to(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,21 +87,22 @@ def run(args: argparse.Namespace) -> int:
 
     config = NFDConfig.from_dict(read_json(args.config, "config")) if args.config else get_preset(args.size)
     ae_config = read_json(args.ae_config, "autoencoder config") if args.ae_config else None
+    out = resolve_out(args.out, "nfd")
     result = train_nfd(
-        args.data, args.out, config=config, ae_config=ae_config, autoencoder=args.autoencoder, layout=args.layout,
+        args.data, out, config=config, ae_config=ae_config, autoencoder=args.autoencoder, layout=args.layout,
         clip_frames=args.clip_frames, clip_limit=args.clip_limit, ae_steps=args.ae_steps,
         ae_batch_size=args.ae_batch_size, ae_lr=args.ae_lr, kl_weight=args.kl_weight,
         ae_pool_frames=args.ae_pool_frames, steps=args.steps, batch_size=args.batch_size,
         window_frames=args.window_frames, lr=args.lr, warmup=args.warmup, weight_decay=args.weight_decay,
         context_prob=args.context_prob, seed=args.seed, val_fraction=args.val_fraction, val_windows=args.val_windows,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-        resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress,
+        resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after, progress=args.progress, report_to=args.report_to,
     )  # fmt: skip
     summary = result["transformer"]
     final = summary.get("final") or {}
     from rich.console import Console
 
-    state = f"wrote {args.out}" if summary["finished"] else f"stopped at step {summary['steps_done']} (--resume)"
+    state = f"wrote {out}" if summary["finished"] else f"stopped at step {summary['steps_done']} (--resume auto)"
     Console().print(f"{state}; validation {json.dumps({k: round(v, 4) for k, v in final.items()})}", highlight=False)
     return 0
 

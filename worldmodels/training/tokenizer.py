@@ -318,6 +318,7 @@ def train_tokenizer(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train a VQ tokenizer and write ``out_path`` (safetensors) and its summary (same name, ``.json``).
 
@@ -438,7 +439,7 @@ def train_tokenizer(
         ema_count, ema_sum = extra["ema_count"].clone(), extra["ema_sum"].clone()
         evaluations, restarted_total = extra_meta["evaluations"], extra_meta["restarted_total"]
         resumed_from = start_step
-    logger = JsonlLogger(log_path, resume_step=resumed_from)
+    logger = JsonlLogger(log_path, resume_step=resumed_from, report_to=report_to)
     stop = steps if stop_after is None else min(int(stop_after), steps)
     last_restart = int(restart_until * steps)
 

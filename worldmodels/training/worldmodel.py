@@ -348,6 +348,7 @@ def train_worldmodel(
     compile: bool = False,
     tokenize_chunk: int = 32,
     progress: bool = True,
+    report_to: str = "none",
 ) -> dict[str, Any]:
     """Train a MineWorld-architecture transformer on tokenized recordings; write ``out_path`` and its summary.
 
@@ -450,7 +451,7 @@ def train_worldmodel(
         start_step, _, extra_meta = load_checkpoint(checkpoint_path, model=transformer, optimizer=optimizer,
                                                     scheduler=scheduler, run_config=run_config)  # fmt: skip
         validations, resumed_from = extra_meta["validations"], start_step
-    logger = JsonlLogger(log_path, resume_step=resumed_from)
+    logger = JsonlLogger(log_path, resume_step=resumed_from, report_to=report_to)
     stop = steps if stop_after is None else min(int(stop_after), steps)
     loss_fn = torch.compile(image_token_loss) if compile else image_token_loss
 
