@@ -616,11 +616,16 @@ def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> 
     path = resolve_checkpoint_path(spec.checkpoint)
     if path is None:
         raise SubmissionRejected([f"checkpoint {spec.checkpoint!r} not found (a registered model name or a file)"])
-    if pinned_weights is None and sha256_file(path) != pinned:  # identity by the file when that is all we know
+    same_file = pinned is not None and sha256_file(path) == pinned
+    if not same_file and pinned_weights is None:  # identity by the file when that is all we know
         raise SubmissionRejected([f"checkpoint {path} has sha256 {sha256_file(path)}, the bundle pins {pinned}"])
     loaded_suite, idm = _load_scoring(suite)
     options = {k: v for k, v in (("config", spec.config), ("vae_config", spec.vae_config)) if v is not None}
-    model = load_world_model(spec.checkpoint, device=spec.device, **options)
+    try:
+        model = load_world_model(spec.checkpoint, device=spec.device, **options)
+    except (ValueError, FileNotFoundError) as error:
+        raise SubmissionRejected([f"checkpoint {path} cannot be loaded ({error}); the bundle pins weights "
+                                  f"{pinned_weights or pinned}"]) from None  # fmt: skip
     if pinned_weights is not None and tensors_sha256(model.state_dict()) != pinned_weights:
         raise SubmissionRejected([f"the weights loaded from {path} have content hash {tensors_sha256(model.state_dict())}"
                                   f", the bundle pins {pinned_weights}"])  # fmt: skip

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from evaluation.bundle import ItemRecord, compute_metrics, load_bundle, save_bundle, save_video
+from evaluation.bundle import compute_metrics, load_bundle, save_bundle, save_video
 from leaderboard.ranking import leaderboards
 from leaderboard.store import Store
 from leaderboard.validate import (
@@ -46,7 +46,7 @@ def _rewritten(source: Path, out: Path, name: str, items) -> Path:
     """``source``'s bundle under model ``name`` with other item records and aggregates recomputed from them, so that
     only what the records claim can give it away."""
     bundle = load_bundle(source)
-    model = bundle.model.model_copy(update={"name": name, "checkpoint_sha256": None})
+    model = bundle.model.model_copy(update={"name": name, "checkpoint_sha256": None, "weights_sha256": None})
     metrics = compute_metrics(items, bundle.taxonomy, throughput=bundle.metrics.throughput)
     save_bundle(bundle.model_copy(update={"model": model, "items": items, "metrics": metrics, "videos": None}), out)
     return out

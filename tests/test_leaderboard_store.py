@@ -93,6 +93,8 @@ def variant(source: Path, out: Path, edit=None, **model) -> Path:
     data = json.loads(((source / "bundle.json") if source.is_dir() else source).read_text())
     if "name" in model and "checkpoint_sha256" not in model and data["model"]["checkpoint_sha256"] is not None:
         model["checkpoint_sha256"] = sha256_json(["checkpoint of", model["name"]])
+    if "name" in model and "weights_sha256" not in model and data["model"].get("weights_sha256") is not None:
+        model["weights_sha256"] = sha256_json(["weights of", model["name"]])
     data["model"].update(model)
     if edit is not None:
         edit(data)
@@ -242,7 +244,7 @@ def test_self_reported_bundle_round_trips(store, world):
     record = submit_local(file, store, submitter="alice")
     original = load_bundle(file)
     assert record.tier == "self-reported" and record.submitter == "alice" and record.model_kind == "model"
-    assert record.model_version == original.model.checkpoint_sha256
+    assert record.model_version == original.model.weights_sha256 is not None  # identity: the weights content hash
     # the canonical sha256 of the parsed bundle, computed independently of the code under test
     assert record.bundle_sha256 == sha256_json(json.loads(original.model_dump_json()))
     assert record.metrics == json.loads(original.metrics.model_dump_json())

@@ -220,9 +220,10 @@ class CrafterVectorEnv(gym.vector.SyncVectorEnv):
     that a step gets exactly one action per env before any env moves (Gymnasium's ``SyncVectorEnv`` would fail
     inside its loop, or silently ignore extra actions)."""
 
-    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, *, autoreset_mode: Any = None, copy: bool = True, **kwargs: Any) -> None:
         num_envs = _positive_int(num_envs, "num_envs")
-        super().__init__([lambda: CrafterEnv(**kwargs) for _ in range(num_envs)])
+        options = {"copy": copy} | ({} if autoreset_mode is None else {"autoreset_mode": autoreset_mode})
+        super().__init__([lambda: CrafterEnv(**kwargs) for _ in range(num_envs)], **options)
 
     def step(self, actions: Any):
         array = np.asarray(actions)

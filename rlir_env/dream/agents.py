@@ -124,12 +124,12 @@ def make_training_env(
     except gym.error.Error as error:
         raise ConfigError(f"unknown world {world!r} ({error}); use {DREAM_WORLD} or {REAL_WORLD}") from None
     kwargs = dict(env_kwargs or {})
+    if world == REAL_WORLD:
+        kwargs.setdefault("size", FRAME_SIZE)
     if spec.vector_entry_point is not None:
         venv = gym.make_vec(world, num_envs=num_envs, vectorization_mode="vector_entry_point",
                             autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)  # fmt: skip
     else:
-        if world == REAL_WORLD:
-            kwargs.setdefault("size", FRAME_SIZE)
         venv = gym.make_vec(world, num_envs=num_envs, vectorization_mode="sync",
                             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP}, **kwargs)  # fmt: skip
     env = SB3VecEnv(venv)
