@@ -171,11 +171,16 @@ def test_registered_dream_env(tiny_model, heads_file, crafter_data):
     assert "episode" not in bare.step(np.array([1]))[3][0] and isinstance(bare, SB3VecEnv)
 
 
-def test_sb3_env_of_the_real_game_is_sb3s_own_vector_env():
+@pytest.mark.parametrize("env_id", ["RLIR-CrafterReal-v0", "Test-CrafterRealSingle-v0"])
+def test_sb3_env_of_the_real_game_reports_episodes(env_id):
+    """The real game has its own vector env; an id without a vector entry point becomes SB3's ``DummyVecEnv``."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
-    venv = make_sb3_env("RLIR-CrafterReal-v0", n_envs=2, seed=3, size=36, length=3)
-    assert isinstance(venv, VecMonitor) and isinstance(venv.venv, DummyVecEnv)
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point="rlir_env.crafter.env:CrafterEnv")
+    venv = make_sb3_env(env_id, n_envs=2, seed=3, size=36, length=3)
+    assert isinstance(venv, VecMonitor)
+    assert isinstance(venv.venv, DummyVecEnv) == (gym.spec(env_id).vector_entry_point is None)
     first = venv.reset()
     assert first.shape == (2, 36, 36, 3) and not np.array_equal(first[0], first[1])  # seeds 3 and 4
     for _ in range(3):

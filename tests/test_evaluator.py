@@ -21,7 +21,7 @@ from tests.world_models import tiny_minecraft_suite, tiny_mineworld, tiny_vpt_id
 from worldmodels.actions import minecraft
 from worldmodels.data.clips import write_mineworld_clip
 from worldmodels.errors import ConfigError, DataError, IntegrityError
-from worldmodels.mineworld import save_safetensors
+from worldmodels.mineworld import MineWorld, save_safetensors
 
 SETTINGS = EvalSettings(num_envs=3, seed=5, video_metrics=True)
 
@@ -234,3 +234,13 @@ def test_torchrun_two_gloo_processes_match_one(setup, reference, tmp_path):
     sharded = load_bundle(out)
     assert sharded.items == reference.items
     assert sharded.metrics.primary == reference.metrics.primary
+
+
+def test_compiled_decoding_scores_like_eager_and_is_recorded(setup, reference, tmp_path):
+    model = MineWorld.from_checkpoint(setup["checkpoint"], compile=True)
+    bundle = evaluate(model, setup["suite"], setup["idm"], tmp_path / "c", model_info=ModelInfo(name="tiny"),
+                      settings=SETTINGS, progress=False)  # fmt: skip
+    assert bundle.runtime.compiled and not reference.runtime.compiled
+    # same tokens; VQ pixels may differ by one level, which moves PSNR a little but no IDM label here
+    assert [r.pred_labels for r in bundle.items] == [r.pred_labels for r in reference.items]
+    assert [r.gt_labels for r in bundle.items] == [r.gt_labels for r in reference.items]
