@@ -17,6 +17,11 @@ mkdir -p "$MODELS"
 #    and the start scenes.
 [ -f "$WORK/data/manifest.json" ] || $RLIR record crafter "$WORK/data" --frames 100000 --seed 0 --workers 2
 [ -f "$WORK/heldout/manifest.json" ] || $RLIR record crafter "$WORK/heldout" --frames 40000 --seed 1 --workers 2
+# v2 data (issue 14): 500,000 frames played by the `decorrelated` policy, whose action at t is much less predictable
+# from the frames before it than the mixture's (bench/action_predictability.py; a world model trained on persistent
+# actions learns to continue the past motion and ignore the action token); resumable (--resume keeps finished shards).
+[ -f "$WORK/data-v2/manifest.json" ] || $RLIR record crafter "$WORK/data-v2" --frames 500000 --seed 0 \
+  --policy decorrelated --workers 2 --resume --no-progress
 # Post-training prompts (bench/posttrain_demo.py): other worlds than the benchmark's.
 [ -f "$WORK/train-suite/manifest.json" ] || $RLIR suite build-crafter "$WORK/train-suite" --name crafter-train \
   --items 512 --seed 77
