@@ -112,3 +112,17 @@ def test_the_v2_tokenizer_config_is_one_token_per_cell_with_4096_codes():
     config = json.loads((ROOT / "scripts" / "crafter-vq-v2.json").read_text())
     tokenizer = VQTokenizer(config, (72, 72))
     assert tokenizer.grid == (9, 9) and tokenizer.codebook_size == 4096
+
+
+def test_cell_patterns_count_exact_cells_and_their_coverage():
+    patterns = _load("cell_patterns")
+    frames = np.zeros((3, 16, 16, 3), dtype=np.uint8)
+    frames[1, :8, :8] = 5  # one cell of frame 1 differs
+    frames[2, 8:, 8:, 0] = np.arange(8)  # one cell of frame 2 differs from everything
+    ids = patterns.cell_ids(frames, 8)
+    assert ids.shape == (3, 4)
+    result = patterns.coverage(ids)
+    assert result["distinct_patterns"] == 3
+    assert result["top_k"]["31"] == {"cells": 1.0, "frames": 1.0}
+    with pytest.raises(DataError, match="cells"):
+        patterns.cell_ids(np.zeros((1, 12, 16, 3), np.uint8), 8)
