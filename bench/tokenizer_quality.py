@@ -10,7 +10,8 @@ For every group: mean PSNR (``10 log10(255^2 / MSE)`` per frame, MSE floored at 
 over episodes, mean absolute error, the share of 8x8 cells whose every pixel is within 2 levels (``cells_exact``),
 and the share of tokens (and whole frames) that survive ``tokenize(detokenize(tokenize(x))) == tokenize(x)``,
 through the real inference path (:class:`~worldmodels.mineworld.vq.VQTokenizer`, uint8 truncation). Also the codes
-used and the perplexity of the code histogram over all evaluated frames.
+used and the perplexity of the code histogram over all evaluated frames, and per group the codes its frames use and
+how many of them no other group's frames use (codes spent on night noise are lost to the day's textures).
 
 The tokenizer is a file from ``rlir train tokenizer`` or a training checkpoint (``<out>.run/checkpoint.safetensors``,
 scored as it stands). The frames come from ``--data`` (every episode: pass a recording the tokenizer never trained
@@ -101,7 +102,7 @@ def bootstrap_mean(values: np.ndarray, owners: np.ndarray, seed: int, n: int = 1
 @torch.no_grad()
 def score(tokenizer: VQTokenizer, frames: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
     h, w = tokenizer.grid
-    out = {k: [] for k in ("psnr", "mae", "cells_exact", "stable_tokens", "stable_frame")}
+    out = {k: [] for k in ("psnr", "mae", "cells_exact", "stable_tokens", "stable_frame", "ids")}
     counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
     for start in range(0, len(frames), batch):
         x = torch.as_tensor(frames[start : start + batch])
@@ -118,7 +119,9 @@ def score(tokenizer: VQTokenizer, frames: np.ndarray, batch: int = 64) -> dict[s
         out["stable_tokens"].append(same.mean(dim=1))
         out["stable_frame"].append(same.min(dim=1).values)
         counts += torch.bincount(ids.flatten(), minlength=tokenizer.codebook_size)
-    result = {k: torch.cat(v).double().numpy() for k, v in out.items()}
+        out["ids"].append(ids.flatten(1))
+    result = {k: torch.cat(v).double().numpy() for k, v in out.items() if k != "ids"}
+    result["ids"] = torch.cat(out["ids"]).numpy()
     p = counts.double() / counts.sum()
     p = p[p > 0]
     result["used_codes"] = int((counts > 0).sum())
@@ -152,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         mask = np.ones(len(groups), bool) if name == "all" else groups == g - 1
         if not mask.any():
             continue
-        result["groups"][name] = {"frames": int(mask.sum()), **{
+        codes = np.unique(scores["ids"][mask])
+        others = np.unique(scores["ids"][~mask]) if name != "all" else np.array([], dtype=codes.dtype)
+        result["groups"][name] = {"frames": int(mask.sum()), "used_codes": int(len(codes)),
+                                  "codes_only_here": int(len(np.setdiff1d(codes, others))), **{
             k: bootstrap_mean(scores[k][mask], owners[mask], args.seed) for k in
             ("psnr", "mae", "cells_exact", "stable_tokens", "stable_frame")}}  # fmt: skip
     result["seconds"] = round(time.perf_counter() - began, 1)

@@ -106,6 +106,9 @@ def test_tokenizer_quality_cli_writes_json(tmp_path):
     result = json.loads((tmp_path / "q.json").read_text())
     assert result["frames"] == 12 and set(result["groups"]) == {"all", "day", "night", "asleep"}
     assert result["groups"]["day"]["frames"] == 5 and len(result["groups"]["all"]["psnr"]) == 3
+    groups = result["groups"]
+    assert groups["all"]["used_codes"] == result["used_codes"] >= groups["day"]["used_codes"]
+    assert 0 <= groups["night"]["codes_only_here"] <= groups["night"]["used_codes"]
 
 
 def test_the_v2_tokenizer_config_is_one_token_per_cell_with_4096_codes():
