@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # a failed step stops the trainings running in the background
 RLIR=${RLIR:-.venv/bin/rlir}
+PY=${PY:-.venv/bin/python}
 WORK=${1:-runs/embedded}
 MODELS=$WORK/models
 mkdir -p "$MODELS"
@@ -17,6 +18,11 @@ mkdir -p "$MODELS"
 #    and the start scenes.
 [ -f "$WORK/data/manifest.json" ] || $RLIR record crafter "$WORK/data" --frames 100000 --seed 0 --workers 2
 [ -f "$WORK/heldout/manifest.json" ] || $RLIR record crafter "$WORK/heldout" --frames 40000 --seed 1 --workers 2
+# v2 data (issue 14): 500,000 frames played by the `decorrelated` policy, whose action at t is much less predictable
+# from the frames before it than the mixture's (bench/action_predictability.py; a world model trained on persistent
+# actions learns to continue the past motion and ignore the action token); resumable (--resume auto keeps finished shards).
+[ -f "$WORK/data-v2/manifest.json" ] || $RLIR record crafter "$WORK/data-v2" --frames 500000 --seed 0 \
+  --policy decorrelated --workers 2 --resume auto --no-progress
 # Post-training prompts (bench/posttrain_demo.py): other worlds than the benchmark's.
 [ -f "$WORK/train-suite/manifest.json" ] || $RLIR suite build-crafter "$WORK/train-suite" --name crafter-train \
   --items 512 --seed 77
@@ -24,6 +30,20 @@ mkdir -p "$MODELS"
 # 2. The VQ tokenizer (72x72 -> 9x9 tokens, 512 codes).
 $RLIR train tokenizer --data "$WORK/data" --out "$MODELS/crafter-vq.safetensors" --steps 5000 --eval-every 2500 --seed 0 \
   --threads 1 --no-progress
+
+# 2b. Tokenizer v2 (issue 14; not installed as the shipped tokenizer): one token per 8x8 cell, 4096 codes, wider
+#     low-resolution levels (scripts/crafter-vq-v2.json). It trains on the first 30,000 frames of the v2 data (the
+#     same seed and shard size record the same six shards) and is scored on another recording of the same policy
+#     (seed 101), by day and night (bench/tokenizer_quality.py).
+[ -f "$WORK/data-v2-tok/manifest.json" ] || $RLIR record crafter "$WORK/data-v2-tok" --frames 30000 --seed 0 \
+  --policy decorrelated --workers 2 --resume auto --no-progress
+[ -f "$WORK/tok-eval-v2/manifest.json" ] || $RLIR record crafter "$WORK/tok-eval-v2" --frames 20000 --seed 101 \
+  --policy decorrelated --policy-kwargs '{"p_random": 0.5}' --workers 2 --resume auto --no-progress
+$RLIR train tokenizer --data "$WORK/data-v2-tok" --eval-data "$WORK/tok-eval-v2" --out "$MODELS/crafter-vq-v2.safetensors" \
+  --vq-config scripts/crafter-vq-v2.json --steps 4000 --batch-size 16 --lr 2e-3 --restart-every 100 --eval-every 500 \
+  --seed 0 --threads 1 --no-progress --resume auto
+$PY bench/tokenizer_quality.py "$MODELS/crafter-vq-v2.safetensors" --data "$WORK/tok-eval-v2" --frames 4000 \
+  --out "$MODELS/crafter-vq-v2.quality.json"
 
 # 3. The world model (one thread) next to the two IDMs (one thread each, one after the other): the 2 cores stay busy
 #    without OpenMP threads of different jobs waiting on each other.

@@ -4,6 +4,7 @@ recorder whose shards replay exactly in a fresh environment and do not depend on
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections import Counter
 from pathlib import Path
 
@@ -11,12 +12,19 @@ import numpy as np
 import pytest
 
 from rlir_env.crafter.env import ACHIEVEMENTS, INVENTORY_ITEMS, CrafterEnv
-from rlir_env.crafter.policies import MixturePolicy, PersistentRandomPolicy, ScriptedExplorer, make_policy
+from rlir_env.crafter.policies import (
+    DecorrelatedPolicy,
+    MixturePolicy,
+    PersistentRandomPolicy,
+    ScriptedExplorer,
+    make_policy,
+)
 from rlir_env.crafter.record import record
 from worldmodels.actions.crafter import ACTION_NAMES, N_ACTIONS
 from worldmodels.data.shards import MANIFEST_NAME, ShardDataset
 from worldmodels.errors import ConfigError
 
+record_module = importlib.import_module("rlir_env.crafter.record")  # the package re-exports record() over it
 RECORD = dict(n_frames=230, shard_frames=100, seed=5)
 
 
@@ -90,7 +98,29 @@ def test_mixture_switches_between_components_and_adds_random_actions():
     assert len({always_random.act(None, info) for _ in range(200)}) == N_ACTIONS
 
 
+def test_decorrelated_policy_is_less_persistent_and_still_crafts():
+    repeats = {}
+    for name in ("mixture", "decorrelated"):
+        actions, unlocked = play(make_policy(name), seed=0, steps=400)
+        repeats[name] = np.mean(np.array(actions[1:]) == np.array(actions[:-1]))
+        if name == "decorrelated":
+            assert {"collect_wood", "place_table"} <= unlocked
+            assert len(set(actions)) == N_ACTIONS
+    assert repeats["decorrelated"] < 0.4 < repeats["mixture"]
+    first, _ = play(DecorrelatedPolicy(), seed=3, steps=120)
+    again, _ = play(DecorrelatedPolicy(), seed=3, steps=120)
+    assert first == again
+    always_explorer, _ = play(DecorrelatedPolicy(p_random=0.0, explorer={"random_ties": False, "p_turn": 0.15}),
+                              seed=2, steps=80)  # fmt: skip
+    explorer, _ = play(ScriptedExplorer(), seed=2, steps=80)
+    assert always_explorer == explorer
+
+
 def test_policy_settings_are_checked():
+    with pytest.raises(ConfigError, match="p_random"):
+        DecorrelatedPolicy(p_random=1.5)
+    with pytest.raises(ConfigError, match="random_weights"):
+        DecorrelatedPolicy(random_weights=[1.0] * 3)
     with pytest.raises(ConfigError, match="repeat_p"):
         PersistentRandomPolicy(repeat_p=1.0)
     with pytest.raises(ConfigError, match="weights"):
@@ -135,6 +165,7 @@ def test_recorded_episodes_replay_exactly_in_a_fresh_env(recorded):
             np.testing.assert_array_equal(episode.extras["achievements"][t + 1], flags)
             assert episode.extras["inventory"][t + 1].tolist() == [info["inventory"][n] for n in INVENTORY_ITEMS]
             assert episode.extras["player_pos"][t + 1].tolist() == info["player_pos"].tolist()
+            assert episode.extras["daylight"][t + 1] == np.float32(env._game._world.daylight)
         if not episode.terminated[-1]:
             # Not a death, and Crafter's length (10000) is far away: the shard was full, so it is a shard's last.
             assert episode.index in last_of_shard and not truncated
@@ -173,3 +204,23 @@ def test_recorder_refuses_to_overwrite_and_checks_settings(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=message):
             record(tmp_path / "other", **bad)
+
+
+def test_resumed_recording_equals_an_uninterrupted_one(recorded, tmp_path, monkeypatch):
+    record(tmp_path, n_frames=100, shard_frames=100, seed=5)  # a shorter recording: shard 0 of RECORD
+    calls = []
+    original = record_module._record_shard
+    monkeypatch.setattr(record_module, "_record_shard", lambda task, *a: calls.append(task["index"]) or
+                        original(task, *a))  # fmt: skip
+    record(tmp_path, workers=1, resume=True, **RECORD)
+    assert calls == [1, 2]  # shard 0 was kept
+    assert (tmp_path / MANIFEST_NAME).read_bytes() == (recorded / MANIFEST_NAME).read_bytes()
+    (tmp_path / "shard-00001.npz").write_bytes(b"truncated")
+    calls.clear()
+    record(tmp_path, workers=1, resume=True, **RECORD)
+    assert calls == [1]  # the unreadable shard is recorded again
+    assert (tmp_path / "shard-00001.npz").read_bytes() == (recorded / "shard-00001.npz").read_bytes()
+    with pytest.raises(ConfigError, match="seed=5 .now 6."):
+        record(tmp_path, n_frames=230, shard_frames=100, seed=6, resume=True)
+    with pytest.raises(ConfigError, match="not both"):
+        record(tmp_path, resume=True, overwrite=True, **RECORD)

@@ -24,7 +24,15 @@ from rlir_env.crafter.env import SEMANTIC_IDS
 from worldmodels.actions.crafter import N_ACTIONS, action_index
 from worldmodels.errors import ConfigError
 
-__all__ = ["MixturePolicy", "PersistentRandomPolicy", "Policy", "ScriptedExplorer", "make_policy", "POLICY_NAMES"]
+__all__ = [
+    "DecorrelatedPolicy",
+    "MixturePolicy",
+    "PersistentRandomPolicy",
+    "Policy",
+    "ScriptedExplorer",
+    "make_policy",
+    "POLICY_NAMES",
+]
 
 
 @runtime_checkable
@@ -121,6 +129,9 @@ class ScriptedExplorer:
         p_place_stone: Per-step probability of placing a held stone on a suitable faced cell.
         p_place_plant: Per-step probability of planting a held sapling on faced grass.
         p_turn: Per-step probability of picking a new direction while wandering.
+        random_ties: Break ties between equally short paths at random (the breadth-first search visits the four
+            directions in a random order on every call) instead of always preferring the same direction, so that
+            walks to a target zigzag rather than run straight (default False: the behaviour of the v1 recordings).
     """
 
     def __init__(
@@ -136,6 +147,7 @@ class ScriptedExplorer:
         p_place_stone: float = 0.1,
         p_place_plant: float = 0.5,
         p_turn: float = 0.15,
+        random_ties: bool = False,
     ) -> None:
         for name, value in dict(search_radius=search_radius, goal_steps=goal_steps).items():
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -154,6 +166,7 @@ class ScriptedExplorer:
         self.p_place_stone = float(p_place_stone)
         self.p_place_plant = float(p_place_plant)
         self.p_turn = float(p_turn)
+        self.random_ties = bool(random_ties)
         self._rng: np.random.Generator | None = None
         self._goal: str | None = None
         self._goal_left = 0
@@ -291,7 +304,8 @@ class ScriptedExplorer:
             adjacent = _adjacent_direction(sem, pos, targets)
             if adjacent is not None:
                 return _DO if facing == adjacent else _MOVES[adjacent]  # moving into a solid cell only turns
-            step = _first_step_towards(sem, pos, targets, self.search_radius)
+            order = tuple(_DIRECTIONS[i] for i in rng.permutation(4)) if self.random_ties else _DIRECTIONS
+            step = _first_step_towards(sem, pos, targets, self.search_radius, order)
             if step is not None:
                 return _MOVES[step]
             self._goal, self._goal_left = "wander", self._goal_steps_draw() // 2  # nothing reachable: look around
@@ -376,13 +390,62 @@ class MixturePolicy:
         return int(action)
 
 
-POLICY_NAMES = ("mixture", "explorer", "random", "uniform")
+class DecorrelatedPolicy:
+    """A scripted explorer interleaved step by step with independent random actions (the v2 recordings).
+
+    The v1 ``mixture`` holds actions: its random component repeats the last action with probability 0.8 and its
+    explorer walks straight to targets, so the action at ``t`` can be read off the motion in the frames before it
+    (``bench/action_predictability.py``), and a world model trained on it learns to continue the past motion and
+    ignore the action token. Here every step is, independently, with probability ``p_random`` a fresh random
+    action (no persistence; ``sleep`` down-weighted, since a sleeper ignores all actions until rested) and
+    otherwise the :class:`ScriptedExplorer`'s action (it is asked every step, so its goals keep progressing; it
+    breaks path ties at random and turns often while wandering). The explorer still reaches collecting, placing,
+    crafting, eating and sleeping. While the player sleeps the game ignores actions, so the label is the explorer's
+    ``sleep`` (what the game does), never a random action that had no effect.
+
+    Args:
+        p_random: Per-step probability of a random action instead of the explorer's.
+        random_weights: Relative weights of the 17 actions for the random steps (default: 1 each, ``sleep`` 0.2).
+        explorer: Keyword arguments for the :class:`ScriptedExplorer` (default ``random_ties=True, p_turn=0.5``).
+    """
+
+    def __init__(
+        self,
+        p_random: float = 0.5,
+        random_weights: Sequence[float] | None = None,
+        explorer: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not 0.0 <= p_random <= 1.0:
+            raise ConfigError(f"DecorrelatedPolicy p_random must be a probability in [0, 1], got {p_random!r}")
+        if random_weights is None:
+            random_weights = [0.2 if i == _SLEEP else 1.0 for i in range(N_ACTIONS)]
+        self.p_random = float(p_random)
+        self.random_p = _normalised(random_weights, N_ACTIONS, "random_weights")
+        self.explorer = ScriptedExplorer(**{"random_ties": True, "p_turn": 0.5, **dict(explorer or {})})
+        self._rng: np.random.Generator | None = None
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self.explorer.reset(rng)
+
+    def act(self, obs: np.ndarray | None, info: Mapping[str, Any]) -> int:
+        rng = _require_rng(self._rng, self)
+        action = self.explorer.act(obs, info)
+        if info["sleeping"]:
+            return int(action)
+        if self.p_random > 0.0 and rng.random() < self.p_random:  # p_random=0 plays exactly as the explorer
+            action = int(rng.choice(N_ACTIONS, p=self.random_p))
+        return int(action)
+
+
+POLICY_NAMES = ("mixture", "explorer", "random", "uniform", "decorrelated")
 """Names accepted by :func:`make_policy`."""
 
 
 def make_policy(name: str, **kwargs: Any) -> Policy:
-    """Build a policy by name: ``"mixture"`` (default mixture), ``"explorer"``, ``"random"`` (persistent random) or
-    ``"uniform"`` (i.i.d. uniform); ``kwargs`` go to the constructor."""
+    """Build a policy by name: ``"mixture"`` (default mixture, the v1 recordings), ``"explorer"``, ``"random"``
+    (persistent random), ``"uniform"`` (i.i.d. uniform) or ``"decorrelated"`` (:class:`DecorrelatedPolicy`, the v2
+    recordings); ``kwargs`` go to the constructor."""
     if name == "mixture":
         return MixturePolicy(**kwargs)
     if name == "explorer":
@@ -391,6 +454,8 @@ def make_policy(name: str, **kwargs: Any) -> Policy:
         return PersistentRandomPolicy(**kwargs)
     if name == "uniform":
         return PersistentRandomPolicy(repeat_p=0.0, **kwargs)
+    if name == "decorrelated":
+        return DecorrelatedPolicy(**kwargs)
     raise ConfigError(f"unknown Crafter behaviour policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
 
 
@@ -421,9 +486,10 @@ def _adjacent_direction(sem: np.ndarray, pos: tuple[int, int], ids: np.ndarray) 
     return None
 
 
-def _first_step_towards(sem: np.ndarray, pos: tuple[int, int], targets: np.ndarray,
-                        radius: int) -> tuple[int, int] | None:  # fmt: skip
-    """First move of a shortest walk (within a square of ``radius``) to a free cell next to a target cell."""
+def _first_step_towards(sem: np.ndarray, pos: tuple[int, int], targets: np.ndarray, radius: int,
+                        order: Sequence[tuple[int, int]] = _DIRECTIONS) -> tuple[int, int] | None:  # fmt: skip
+    """First move of a shortest walk (within a square of ``radius``) to a free cell next to a target cell; among
+    equally short walks, the one the search meets first when it expands directions in ``order``."""
     x0, y0 = max(0, pos[0] - radius), max(0, pos[1] - radius)
     window = sem[x0 : pos[0] + radius + 1, y0 : pos[1] + radius + 1]
     target = np.isin(window, targets)
@@ -444,7 +510,7 @@ def _first_step_towards(sem: np.ndarray, pos: tuple[int, int], targets: np.ndarr
     queue = deque([start])
     while queue:
         cx, cy = queue.popleft()
-        for d in _DIRECTIONS:
+        for d in order:
             nx, ny = cx + d[0], cy + d[1]
             if not (0 <= nx < width and 0 <= ny < height) or (nx, ny) in first or not free[nx, ny]:
                 continue

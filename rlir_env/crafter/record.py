@@ -13,6 +13,8 @@ Per-frame extras stored next to the required arrays:
   frame (columns: ``ACHIEVEMENTS``);
 * ``inventory uint8[F, 16]`` (columns: ``INVENTORY_ITEMS``; health is column 0);
 * ``player_pos int16[F, 2]``, ``facing int8[F, 2]``, ``sleeping bool[F]``;
+* ``daylight float32[F]``: the game's daylight when the frame was drawn (1 full day, 0 darkest night; below 0.5
+  Crafter adds random noise to the frame, and below 1 it blends in a darker, bluer copy);
 * ``semantic uint8[F, 64, 64]`` only with ``semantic=True``;
 * per episode: ``episode_seeds int64[E]``, the seed passed to ``CrafterEnv.reset``.
 """
@@ -35,12 +37,15 @@ import numpy as np
 from rlir_env.crafter.env import ACHIEVEMENTS, INVENTORY_ITEMS, CrafterEnv
 from rlir_env.crafter.policies import POLICY_NAMES, make_policy
 from worldmodels.actions.crafter import ACTION_NAMES
-from worldmodels.data.shards import MANIFEST_NAME, ShardInfo, read_manifest, write_manifest, write_shard
-from worldmodels.errors import ConfigError
+from worldmodels.data.jsonl import atomic_output
+from worldmodels.data.shards import MANIFEST_NAME, ShardInfo, load_shard, read_manifest, write_manifest, write_shard
+from worldmodels.errors import ConfigError, DataError
 
 __all__ = ["ENV_ID", "record", "shard_name"]
 
 ENV_ID = "RLIR-CrafterReal-v0"
+SETTINGS_NAME = "record-settings.json"
+"""Written into the output directory before the first shard: what a ``resume`` must match."""
 _PROGRESS_EVERY = 256  # frames between progress messages from a worker
 _progress_queue: Any = None  # set in worker processes by _init_worker
 
@@ -64,6 +69,7 @@ def record(
     policy_kwargs: Mapping[str, Any] | None = None,
     progress: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Record ``n_frames`` frames of Crafter into ``out_dir`` (shards + ``manifest.json``); returns the manifest.
 
@@ -81,9 +87,13 @@ def record(
         policy_kwargs: Keyword arguments for the policy constructor (JSON-serialisable).
         progress: Show a rich progress bar.
         overwrite: Replace an existing recording in ``out_dir`` (its shards and manifest); otherwise refuse.
+        resume: Keep the shards already in ``out_dir`` (from an interrupted or a shorter run with the same settings
+            except ``n_frames``) and record only the missing ones; a kept shard is read back and checked, and one
+            that is unreadable or of another size is recorded again. The result is the same as an uninterrupted run.
 
     Raises:
-        ConfigError: a bad setting, or ``out_dir`` already holds a recording and ``overwrite`` is False.
+        ConfigError: a bad setting; ``out_dir`` already holds a recording and neither ``overwrite`` nor ``resume`` is
+            set; or ``resume`` meets a recording made with other settings.
 
     With ``workers > 1`` shards are recorded in ``spawn``-started processes, so a script calling this must guard
     its entry point with ``if __name__ == "__main__":`` (the ``rlir`` command does).
@@ -103,8 +113,15 @@ def record(
     make_policy(policy, **policy_kwargs)  # fail here, not in a worker, on bad policy settings
     CrafterEnv(size=size, length=episode_length)  # same for env settings
 
+    if overwrite and resume:
+        raise ConfigError("record: pass overwrite=True (start again) or resume=True (keep the shards), not both")
     out = Path(out_dir)
-    _prepare_output(out, overwrite)
+    settings = {
+        "env_id": ENV_ID, "crafter_version": _version("crafter"), "opensimplex_version": _version("opensimplex"),
+        "shard_frames": shard_frames, "seed": int(seed), "policy": policy, "policy_kwargs": policy_kwargs,
+        "size": int(size), "episode_length": episode_length, "semantic": bool(semantic),
+    }  # fmt: skip
+    _prepare_output(out, overwrite, resume, settings)
     sizes = [min(shard_frames, n_frames - start) for start in range(0, n_frames, shard_frames)]
     tasks = [
         dict(index=j, n_frames=n, seed=int(seed), policy=policy, policy_kwargs=policy_kwargs, size=int(size),
@@ -112,11 +129,17 @@ def record(
         for j, n in enumerate(sizes)
     ]  # fmt: skip
 
+    kept = {task["index"]: _existing_shard(out, task) for task in tasks} if resume else {}
+    kept = {index: result for index, result in kept.items() if result is not None}
+    todo = [task for task in tasks if task["index"] not in kept]
     with _ProgressBar(n_frames, enabled=progress) as bar:
-        if workers == 1 or len(tasks) == 1:
-            results = [_record_shard(task, bar.advance) for task in tasks]
+        bar.advance(sum(info.frames for info, _ in kept.values()))
+        if workers == 1 or len(todo) <= 1:
+            recorded = [_record_shard(task, bar.advance) for task in todo]
         else:
-            results = _record_parallel(tasks, min(workers, len(tasks)), bar)
+            recorded = _record_parallel(todo, min(workers, len(todo)), bar)
+    by_index = {**kept, **{task["index"]: result for task, result in zip(todo, recorded)}}
+    results = [by_index[task["index"]] for task in tasks]
 
     shards = [info for info, _ in results]
     config = {
@@ -141,6 +164,7 @@ def record(
             "player_pos": {"columns": ["x", "y"]},
             "facing": {"columns": ["dx", "dy"]},
             "sleeping": {},
+            "daylight": {"meaning": "the game's daylight in [0, 1] when the frame was drawn; < 0.5: night noise"},
             **({"semantic": {"meaning": "world map [x, y]; ids: rlir_env.crafter.SEMANTIC_NAMES"}} if semantic else {}),
             "episode_seeds": {"meaning": "seed passed to CrafterEnv.reset"},
         },
@@ -211,6 +235,7 @@ def _record_shard(
     player_pos = np.zeros((capacity, 2), dtype=np.int16)
     facing = np.zeros((capacity, 2), dtype=np.int8)
     sleeping = np.zeros(capacity, dtype=bool)
+    daylight = np.zeros(capacity, dtype=np.float32)
     semantic = None
     starts: list[int] = []
     seeds: list[int] = []
@@ -227,6 +252,7 @@ def _record_shard(
         player_pos[t] = info["player_pos"]
         facing[t] = info["facing"]
         sleeping[t] = info["sleeping"]
+        daylight[t] = env._game._world.daylight  # what the frame was drawn with (crafter updates it before drawing)
         if task["semantic"]:
             if semantic is None:
                 semantic = np.zeros((capacity, *info["semantic"].shape), dtype=np.uint8)
@@ -262,6 +288,7 @@ def _record_shard(
         "player_pos": player_pos,
         "facing": facing,
         "sleeping": sleeping,
+        "daylight": daylight,
         "episode_seeds": np.array(seeds, dtype=np.int64),
     }
     if semantic is not None:
@@ -276,19 +303,60 @@ def _record_shard(
     return info, seeds
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
+def _prepare_output(out: Path, overwrite: bool, resume: bool, settings: dict[str, Any]) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"record output {str(out)!r} is a file; give a directory")
     out.mkdir(parents=True, exist_ok=True)
     old = sorted(out.glob("shard-*.npz"))
+    settings_path = out / SETTINGS_NAME
+    if resume and (old or settings_path.exists()):
+        try:
+            previous = json.loads(settings_path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(
+                f"cannot resume the recording in {str(out)!r}: its {SETTINGS_NAME} is missing or unreadable ({e}); "
+                "record into another directory or pass overwrite=True"
+            ) from None
+        differ = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+        if differ:
+            raise ConfigError(
+                f"cannot resume the recording in {str(out)!r}: it was made with other settings "
+                + ", ".join(f"{k}={previous.get(k)!r} (now {settings.get(k)!r})" for k in differ)
+                + "; use the same settings or another directory"
+            )
+        (out / MANIFEST_NAME).unlink(missing_ok=True)  # rewritten when every shard is there
+        return
     if (out / MANIFEST_NAME).exists() or old:
         if not overwrite:
             raise ConfigError(
-                f"{str(out)!r} already holds a recording; pass overwrite=True or choose another directory"
+                f"{str(out)!r} already holds a recording; pass overwrite=True (--overwrite) to replace it, "
+                "resume=True (--resume) to complete it, or choose another directory"
             )
         (out / MANIFEST_NAME).unlink(missing_ok=True)
         for path in old:
             path.unlink()
+    with atomic_output(settings_path) as tmp:
+        Path(tmp).write_text(json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def _existing_shard(out: Path, task: Mapping[str, Any]) -> tuple[ShardInfo, list[int]] | None:
+    """The manifest entry and episode seeds of shard ``task`` if it is already in ``out`` with the right size."""
+    from worldmodels.hashing import sha256_file
+
+    path = out / shard_name(task["index"])
+    if not path.is_file():
+        return None
+    try:
+        arrays = load_shard(path)
+    except DataError:
+        return None  # unreadable (e.g. a disk filled up): record it again
+    if len(arrays["frames"]) != task["n_frames"] or "episode_seeds" not in arrays:
+        return None  # the last shard of a shorter recording
+    starts = arrays["episode_starts"]
+    lengths = tuple(int(n) for n in np.diff(np.append(starts, len(arrays["frames"]))))
+    info = ShardInfo(file=path.name, frames=len(arrays["frames"]), frame_shape=tuple(arrays["frames"].shape[1:]),
+                     episode_lengths=lengths, sha256=sha256_file(path))  # fmt: skip
+    return info, [int(v) for v in arrays["episode_seeds"]]
 
 
 def _version(package: str) -> str | None:
