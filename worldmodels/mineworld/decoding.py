@@ -163,6 +163,10 @@ class DecodeStats:
         return self.tokens / max(self.slot_forwards, 1)
 
 
+RECOMPILE_LIMIT = 64
+"""Graphs Dynamo may keep per compiled function (see :class:`StaticStep`)."""
+
+
 class StaticStep:
     """One decode step (:func:`static_decode_step`), with sampling for naive and diagonal decoding, compiled with
     ``torch.compile``.
@@ -191,6 +195,9 @@ class StaticStep:
             _step_and_sample, config=config, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads,
             eps=c.rms_norm_eps,
         )  # fmt: skip
+        # every StaticStep compiles the same two functions: graphs of all models, samplers and widths of a process
+        # count against one per-function recompile limit (8 by default), which a test run or a sweep exceeds
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         self._compiled = torch.compile(self._step, fullgraph=True)
         self._dynamic_width = config.decoding in ("diagonal", "speculative")
         self._logits = functools.partial(
