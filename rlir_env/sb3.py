@@ -91,9 +91,9 @@ def make_sb3_env(
 ) -> VecEnv:
     """A stable-baselines3 ``VecEnv`` of ``n_envs`` copies of ``env_id``, wrapped in ``VecMonitor``.
 
-    World-model envs (those registered with a ``vector_entry_point``) become one natively batched env with
-    same-step autoreset (:class:`SB3VecEnv`: one model for all slots). Envs without one (``RLIR-CrafterReal-v0``, the
-    real game) become SB3's own ``DummyVecEnv`` of ``n_envs`` single envs, which is what SB3 would build for them.
+    Envs registered with a ``vector_entry_point`` (world models, the real game) become one natively batched env with
+    same-step autoreset (:class:`SB3VecEnv`: one model for all slots). Ids registered without
+    one become SB3's own ``DummyVecEnv`` of ``n_envs`` single envs, which is what SB3 would build for them.
 
     Args:
         env_id: a registered Gymnasium id (``import rlir_env`` registers the ``RLIR-*`` ids).
