@@ -54,7 +54,11 @@ def scenes_for(model):
 
 
 def time_world_model(model, num_envs: int, steps: int, decoding: str) -> float:
-    env = WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding=decoding)
+    return time_vector_env(WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding=decoding), steps)
+
+
+def time_vector_env(env, steps: int) -> float:
+    """Env steps/s (summed over envs) of ``steps`` random steps after one untimed warm-up step; closes ``env``."""
     env.reset(seed=0)
     env.action_space.seed(0)
     env.step(env.action_space.sample())  # warm-up: first-call allocations
@@ -63,7 +67,7 @@ def time_world_model(model, num_envs: int, steps: int, decoding: str) -> float:
         env.step(env.action_space.sample())
     seconds = time.perf_counter() - start
     env.close()
-    return num_envs * steps / seconds
+    return env.num_envs * steps / seconds
 
 
 def time_real_crafter(steps: int) -> float:

@@ -21,7 +21,7 @@ import time
 import torch
 
 import rlir_env  # noqa: F401  (registers the ids)
-from bench_env import time_real_crafter, time_world_model  # run as a script: bench/ is on sys.path
+from bench_env import time_real_crafter, time_vector_env, time_world_model  # run as a script: bench/ is on sys.path
 from worldmodels.registry import load_world_model
 
 
@@ -68,16 +68,7 @@ def time_dream(model, num_envs: int, steps: int) -> float:
     """Env steps/s of ``RLIR-CrafterDream-v0``'s vector env (world model + learned reward and termination heads)."""
     from rlir_env.dream.env import make_dream_vector_env
 
-    env = make_dream_vector_env(num_envs, model=model)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    env.step(env.action_space.sample())
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step(env.action_space.sample())
-    seconds = time.perf_counter() - start
-    env.close()
-    return num_envs * steps / seconds
+    return time_vector_env(make_dream_vector_env(num_envs, model=model), steps)
 
 
 def main() -> None:
