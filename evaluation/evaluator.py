@@ -353,7 +353,7 @@ def evaluate(
     return assemble_bundle(
         suite, out_dir, taxonomy=taxonomy, model_info=model_info, idm=idm, settings=settings, world=world,
         device=str(next(iter(getattr(model, "parameters", lambda: iter([torch.empty(0)]))())).device),
-        compiled=bool(getattr(model, "compile", False)),
+        compiled=getattr(model, "compile", False) is True,  # MineWorld's flag; other modules have a compile() method
     )  # fmt: skip
 
 

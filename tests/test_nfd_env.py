@@ -114,6 +114,7 @@ def test_nfd_sampler_is_a_choice_of_the_env_and_the_evaluator(checkpoint, tmp_pa
     euler = evaluate(model, suite, idm, tmp_path / "b", model_info=ModelInfo(name="n"), progress=False,
                      settings=EvalSettings(sampler="euler", sampling_steps=4))  # fmt: skip
     assert (euler.runtime.sampler, euler.runtime.sampling_steps) == ("euler", 4)
+    assert euler.runtime.compiled is False  # nn.Module.compile is a method, not MineWorld's compile flag
     assert euler.items[0].video_sha256 != default.items[0].video_sha256
     with pytest.raises(ConfigError, match=r"decoding='diagonal'.*NFD model"):
         evaluate(model, suite, idm, tmp_path / "c", model_info=ModelInfo(name="n"), progress=False,
