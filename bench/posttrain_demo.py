@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-RLIR = [sys.executable, "-m", "rlir_env.cli"]
+RLIR = [sys.executable, "-m", "rlir"]
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}  # two-sided 95% t quantiles by degrees of freedom
 
 

@@ -5,7 +5,7 @@ For every seed, in one process on one machine:
 * **(a) random**: a uniform random policy in the real game ``RLIR-CrafterReal-v0``;
 * **(b) dream**: PPO trained for ``--steps`` env steps only in ``RLIR-CrafterDream-v0`` (world model + learned reward
   and death), then scored in the real game;
-* **(c) real**: the same PPO recipe (:func:`rlir_env.dream.agents.train_agent`) trained for the same env steps in
+* **(c) real**: the same PPO recipe (:func:`rlir.agents.ppo.train_agent`) trained for the same env steps in
   the real game, scored the same way.
 
 Each is scored on ``--eval-episodes`` real-game episodes (Crafter score = official geometric mean of achievement
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rlir_env.dream.agents import DREAM_WORLD, REAL_WORLD, evaluate_policy, train_agent
+from rlir.agents.ppo import DREAM_WORLD, REAL_WORLD, evaluate_policy, train_agent
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -72,7 +72,7 @@ def untrained_model_file(path: Path, seed: int = 0) -> Path:
 
 def env_speed(world: str, num_envs: int, steps: int, env_kwargs: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """Env steps per second of ``world`` under uniform random actions (SB3 adapter, ``num_envs`` at once)."""
-    from rlir_env.dream.agents import make_training_env
+    from rlir.agents.ppo import make_training_env
 
     env = make_training_env(world, num_envs, seed=seed, env_kwargs=env_kwargs)
     env.reset()

@@ -17,7 +17,7 @@ from pathlib import Path
 from stable_baselines3 import PPO
 
 import rlir_env  # noqa: F401  (registers the RLIR-* ids)
-from rlir_env.dream.agents import evaluate_policy
+from rlir.agents.ppo import evaluate_policy
 from rlir_env.sb3 import make_sb3_env
 
 

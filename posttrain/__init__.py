@@ -5,8 +5,7 @@ Flow-GRPO (:mod:`posttrain.flow`); ``rlir posttrain`` picks the trainer from the
 
 * :mod:`posttrain.grpo`: the algorithm core, group rollouts with a shared-prefix KV cache, log-prob replay;
 * :mod:`posttrain.rewards`: ``IDMReward`` (RLIR) and ``PixelReward`` (RLVR-World's baseline);
-* :mod:`posttrain.config`, :mod:`posttrain.data`, :mod:`posttrain.trainer`: the run (``rlir posttrain``,
-  :mod:`posttrain.cli`).
+* :mod:`posttrain.config`, :mod:`posttrain.data`, :mod:`posttrain.trainer`: the run (``rlir posttrain``).
 
 Modules are imported on use; they pull in torch.
 """

@@ -274,7 +274,7 @@ def test_domains():
 
 
 def run_cli(*args: str, stdin: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rlir_env.cli", *args], input=stdin, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "rlir", *args], input=stdin, capture_output=True, text=True)
 
 
 def test_cli_encode_decode_and_from_vpt():

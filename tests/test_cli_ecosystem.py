@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlir_env.cli import main
+from rlir.cli import main
 from worldmodels import registry
 from worldmodels.device import check_device
 from worldmodels.errors import ConfigError
@@ -96,9 +96,7 @@ def test_every_command_with_a_device_option_checks_it(capsys):
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU-only torch build")
 def test_posttrain_checks_a_device_given_as_a_config_override(tmp_path, capsys):
-    from posttrain.cli import main as posttrain_main
-
-    code = posttrain_main(["--model", "crafter-mineworld", "--data", "crafter-af-v1", "--out", str(tmp_path / "run"),
+    code = main(["posttrain", "--model", "crafter-mineworld", "--data", "crafter-af-v1", "--out", str(tmp_path / "run"),
                            "model.device=cuda"])  # fmt: skip
     assert code == 2 and "'cuda'" in capsys.readouterr().err
 
@@ -119,7 +117,7 @@ def test_help_shows_defaults_and_one_flag_convention(capsys):
 
 
 def test_resume_values_are_checked():
-    from worldmodels.cli_options import resolve_out, resume_mode
+    from rlir.options import resolve_out, resume_mode
 
     assert resume_mode("auto") == "auto" and resume_mode("never") == "never"
     with pytest.raises(ConfigError, match="'yes'.*auto.*never"):

@@ -1,4 +1,4 @@
-"""rlir_env.dream.agents and ``rlir agents``: PPO inside a tiny world model (through the CLI, with frame stacking,
+"""rlir.agents.ppo and ``rlir agents``: PPO inside a tiny world model (through the CLI, with frame stacking,
 periodic real-game evaluation, checkpoints, TensorBoard and a summary), the real-game baseline on the same code path,
 seeded evaluation of a saved policy with the Crafter score recomputed from the episodes, and clear errors when a
 policy and an env disagree."""
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from rlir_env.cli import main as rlir_main
+from rlir.cli import main as rlir_main
 from rlir_env.crafter.env import ACHIEVEMENTS
-from rlir_env.dream.agents import REAL_WORLD, evaluate_policy, load_policy, train_agent
+from rlir.agents.ppo import REAL_WORLD, evaluate_policy, load_policy, train_agent
 from tests.test_dream_setup import SIZE, crafter_data, heads_file, tiny_model  # noqa: F401  (fixtures)
 from worldmodels.errors import ConfigError, MissingFileError
 from worldmodels.mineworld.checkpoint import save_safetensors

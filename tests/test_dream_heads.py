@@ -12,10 +12,10 @@ import torch
 from gymnasium.error import ResetNeeded
 from sklearn.metrics import roc_auc_score
 
-from rlir_env.cli import main as rlir_main
+from rlir.cli import main as rlir_main
 from rlir_env.crafter.env import ACHIEVEMENTS, INVENTORY_ITEMS, CrafterEnv
 from rlir_env.dream.heads import BUNDLED_HEADS, CrafterHeads, CrafterHeadsConfig, CrafterReward, track_health
-from rlir_env.dream.train import evaluate_heads, load_transitions, predict_rewards, roc_auc, train_heads
+from rlir.agents.reward_heads import evaluate_heads, load_transitions, predict_rewards, roc_auc, train_heads
 from rlir_env.dream.wrappers import LearnedCrafterReward, LearnedCrafterTermination
 from tests.test_dream_setup import SIZE, crafter_data, heads_file, tiny_model  # noqa: F401  (fixtures)
 from worldmodels.data.shards import ShardDataset, write_manifest, write_shard
@@ -92,7 +92,7 @@ def test_training_writes_heads_that_load_and_learn(crafter_data, tmp_path):
 def test_training_on_frames_the_world_model_reconstructs(crafter_data, tiny_model, tmp_path):
     """With the world model's tokenizer, batches mix real transitions with transitions passed through its VQ
     (encode + decode), and held-out episodes are also scored on reconstructed frames."""
-    from rlir_env.dream.train import load_frame_tokenizer, reconstruct_frames
+    from rlir.agents.reward_heads import load_frame_tokenizer, reconstruct_frames
 
     checkpoint = tmp_path / "wm.safetensors"
     save_safetensors(tiny_model, checkpoint)

@@ -44,7 +44,7 @@ def crafter_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def heads_file(crafter_data, tmp_path_factory) -> Path:
     """Heads trained for a few steps on ``crafter_data`` (their predictions are arbitrary but fixed)."""
-    from rlir_env.dream.train import train_heads
+    from rlir.agents.reward_heads import train_heads
 
     path = tmp_path_factory.mktemp("dream-heads") / "heads.safetensors"
     train_heads(crafter_data, path, steps=10, batch_size=16, val_transitions=64, eval_every=0, progress=False)

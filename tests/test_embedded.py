@@ -134,7 +134,7 @@ def test_sb3_ppo_smoke_run_in_the_bundled_world(model, tmp_path):
 
 def test_demo_command_on_a_small_suite(tmp_path, suite):
     from evaluation.suites import make_suite, save_suite
-    from rlir_env.cli import main
+    from rlir.cli import main
 
     small = make_suite("crafter-demo-test", 1, "crafter", [suite[i] for i in range(4)], protocol=suite.manifest["protocol"],
                        fps=5.0, description="4 items of crafter-af-v1")  # fmt: skip

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import rlir_env  # noqa: F401  (registers the env ids)
-from rlir_env.commands.rollout import read_action_script
+from rlir.commands.rollout import read_action_script
 from worldmodels.actions import minecraft
 from worldmodels.errors import ActionError, ConfigError
 
@@ -84,7 +84,7 @@ def test_rollout_scripts_name_the_line_of_an_unknown_action(tmp_path):
 def test_actions_encode_prints_nothing_unless_every_line_is_valid():
     line = json.dumps(minecraft.noop() | {"camera": [0.0, 0.0]}, default=lambda a: a.tolist())
     bad = line.replace('"forward": 0', '"forward": 7')
-    result = subprocess.run([sys.executable, "-m", "rlir_env.cli", "actions", "encode"], input=f"{line}\n{bad}\n",
+    result = subprocess.run([sys.executable, "-m", "rlir", "actions", "encode"], input=f"{line}\n{bad}\n",
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "<stdin>:2" in result.stderr
     assert result.stdout == ""

@@ -224,7 +224,7 @@ def test_torchrun_two_gloo_processes_match_one(setup, reference, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "sharded"
     command = [
-        str(torchrun), "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "rlir_env.cli", "eval",
+        str(torchrun), "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "rlir", "eval",
         "--checkpoint", str(setup["checkpoint"]), "--model-name", "tiny", "--suite", str(setup["root"] / "suite"),
         "--idm", str(setup["weights"]), "--out", str(out), "--num-envs", "3", "--seed", "5",
     ]  # fmt: skip

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from evaluation.suites import SuiteItem, make_suite, save_suite
-from posttrain.cli import add_arguments, config_from_args, main
+from rlir.cli import main as rlir_main
+from rlir.commands.posttrain import add_arguments, config_from_args
 from posttrain.flow.config import FlowPostTrainConfig, load_flow_config
 from posttrain.flow.rollout import FlowSampling, flow_rollout, replay_logprobs
 from posttrain.flow.sde import gaussian_logprob, gaussian_mean_kl, sde_sigma, sde_step, select_train_steps
@@ -287,8 +288,8 @@ def test_cli_posttrains_an_nfd_checkpoint_and_resumes(tmp_path):
             "optim.lr=1e-2", "iterations=3", "checkpoint.every=1", "logging.progress=false",
             "logging.report_to=none", "logging.samples=true"]  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert main([*args, "--out", str(straight)]) == 0
-    assert main([*args, "--out", str(killed)]) == 0
+    assert rlir_main(["posttrain", *args, "--out", str(straight)]) == 0
+    assert rlir_main(["posttrain", *args, "--out", str(killed)]) == 0
     (killed / "model.safetensors").unlink()  # as if killed after the 2nd checkpoint: drop the last one
     checkpoints = killed / "checkpoints"
     (checkpoints / "iter_000003.safetensors").unlink()
@@ -299,7 +300,7 @@ def test_cli_posttrains_an_nfd_checkpoint_and_resumes(tmp_path):
     previous = checkpoints / "iter_000002.safetensors"
     (checkpoints / "latest.json").write_text(json.dumps({"file": previous.name, "sha256": sha256_file(previous),
                                                           "iteration": 2}))  # fmt: skip
-    assert main([*args, "--out", str(killed)]) == 0
+    assert rlir_main(["posttrain", *args, "--out", str(killed)]) == 0
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     drop = ("time_", "tokens_per_s", "frames_per_s", "peak_memory")
@@ -328,13 +329,13 @@ def test_two_gloo_processes_match_one(tmp_path):
             "rollout.prompts_per_iter=2", "rollout.steps=4", "algo.micro_batch=3", "optim.lr=1e-3", "iterations=1",
             "logging.progress=false", "logging.report_to=none", "logging.samples=true"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main([*args, "--out", str(one)]) == 0
+    assert rlir_main(["posttrain", *args, "--out", str(one)]) == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    result = subprocess.run([*torchrun, "-m", "posttrain.cli", *args, "--out", str(two)], capture_output=True,
+    result = subprocess.run([*torchrun, "-m", "rlir", "posttrain", *args, "--out", str(two)], capture_output=True,
                             text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     samples = [[json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()] for run in (one, two)]

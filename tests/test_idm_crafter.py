@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from evaluation.idm import InverseDynamicsModel
 from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
-from evaluation.idm.cli import register
+from rlir.commands.train import register
 from evaluation.idm.train import (
     WindowSampler,
     crafter_action_report,
@@ -312,14 +312,6 @@ def test_command_line_trains_and_writes_files(moves_data, tmp_path):
     assert model.config.width == 8 and model.config.frame_size == (36, 36) and model.summary["seed"] == 5
     assert json.loads(summary_path(out).read_text())["weights_sha256"] == model.sha256
 
-    # next to a `train` command registered by another module
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers(dest="command")
-    other = subparsers.add_parser("train").add_subparsers(dest="train_command")
-    other.add_parser("tokenizer")
-    register(subparsers)
-    assert set(other.choices) == {"tokenizer", "idm"}
-    assert parser.parse_args(["train", "idm", "--data", "d", "--out", "o"]).func is args.func
 
 
 # -- metrics --------------------------------------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def test_a_bundle_file_over_the_limit_is_not_read(store, tmp_path):
 
 
 def test_token_names_are_unique_and_ownership_follows_the_token_id(world, tmp_path, capsys):
-    from rlir_env.cli import main
+    from rlir.cli import main
 
     db = tmp_path / "tokens.db"
     register_suite(Store(db), world.suite_dir, world.idm_weights)

@@ -8,7 +8,7 @@ import numpy as np
 
 from leaderboard.ranking import describe_sampling
 from leaderboard.store import Store
-from rlir_env.cli import main
+from rlir.cli import main
 from tests.test_leaderboard_store import crafter_suite_record, synthetic_bundle
 from worldmodels.data.video import write_video
 

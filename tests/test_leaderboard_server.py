@@ -39,7 +39,7 @@ def start_server(db: Path, *args: str) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
         "-m",
-        "rlir_env.cli",
+        "rlir",
         "leaderboard",
         "serve",
         "--db",
@@ -111,7 +111,7 @@ def server(world, tmp_path_factory):
 
 
 def test_submit_bundle_and_videos_then_read_back(server, world, capsys):
-    from rlir_env.cli import main
+    from rlir.cli import main
 
     url, db = server
     token = Store(db).create_token("alice")

@@ -498,7 +498,7 @@ def test_hostile_names_are_refused_and_views_escape_what_is_stored_anyway(store,
 
 
 def test_cli_suite_add_add_show_export_token(world, tmp_path, capsys):
-    from rlir_env.cli import main
+    from rlir.cli import main
 
     db = str(tmp_path / "cli.db")
     assert main(["leaderboard", "suite", "add", str(world.suite_dir), "--idm", str(world.idm_weights), "--db", db]) == 0

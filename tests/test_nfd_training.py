@@ -21,7 +21,7 @@ from worldmodels.data.shards import write_manifest, write_shard
 from worldmodels.nfd import NFD, TINY_AE_CONFIG
 from worldmodels.registry import load_world_model
 from worldmodels.training.nfd import LatentData, flow_matching_loss, gather_windows, sample_flow_times
-from worldmodels.training.nfd_cli import main
+from rlir.cli import main as rlir_main
 
 EPISODES, LENGTH = 6, 12
 
@@ -125,7 +125,7 @@ def _log(path: Path) -> list[dict]:
 
 def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp_path, capsys):
     straight = tmp_path / "straight" / "nfd.safetensors"
-    assert main(_cli(data, ae_config, straight)) == 0
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, straight)]) == 0
     summary = json.loads(straight.with_suffix(".json").read_text())
     assert summary["finished"] and summary["steps_done"] == 6 and summary["world_size"] == 1
     assert set(summary["generation"]) == {"euler10", "dpmpp2m18"}
@@ -138,9 +138,9 @@ def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp
     assert model.step(state, torch.tensor([2])).shape == (1, 16, 16, 3)
 
     resumed = tmp_path / "resumed" / "nfd.safetensors"
-    assert main(_cli(data, ae_config, resumed, "--stop-after", "3")) == 0
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, resumed, "--stop-after", "3")]) == 0
     assert not resumed.exists() and (resumed.parent / "nfd.run" / "checkpoint.safetensors").is_file()
-    assert main(_cli(data, ae_config, resumed, "--resume", "auto")) == 0
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, resumed, "--resume", "auto")]) == 0
     a, b = load_file(str(straight)), load_file(str(resumed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads(resumed.with_suffix(".json").read_text())["resumed_from"] == 3
@@ -148,7 +148,7 @@ def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp
     # the trained transformer moved away from its initialisation (adaLN-Zero: output layer 0 at the start)
     assert a["transformer.final_proj.weight"].abs().max() > 0
     capsys.readouterr()
-    assert main(_cli(data, ae_config, resumed, "--resume", "auto", "--stop-after", "4", "--lr", "1e-3")) == 2
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, resumed, "--resume", "auto", "--stop-after", "4", "--lr", "1e-3")]) == 2
     assert "belongs to another run" in capsys.readouterr().err  # resuming with other settings is refused
 
 
@@ -164,11 +164,11 @@ def test_two_gloo_processes_match_one(data, ae_config, tmp_path):
     global frame count, so both layouts take the same steps up to float summation order."""
     args = ["--steps", "3", "--ae-steps", "2", "--eval-every", "0", "--checkpoint-every", "3"]
     one = tmp_path / "one" / "nfd.safetensors"
-    assert main(_cli(data, ae_config, one, *args)) == 0
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, one, *args)]) == 0
     two = tmp_path / "two" / "nfd.safetensors"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    result = subprocess.run([*torchrun, "-m", "worldmodels.training.nfd_cli", *_cli(data, ae_config, two, *args)],
+    result = subprocess.run([*torchrun, "-m", "rlir", "train", "nfd", *_cli(data, ae_config, two, *args)],
                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(two.with_suffix(".json").read_text())["world_size"] == 2

@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from evaluation.suites import save_suite
-from posttrain.cli import add_arguments, config_from_args, main
+from rlir.cli import main as rlir_main
+from rlir.commands.posttrain import add_arguments, config_from_args
 from posttrain.config import PostTrainConfig, load_config, save_config
 from posttrain.trainer import train
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld
@@ -216,7 +217,7 @@ def _write_inputs(directory: Path) -> tuple[Path, Path]:
 
 def _cli(model_path: Path, suite_dir: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "-m", "posttrain.cli", "--model", str(model_path), "--data", str(suite_dir), "--reward", "pixel",
+        "-m", "rlir", "posttrain", "--model", str(model_path), "--data", str(suite_dir), "--reward", "pixel",
         "--out", str(out), "--resume", "auto", "rollout.group_size=4", "rollout.prompts_per_iter=2",
         "rollout.prompts_per_state=1", "algo.micro_batch=2", "optim.lr=1e-3", "logging.progress=false",
         "logging.report_to=none", "logging.samples=true", *extra,
@@ -236,7 +237,7 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     model_path, suite_dir = _write_inputs(tmp_path)
     args = ["iterations=4", "checkpoint.every=1"]
     straight = tmp_path / "straight"
-    assert main(_cli(model_path, suite_dir, straight, *args)[2:]) == 0  # in process (one torch thread, as below)
+    assert rlir_main(_cli(model_path, suite_dir, straight, *args)[2:]) == 0  # in process (one torch thread, as below)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, *_cli(model_path, suite_dir, killed, *args)], env=_env())
@@ -267,7 +268,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     model_path, suite_dir = _write_inputs(tmp_path)
     args = ["iterations=1"]
     one, two = tmp_path / "one", tmp_path / "two"
-    assert main(_cli(model_path, suite_dir, one, *args)[2:]) == 0
+    assert rlir_main(_cli(model_path, suite_dir, one, *args)[2:]) == 0
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     subprocess.run([*torchrun, *_cli(model_path, suite_dir, two, *args)], check=True, env=_env(), timeout=300)
     samples_one = [json.loads(x) for x in (one / "samples.jsonl").read_text().splitlines()]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rlir_env.cli import main
+from rlir.cli import main
 from worldmodels.errors import ConfigError
 from worldmodels.training.common import JsonlLogger
 from worldmodels.training.report import check_report_to
@@ -54,8 +54,6 @@ def test_tensorboard_receives_the_logged_numbers(tmp_path):
 
 @pytest.mark.skipif(HAS_WANDB, reason="needs an environment without wandb")
 def test_posttrain_checks_its_report_to_before_loading(tmp_path, capsys):
-    from posttrain.cli import main as posttrain_main
-
-    code = posttrain_main(["--model", "crafter-mineworld", "--data", "crafter-af-v1", "--out", str(tmp_path / "run"),
+    code = main(["posttrain", "--model", "crafter-mineworld", "--data", "crafter-af-v1", "--out", str(tmp_path / "run"),
                            "logging.report_to=wandb"])  # fmt: skip
     assert code == 2 and "wandb package" in capsys.readouterr().err and not (tmp_path / "run").exists()

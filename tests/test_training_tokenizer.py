@@ -17,7 +17,7 @@ from rlir_env.crafter.record import record
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.mineworld.vq import VQTokenizer
-from worldmodels.training.cli import get_or_add_subparsers, register
+from rlir.commands.train import register
 from worldmodels.training.common import cosine_with_warmup, split_episodes
 from worldmodels.training.tokenizer import (
     evaluate_tokenizer,
@@ -172,14 +172,12 @@ def test_split_and_schedule():
     assert lrs[14] == pytest.approx(0.1)
 
 
-def test_cli_registers_next_to_an_existing_train_command(data, tmp_path):
+def test_cli_train_group_trains_a_tokenizer(data, tmp_path):
     parser = argparse.ArgumentParser(prog="rlir")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    other = subparsers.add_parser("train").add_subparsers(dest="train_command", required=True)
-    other.add_parser("idm").set_defaults(func=lambda args: 0)
     register(subparsers)
-    assert get_or_add_subparsers(subparsers, "train", help="") is other
-    assert parser.parse_args(["train", "idm"]).train_command == "idm"
+    train_group = next(a for a in subparsers.choices["train"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(train_group.choices) == {"tokenizer", "worldmodel", "nfd", "idm", "reward-head"}
 
     out = tmp_path / "cli.safetensors"
     vq_path = tmp_path / "vq.json"
@@ -190,7 +188,3 @@ def test_cli_registers_next_to_an_existing_train_command(data, tmp_path):
     ])  # fmt: skip
     assert args.func(args) == 0
     assert load_tokenizer(out).grid == (9, 9)
-
-    fresh = argparse.ArgumentParser().add_subparsers(dest="command")
-    register(fresh)
-    assert {"tokenizer", "worldmodel"} <= set(get_or_add_subparsers(fresh, "train", help="").choices)

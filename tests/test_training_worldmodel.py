@@ -196,7 +196,7 @@ def test_mismatched_settings_raise(data, tokenizer_file, tmp_path):
 def test_cli_trains_a_world_model(data, tokenizer_file, tmp_path):
     import argparse
 
-    from worldmodels.training.cli import register
+    from rlir.commands.train import register
 
     parser = argparse.ArgumentParser(prog="rlir")
     register(parser.add_subparsers(dest="command", required=True))

@@ -1,7 +1,6 @@
 """Inverse dynamics models: read the actions back from (generated) video.
 
-Names are imported lazily (PEP 562) so that light modules such as the CLI can import ``evaluation.idm.cli``
-without loading torch.
+Names are imported lazily (PEP 562): importing the package does not load torch.
 """
 
 from __future__ import annotations

@@ -32,7 +32,6 @@ reproducible on the same machine and thread count.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -45,7 +44,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluation.idm.cli import CLASS_WEIGHTINGS, SPLITS
 from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
 from evaluation.metrics.action import confusion_counts, metrics_from_confusion
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
@@ -59,11 +57,15 @@ __all__ = [
     "WindowSampler",
     "crafter_action_report",
     "evaluate_crafter_idm",
-    "main_train_idm",
     "split_episodes",
     "summary_path",
     "train_crafter_idm",
 ]
+
+SPLITS = ("all", "train", "heldout")
+"""Which episodes train: all of them, or one fixed half of each dataset (``split_fraction``) or its complement."""
+CLASS_WEIGHTINGS = ("none", "inverse_sqrt")
+"""Loss weights per class: none, or inversely proportional to the square root of the class frequency."""
 
 _PARTITION_SEED = 20250923  # fixed, so that "train" and "heldout" are complements whatever the training seeds
 _EVAL_STREAM, _SAMPLE_STREAM = 1, 2
@@ -465,23 +467,3 @@ class _Logger:
     def __call__(self, message: str) -> None:
         if self.console is not None:
             self.console.log(message, highlight=False)
-
-
-# -- command line (registered by evaluation/idm/cli.py) ----------------------------------------------------------
-
-
-def main_train_idm(args: argparse.Namespace) -> int:
-    """Run :func:`train_crafter_idm` from parsed ``rlir train idm`` arguments."""
-    height, width = ShardDataset(args.data[0]).frame_shape[:2]  # the IDM takes the recording's frame size
-    given = {k: getattr(args, k) for k in ("width", "depth", "window", "cell") if getattr(args, k) is not None}
-    config = CrafterIDMConfig(frame_size=(int(height), int(width)), **given)
-    from worldmodels.cli_options import resolve_out
-
-    train_crafter_idm(
-        args.data, resolve_out(args.out, "idm"), config=config, seed=args.seed, split=args.split, split_fraction=args.split_fraction,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, eval_fraction=args.eval_fraction, eval_dirs=args.eval_data,
-        eval_max_windows=args.eval_max_windows, class_weighting=args.class_weighting, threads=args.threads,
-        log_every=args.log_every, name=args.name, progress=args.progress, report_to=args.report_to,
-    )  # fmt: skip
-    return 0

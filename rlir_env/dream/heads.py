@@ -22,7 +22,7 @@ change is paid between confident readings only (:func:`track_health`). Terminati
 ``P(health = 0 | frame) > death_threshold``: in the recordings health is 0 on exactly the terminal frames.
 
 A world model draws every frame with its VQ decoder, which blurs the small health digits; heads trained on real
-pixels alone misread them (:mod:`rlir_env.dream.train` therefore also trains on frames passed through the world
+pixels alone misread them (:mod:`rlir.agents.reward_heads` therefore also trains on frames passed through the world
 model's tokenizer, ``--tokenizer``). The bundled heads (:data:`BUNDLED_HEADS`, summary in ``crafter_heads.json``)
 were trained that way on the embedded recordings with the embedded tokenizer.
 

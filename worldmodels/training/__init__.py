@@ -3,8 +3,7 @@
 * :mod:`worldmodels.training.tokenizer`: the VQ image tokenizer (``rlir train tokenizer``).
 * :mod:`worldmodels.training.worldmodel`: the MineWorld-architecture transformer (``rlir train worldmodel``).
 * :mod:`worldmodels.training.common`: seeding, optimiser and schedule, logs, resumable checkpoints, progress.
-* :mod:`worldmodels.training.cli`: the ``rlir train`` subcommands, and ``get_or_add_subparsers`` with which other
-  modules add theirs.
+* :mod:`worldmodels.training.nfd`: the NFD world model (``rlir train nfd``).
 
 Modules are imported on use (``from worldmodels.training.tokenizer import train_tokenizer``): they pull in torch
 and diffusers.

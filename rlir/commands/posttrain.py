@@ -5,13 +5,12 @@ for MineWorld-architecture models, Flow-GRPO (SDE rollouts, per-step ratios) for
                    [--config run.yaml] [key=value ...] --out RUN_DIR [--resume auto]
 
 Settings come from the defaults (RLIR's), then ``--config``, then the flags, then ``section.key=value`` overrides
-(``algo.beta=1e-4 rollout.group_size=8``). Data-parallel: ``torchrun --nproc_per_node N -m posttrain.cli ...``.
+(``algo.beta=1e-4 rollout.group_size=8``). Data-parallel: ``torchrun --nproc_per_node N -m rlir posttrain ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 FLAG_KEYS = {
     "model": "model.path",
@@ -86,25 +85,3 @@ def run(args: argparse.Namespace) -> int:
             f"{summary['output']}"
         )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for ``python -m posttrain.cli`` (e.g. under ``torchrun``)."""
-    from rich.console import Console
-
-    from worldmodels.errors import RlirError
-
-    parser = argparse.ArgumentParser(
-        prog="rlir posttrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except RlirError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from rich.console import Console
 
+from rlir.commands import actions, agents, demo, doctor, evaluate, leaderboard, posttrain, record, rollout, suite, train
+from rlir.options import DefaultsHelpFormatter
 from worldmodels.errors import RlirError
 
-# Each module registers its subcommand; modules stay light and import heavy parts inside their handlers.
-COMMAND_MODULES = (
-    "rlir_env.commands.demo",
-    "rlir_env.commands.doctor",
-    "rlir_env.commands.actions",
-    "rlir_env.commands.record",
-    "rlir_env.commands.rollout",
-    "evaluation.cli",
-    "worldmodels.training.cli",
-    "worldmodels.training.nfd_cli",
-    "evaluation.idm.cli",
-    "rlir_env.dream.cli",
-    "leaderboard.cli",
-    "posttrain.cli",
-)
+# One module per command group, in the order `rlir --help` lists them. The modules only build argparse parsers:
+# each handler imports the library it runs, so `rlir --help` starts without loading torch.
+COMMAND_GROUPS = (demo, doctor, evaluate, suite, posttrain, leaderboard, train, record, rollout, actions, agents)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,20 +21,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlir",
         description="Video world models as Gymnasium environments, ranked by action-following and improved with RLIR.",
     )
-    from rlir_env.commands.doctor import rlir_version
-
-    parser.add_argument("--version", action="version", version=f"rlir {rlir_version()}")
+    parser.add_argument("--version", action="version", version=f"rlir {doctor.rlir_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
     _show_defaults(parser)
     return parser
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
     """Every (sub)command's ``--help`` shows the defaults (set here once instead of in each module)."""
-    from worldmodels.cli_options import DefaultsHelpFormatter
-
     parser.formatter_class = DefaultsHelpFormatter
     for action in parser._actions:
         unset = any(action.default is value for value in (None, False, argparse.SUPPRESS))

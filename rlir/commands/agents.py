@@ -1,4 +1,4 @@
-"""``rlir train reward-head``, ``rlir agents train`` and ``rlir agents eval``: light argparse registration; torch and
+"""``rlir agents train`` and ``rlir agents eval``: light argparse registration; torch and
 stable-baselines3 are imported when a command runs."""
 
 from __future__ import annotations
@@ -7,46 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
-from worldmodels.cli_options import add_progress, add_report_to, resolve_out
-from worldmodels.training.cli import TRAIN_HELP, get_or_add_subparsers
+from rlir.options import add_progress, add_report_to, resolve_out
 
 DREAM_WORLD = "RLIR-CrafterDream-v0"
 REAL_WORLD = "RLIR-CrafterReal-v0"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``reward-head`` to ``rlir train`` and the ``agents`` command (``train``, ``eval``)."""
-    train = get_or_add_subparsers(subparsers, "train", help=TRAIN_HELP)
-    heads = train.add_parser("reward-head", help="train Crafter reward and termination heads on recorded shards")
-    heads.add_argument("--data", action="append", required=True, metavar="DIR",
-                       help="trajectory-shard directory to train on (repeat for several)")
-    heads.add_argument("--heldout", action="append", default=None, metavar="DIR",
-                       help="recording scored at the end (default: the validation episodes)")
-    heads.add_argument("--out", required=True, metavar="DIR",
-                       help="writes DIR/heads.safetensors and its summary .json (or a .safetensors path)")
-    heads.add_argument("--tokenizer", default=None, metavar="FILE",
-                       help="the world model's VQ tokenizer (tokenizer file or world model): also train on frames it "
-                            "reconstructs, as the world model draws them")
-    heads.add_argument("--reconstruct-transitions", type=int, default=6000,
-                       help="training transitions passed through the tokenizer (half of them rare)")
-    heads.add_argument("--reconstruct-fraction", type=float, default=0.5,
-                       help="share of each batch taken from reconstructed transitions")
-    heads.add_argument("--steps", type=int, default=3000)
-    heads.add_argument("--batch-size", type=int, default=128)
-    heads.add_argument("--lr", type=float, default=2e-3)
-    heads.add_argument("--warmup", type=int, default=100)
-    heads.add_argument("--weight-decay", type=float, default=0.01)
-    heads.add_argument("--seed", type=int, default=0)
-    heads.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes held out for thresholds")
-    heads.add_argument("--rare-fraction", type=float, default=0.25,
-                       help="share of each batch drawn from unlock / health-change / death transitions")
-    heads.add_argument("--eval-every", type=int, default=500)
-    heads.add_argument("--log", default=None, metavar="FILE", help="JSON Lines training log")
-    heads.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    add_progress(heads)
-    add_report_to(heads)
-    heads.set_defaults(func=_main_heads)
-
+    """Add the ``agents`` command group (``train``, ``eval``)."""
     agents = subparsers.add_parser("agents", help="train agents in the learned simulator or the real game; score them")
     commands = agents.add_subparsers(dest="agents_command", required=True, metavar="command")
     tr = commands.add_parser("train", help="train an agent (PPO) and evaluate it in the real game")
@@ -104,36 +72,11 @@ def _threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def _main_heads(args: argparse.Namespace) -> int:
-    _threads(args.threads)
-    from rich.console import Console
-
-    from rlir_env.dream.train import train_heads
-
-    out = resolve_out(args.out, "heads")
-    summary = train_heads(
-        args.data, out, heldout_dirs=args.heldout, tokenizer=args.tokenizer,
-        reconstruct_transitions=args.reconstruct_transitions, reconstruct_fraction=args.reconstruct_fraction,
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup=args.warmup, weight_decay=args.weight_decay, seed=args.seed, val_fraction=args.val_fraction,
-        rare_fraction=args.rare_fraction, eval_every=args.eval_every, log_path=args.log,
-        progress=args.progress, report_to=args.report_to,
-    )  # fmt: skip
-    m = summary["metrics"] or {}
-    shown = {"reward_mae": m.get("reward_mae"), "unlock_f1": (m.get("unlock") or {}).get("f1"),
-             "termination_auc": (m.get("termination") or {}).get("auc")}  # fmt: skip
-    recon = summary.get("metrics_reconstructed") or {}
-    if recon:
-        shown["reconstructed_reward_mae"] = recon.get("reward_mae")
-    Console().print(f"wrote {out}; {summary['metrics_on']}: {json.dumps(shown)}", highlight=False)
-    return 0
-
-
 def _main_train(args: argparse.Namespace) -> int:
     _threads(args.threads)
     from rich.console import Console
 
-    from rlir_env.dream.agents import train_agent
+    from rlir.agents.ppo import train_agent
 
     env_kwargs: dict = {}
     if args.world == DREAM_WORLD:
@@ -166,7 +109,7 @@ def _main_eval(args: argparse.Namespace) -> int:
     _threads(args.threads)
     from rich.console import Console
 
-    from rlir_env.dream.agents import evaluate_policy
+    from rlir.agents.ppo import evaluate_policy
     from worldmodels.training.common import write_json
 
     result = evaluate_policy(

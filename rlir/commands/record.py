@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldmodels.cli_options import add_progress, add_resume, resume_mode
+from rlir.options import add_progress, add_resume, resume_mode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rlir_env.commands.common import iter_input_jsonl, write_jsonl_line
+from rlir.commands.common import iter_input_jsonl, write_jsonl_line
 from worldmodels.actions import minecraft
 from worldmodels.errors import ActionError
 
