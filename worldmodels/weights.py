@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from worldmodels.errors import ConfigError
+
 _DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -40,8 +42,6 @@ def save_safetensors_file(tensors: Mapping[str, torch.Tensor], path: str | os.Pa
     Raises:
         ValueError: a dtype safetensors cannot hold, or non-string metadata.
     """
-    from worldmodels.errors import ConfigError
-
     path = Path(path)
     for name, tensor in tensors.items():
         if tensor.dtype not in _DTYPES:

@@ -38,7 +38,12 @@ import torch
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from rlir_env.crafter.env import ACHIEVEMENTS, CrafterEnv
+from rlir_env.crafter.score import crafter_score, success_rates
+from rlir_env.sb3 import SB3VecEnv
 from worldmodels.errors import ConfigError, MissingFileError
+from worldmodels.training.common import machine_info, write_json
+from worldmodels.training.report import check_report_to
 
 __all__ = [
     "DREAM_WORLD",
@@ -114,8 +119,6 @@ def make_training_env(
     import rlir_env  # noqa: F401  (registers the ids)
     from gymnasium.vector import AutoresetMode
     from stable_baselines3.common.vec_env import VecFrameStack, VecMonitor
-
-    from rlir_env.sb3 import SB3VecEnv
 
     if num_envs < 1 or frame_stack < 1:
         raise ConfigError(f"num_envs and frame_stack must be >= 1, got {num_envs} and {frame_stack}")
@@ -211,9 +214,6 @@ def evaluate_policy(
     Raises:
         ConfigError: the policy's observations do not match the env's frames (size or frame stack).
     """
-    from rlir_env.crafter.env import ACHIEVEMENTS, CrafterEnv
-    from rlir_env.crafter.score import crafter_score, success_rates
-
     if episodes < 1 or parallel < 1:
         raise ConfigError(f"episodes and parallel must be >= 1, got {episodes} and {parallel}")
     random_policy = isinstance(policy, str) and policy == "random"
@@ -375,9 +375,6 @@ def train_agent(
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
-
-    from worldmodels.training.common import machine_info, write_json
-    from worldmodels.training.report import check_report_to
 
     check_report_to(report_to)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

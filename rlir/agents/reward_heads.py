@@ -51,7 +51,9 @@ from rlir_env.dream.heads import (
     track_health,
 )
 from worldmodels.data.shards import ShardDataset
-from worldmodels.errors import ConfigError, DataError, NumericalError
+from worldmodels.errors import CheckpointError, ConfigError, DataError, NumericalError
+from worldmodels.hashing import sha256_file
+from worldmodels.registry import load_world_model
 from worldmodels.training.common import (
     JsonlLogger,
     Progress,
@@ -67,6 +69,7 @@ from worldmodels.training.common import (
     summary_path,
     write_json,
 )
+from worldmodels.training.tokenizer import load_tokenizer
 
 __all__ = [
     "TransitionData",
@@ -373,16 +376,12 @@ def _validation_loss(heads: CrafterHeads, data: TransitionData, rows: np.ndarray
 def load_frame_tokenizer(source: str | os.PathLike) -> Any:
     """The VQ tokenizer whose decoder draws a world model's frames: a file from ``rlir train tokenizer``, or a world
     model (registry name or checkpoint) whose tokenizer is taken."""
-    from worldmodels.errors import CheckpointError
-    from worldmodels.training.tokenizer import load_tokenizer
-
     path = Path(source)
     if path.is_file():
         try:
             return load_tokenizer(path)
         except CheckpointError:
             pass  # not a tokenizer file: try it as a world-model checkpoint
-    from worldmodels.registry import load_world_model
 
     tokenizer = getattr(load_world_model(str(source)), "tokenizer", None)
     if tokenizer is None:
@@ -618,6 +617,4 @@ def train_heads(
 
 
 def _sha256_or_none(source: str | os.PathLike) -> str | None:
-    from worldmodels.hashing import sha256_file
-
     return sha256_file(source) if Path(source).is_file() else None

@@ -40,6 +40,7 @@ from worldmodels.actions.crafter import ACTION_NAMES
 from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import MANIFEST_NAME, ShardInfo, load_shard, read_manifest, write_manifest, write_shard
 from worldmodels.errors import ConfigError, DataError
+from worldmodels.hashing import sha256_file
 
 __all__ = ["ENV_ID", "record", "shard_name"]
 
@@ -341,8 +342,6 @@ def _prepare_output(out: Path, overwrite: bool, resume: bool, settings: dict[str
 
 def _existing_shard(out: Path, task: Mapping[str, Any]) -> tuple[ShardInfo, list[int]] | None:
     """The manifest entry and episode seeds of shard ``task`` if it is already in ``out`` with the right size."""
-    from worldmodels.hashing import sha256_file
-
     path = out / shard_name(task["index"])
     if not path.is_file():
         return None

@@ -19,7 +19,17 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from rlir_env.dream.heads import load_heads
+from rlir_env.dream.wrappers import (
+    LearnedCrafterReward,
+    LearnedCrafterTermination,
+    VectorLearnedCrafterReward,
+    VectorLearnedCrafterTermination,
+)
+from rlir_env.env import WorldModelEnv
 from rlir_env.scenes import Scene
+from rlir_env.vector import WorldModelVectorEnv
+from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import ConfigError
 
 __all__ = ["DREAM_MAX_EPISODE_STEPS", "ShardScenes", "make_dream_env", "make_dream_vector_env"]
@@ -48,8 +58,6 @@ class ShardScenes:
     """
 
     def __init__(self, root: str | Path, *, context_frames: int = 1, pool_size: int = 1024, seed: int = 0):
-        from worldmodels.data.shards import ShardDataset
-
         if context_frames < 1 or pool_size < 1:
             raise ConfigError(f"ShardScenes needs context_frames >= 1 and pool_size >= 1, got {context_frames}, "
                               f"{pool_size}")  # fmt: skip
@@ -114,10 +122,6 @@ def make_dream_env(
             Truncation comes from ``gym.make(..., max_episode_steps=...)`` (registered default
             :data:`DREAM_MAX_EPISODE_STEPS`).
     """
-    from rlir_env.dream.heads import load_heads
-    from rlir_env.dream.wrappers import LearnedCrafterReward, LearnedCrafterTermination
-    from rlir_env.env import WorldModelEnv
-
     env = WorldModelEnv(render_mode=render_mode, device=device, scenes=_scenes(scenes, scene_frames),
                         scene_frames=scene_frames, **_model_kwargs(checkpoint, model), **kwargs)  # fmt: skip
     _check_crafter(env.vector_env.domain.name)
@@ -140,10 +144,6 @@ def make_dream_vector_env(
 ) -> VectorEnv:
     """``num_envs`` dream environments on one batched model (arguments as :func:`make_dream_env`, plus
     ``max_episode_steps`` and the Gymnasium ``autoreset_mode``; ``SAME_STEP`` for SB3)."""
-    from rlir_env.dream.heads import load_heads
-    from rlir_env.dream.wrappers import VectorLearnedCrafterReward, VectorLearnedCrafterTermination
-    from rlir_env.vector import WorldModelVectorEnv
-
     env = WorldModelVectorEnv(num_envs, device=device, scenes=_scenes(scenes, scene_frames),
                               scene_frames=scene_frames, max_episode_steps=max_episode_steps,
                               autoreset_mode=autoreset_mode, **_model_kwargs(checkpoint, model), **kwargs)  # fmt: skip

@@ -48,6 +48,7 @@ from torch import nn
 from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import CheckpointError, ConfigError, FrameError, MissingFileError
 from worldmodels.hashing import sha256_file
+from worldmodels.weights import save_safetensors_file
 
 __all__ = [
     "BUNDLED_HEADS",
@@ -268,8 +269,6 @@ class CrafterHeads(nn.Module):
 
     def save(self, path: str | Path, *, summary: Mapping[str, Any] | None = None) -> str:
         """Write weights, config, thresholds and ``summary`` (JSON) as safetensors; returns the file's sha256."""
-        from worldmodels.weights import save_safetensors_file
-
         if summary is not None:
             self.summary = dict(summary)
         path = Path(path)

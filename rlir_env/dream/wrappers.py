@@ -29,6 +29,7 @@ import numpy as np
 from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from rlir_env.dream.heads import CrafterDeath, CrafterReward, load_heads
 from worldmodels.errors import ConfigError, FrameError, NumericalError
 
 __all__ = [
@@ -330,8 +331,6 @@ class VectorFrameTermination(_VectorFrameWrapper):
 
 
 def _crafter_heads(heads: Any, device: str) -> Any:
-    from rlir_env.dream.heads import load_heads
-
     return load_heads(heads, device=device)
 
 
@@ -345,8 +344,6 @@ class LearnedCrafterReward(FrameReward):
     """
 
     def __init__(self, env: gym.Env, heads: Any = None, *, device: str = "cpu"):
-        from rlir_env.dream.heads import CrafterReward
-
         super().__init__(env, CrafterReward(_crafter_heads(heads, device)))
 
 
@@ -355,8 +352,6 @@ class LearnedCrafterTermination(FrameTermination):
     :class:`LearnedCrafterReward`."""
 
     def __init__(self, env: gym.Env, heads: Any = None, *, device: str = "cpu"):
-        from rlir_env.dream.heads import CrafterDeath
-
         super().__init__(env, CrafterDeath(_crafter_heads(heads, device)))
 
 
@@ -364,8 +359,6 @@ class VectorLearnedCrafterReward(VectorFrameReward):
     """Vector :class:`LearnedCrafterReward` (one heads call per step for all environments)."""
 
     def __init__(self, env: VectorEnv, heads: Any = None, *, device: str = "cpu"):
-        from rlir_env.dream.heads import CrafterReward
-
         super().__init__(env, CrafterReward(_crafter_heads(heads, device)))
 
 
@@ -373,6 +366,4 @@ class VectorLearnedCrafterTermination(VectorFrameTermination):
     """Vector :class:`LearnedCrafterTermination`."""
 
     def __init__(self, env: VectorEnv, heads: Any = None, *, device: str = "cpu"):
-        from rlir_env.dream.heads import CrafterDeath
-
         super().__init__(env, CrafterDeath(_crafter_heads(heads, device)))

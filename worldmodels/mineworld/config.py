@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldmodels.errors import ConfigError, MissingFileError
+from worldmodels.actions import ActionDomain, get_domain
+from worldmodels.errors import ActionError, ConfigError, MissingFileError
 
 # LlamaConfig defaults that the official code relies on when a yaml omits the field (transformers 4.48.1).
 _LLAMA_DEFAULTS = {"rope_theta": 10000.0, "rms_norm_eps": 1e-6}
@@ -113,11 +114,8 @@ class MineWorldConfig:
     # --- derived layout --------------------------------------------------------------------------------------
 
     @property
-    def domain(self):  # -> worldmodels.actions.ActionDomain (imported lazily: it pulls in gymnasium)
+    def domain(self) -> ActionDomain:
         """The :class:`worldmodels.actions.ActionDomain` of ``action_domain``."""
-        from worldmodels.actions import get_domain
-        from worldmodels.errors import ActionError
-
         try:
             return get_domain(self.action_domain)
         except ActionError as err:

@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from worldmodels.errors import ConfigError
+from worldmodels.actions import ActionDomain, get_domain
+from worldmodels.errors import ActionError, ConfigError
 
 
 def default_rope_axes(head_dim: int) -> tuple[int, int, int]:
@@ -115,10 +116,8 @@ class NFDConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
-    def domain(self):  # -> worldmodels.actions.ActionDomain (lazy: gymnasium)
-        from worldmodels.actions import get_domain
-        from worldmodels.errors import ActionError
-
+    def domain(self) -> ActionDomain:
+        """The :class:`worldmodels.actions.ActionDomain` of ``action_domain``."""
         try:
             return get_domain(self.action_domain)
         except ActionError as err:

@@ -29,6 +29,8 @@ from torch import nn
 from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
+from worldmodels.training.report import check_report_to, open_reporter
+from worldmodels.weights import save_safetensors_file
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -198,8 +200,6 @@ class JsonlLogger:
     """
 
     def __init__(self, path: str | os.PathLike | None, *, resume_step: int | None = None, report_to: str = "none"):
-        from worldmodels.training.report import check_report_to, open_reporter
-
         check_report_to(report_to)  # on every rank, so a missing backend stops the run before any work
         self.path = None if path is None else Path(path)
         self.reporter = None
@@ -316,8 +316,6 @@ def save_checkpoint(
         extra_tensors: further state of the training script (e.g. codebook usage counters).
         extra_meta: further JSON-able state.
     """
-    from worldmodels.weights import save_safetensors_file
-
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optimizer_tensors, optimizer_meta = _optimizer_tensors(optimizer)
     tensors.update(optimizer_tensors)

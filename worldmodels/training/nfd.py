@@ -39,9 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from worldmodels.actions import crafter, get_domain, minecraft
+from worldmodels.data.clips import MineWorldClips, VPTDataset
 from worldmodels.data.jsonl import atomic_output
+from worldmodels.data.resize import resize_linear_uint8
+from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from worldmodels.hashing import sha256_file, sha256_json
+from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
 from worldmodels.nfd import CRAFTER_AE_CONFIG, NFD, FrameAutoencoder, NFDConfig, NFDSampling, get_preset, save_nfd
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
@@ -63,6 +68,7 @@ from worldmodels.training.common import (
     write_json,
 )
 from worldmodels.training.worldmodel import window_starts
+from worldmodels.weights import save_safetensors_file
 
 __all__ = [
     "AUTOENCODER_KIND",
@@ -133,9 +139,6 @@ class ShardSource(FrameSource):
     order."""
 
     def __init__(self, dirs: Sequence[str | os.PathLike]):
-        from worldmodels.actions import crafter
-        from worldmodels.data.shards import ShardDataset
-
         self.datasets = [ShardDataset(d, max_cached_shards=1) for d in as_dirs(dirs)]
         shapes = {tuple(d.frame_shape) for d in self.datasets}
         if len(shapes) != 1:
@@ -165,7 +168,6 @@ class ClipSource(FrameSource):
 
     def __init__(self, root: str | os.PathLike, *, layout: str, frame_size: tuple[int, int] = (224, 384),
                  clip_frames: int = 16, limit: int | None = None):  # fmt: skip
-        from worldmodels.actions import minecraft
 
         self.domain = "minecraft"
         self.frame_size = (int(frame_size[0]), int(frame_size[1]))
@@ -173,8 +175,6 @@ class ClipSource(FrameSource):
         self.layout = layout
         frames, actions, names = [], [], []
         if layout == "mineworld":
-            from worldmodels.data.clips import MineWorldClips
-
             if self.frame_size != (224, 384):
                 raise ConfigError(f"MineWorld clips are 224x384; frame_size {self.frame_size} would need a resize")
             for clip in MineWorldClips(root, frames=None, size=(224, 384), limit=limit):
@@ -183,8 +183,6 @@ class ClipSource(FrameSource):
                 actions.append(np.concatenate([compact, np.full((1, compact.shape[1]), -1)]))
                 names.append(clip.name)
         elif layout == "vpt":
-            from worldmodels.data.clips import VPTDataset
-
             for chunk in VPTDataset(root).iter_chunks(clip_frames, drop_last=True):
                 frames.append(_resize(chunk.frames, self.frame_size))
                 compact = minecraft.to_compact(chunk.env_actions[:-1])
@@ -208,8 +206,6 @@ class ClipSource(FrameSource):
 
 
 def _resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from worldmodels.data.resize import resize_linear_uint8  # OpenCV-exact bilinear, as the suites use
-
     return resize_linear_uint8(torch.from_numpy(np.ascontiguousarray(frames)), *size).numpy()
 
 
@@ -261,8 +257,6 @@ def encode_source(
 ) -> LatentData:
     """Latents of every frame of ``source``, read from ``cache_path`` when made from the same data and autoencoder,
     else computed (fixed-size encoder calls, so a frame's latent does not depend on its neighbours) and cached."""
-    from worldmodels.actions import get_domain
-
     key = sha256_json({"source": source.identity(), "autoencoder": autoencoder_sha256})
     cache_path = None if cache_path is None else Path(cache_path)
     if cache_path is not None and cache_path.is_file():
@@ -426,8 +420,6 @@ def calibrate_latents(autoencoder: FrameAutoencoder, frames: np.ndarray, *, batc
 def save_autoencoder(autoencoder: FrameAutoencoder, path: str | os.PathLike, *, summary: dict | None = None) -> Path:
     """Weights (diffusers key names under ``model.``, plus ``latent_mean`` / ``latent_std``) with the config, frame
     size and summary as JSON metadata."""
-    from worldmodels.weights import save_safetensors_file
-
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in autoencoder.state_dict().items()}
     meta = {"format": "pt", "kind": AUTOENCODER_KIND, "ae_config": json.dumps(autoencoder.config, sort_keys=True),
@@ -439,8 +431,6 @@ def save_autoencoder(autoencoder: FrameAutoencoder, path: str | os.PathLike, *, 
 
 def load_autoencoder(path: str | os.PathLike) -> tuple[FrameAutoencoder, dict[str, Any]]:
     """``(autoencoder, summary)`` from a file written by :func:`save_autoencoder` (strict keys)."""
-    from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
-
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"autoencoder {str(path)!r} does not exist; train one with `rlir train nfd`")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldmodels.actions import crafter
 from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import ConfigError, DataError
@@ -92,8 +93,6 @@ def crafter_ar_config(
     ``vocab_size`` is the codebook plus Crafter's 19 action ids, padded to a multiple of 8; the context holds
     ``context_frames`` frame-action pairs; ``intermediate`` defaults to ``8/3 * hidden`` rounded up to 64.
     """
-    from worldmodels.actions import crafter
-
     if intermediate is None:
         intermediate = -(-(8 * hidden // 3) // 64) * 64
     pair = 81 + crafter.TOKENS_PER_ACTION
