@@ -44,7 +44,11 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from leaderboard.ranking import leaderboards
+from leaderboard.render import HTML_CSP, payload, render_html
+from leaderboard.seed import seed_if_empty
 from leaderboard.store import Store, TokenRecord
+from leaderboard.validate import SubmissionRejected, submit_local
 from worldmodels.errors import DataError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -95,10 +99,6 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app over ``store``: body limit ``max_body_bytes``, ``rate_limit`` submissions per token per
     ``rate_window`` seconds (counting every authenticated attempt, accepted or not)."""
-    from leaderboard.ranking import leaderboards
-    from leaderboard.render import HTML_CSP, payload, render_html
-    from leaderboard.validate import SubmissionRejected
-
     app = FastAPI(title="rlir leaderboard", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = RateLimiter(rate_limit, rate_window)
 
@@ -172,8 +172,6 @@ def create_app(
 def _accept(store: Store, body: bytearray, content_type: str, token: TokenRecord, max_body_bytes: int):
     """Validate and store one submission body (runs in a worker thread); what it stores is owned by the token's id,
     shown under the token's name."""
-    from leaderboard.validate import submit_local
-
     submitter, owner = token.name, token.principal
     if content_type == "application/json":
         return submit_local(body, store, submitter=submitter, owner=owner)
@@ -291,8 +289,6 @@ def serve(
 
     store = Store(db)
     if seed:
-        from leaderboard.seed import seed_if_empty
-
         report = seed_if_empty(store)
         for note in report.notes if report is not None else ():
             print(f"note: {note}", file=sys.stderr)

@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from evaluation.bundle import ItemRecord, ResultBundle, parse_bundle
+from leaderboard.names import check_name, skeleton
+from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import ConfigError, DataError, IntegrityError
 from worldmodels.hashing import sha256_json
-
-if TYPE_CHECKING:
-    from evaluation.bundle import ItemRecord, ResultBundle
 
 DB_FILENAME = "leaderboard.db"
 ARTIFACTS_DIRNAME = "leaderboard-artifacts"
@@ -298,8 +298,6 @@ def model_identities(info: Any) -> list[str]:
 
 
 def _ownership_conflicts(conn: sqlite3.Connection, name: str, versions: Sequence[str], owner: str) -> list[str]:
-    from leaderboard.names import skeleton
-
     problems = []
     shape = skeleton(name)
     for other, other_owner, display in conn.execute("SELECT DISTINCT name, owner_key, owner FROM models"):
@@ -610,8 +608,6 @@ class Store:
         relative = f"{video_sha256[:2]}/{video_sha256}.npz"
         target = self.artifacts_dir / relative
         if not target.is_file():
-            from worldmodels.data.jsonl import atomic_output
-
             with atomic_output(target) as tmp, open(tmp, "wb") as out, open(source, "rb") as src:
                 shutil.copyfileobj(src, out)
                 out.flush()
@@ -640,8 +636,6 @@ class Store:
 
     def items(self, submission_id: int) -> list[ItemRecord]:
         """The per-item records of a submission, in the submitted order."""
-        from evaluation.bundle import ItemRecord
-
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT item_id, seed, gt_labels, pred_labels, psnr, ssim, video_sha256 FROM items "
@@ -663,8 +657,6 @@ class Store:
 
     def bundle(self, submission_id: int) -> ResultBundle:
         """The stored bundle, rebuilt exactly (its canonical sha256 equals the stored ``bundle_sha256``)."""
-        from evaluation.bundle import parse_bundle
-
         record = self.submission(submission_id)
         items = [item.model_dump(mode="json") for item in self.items(submission_id)]
         return parse_bundle(record.header | {"items": items})
@@ -694,8 +686,6 @@ class Store:
         Raises:
             ConfigError: a malformed, reserved or already used name, or a malformed / past ``expires_at``.
         """
-        from leaderboard.names import check_name, skeleton
-
         check_name(name, "token name")
         if skeleton(name) == skeleton(SEED_SUBMITTER):
             raise ConfigError(f"token name {name!r} is reserved for the leaderboard's own rows; choose another")

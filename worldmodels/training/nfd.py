@@ -48,6 +48,7 @@ from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingF
 from worldmodels.hashing import sha256_file, sha256_json
 from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
 from worldmodels.nfd import CRAFTER_AE_CONFIG, NFD, FrameAutoencoder, NFDConfig, NFDSampling, get_preset, save_nfd
+from worldmodels.runtime import Distributed
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
@@ -73,7 +74,6 @@ from worldmodels.weights import save_safetensors_file
 __all__ = [
     "AUTOENCODER_KIND",
     "ClipSource",
-    "DataParallel",
     "FrameSource",
     "LatentData",
     "ShardSource",
@@ -455,61 +455,6 @@ def latent_cache_path(out_path: str | os.PathLike) -> Path:
     return out_path.parent / f"{out_path.stem}.latents.npz"
 
 
-# -- data parallel ----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DataParallel:
-    """The ``torchrun`` layout (gloo on CPU, nccl on GPU); a no-op for one process."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def from_env(cls) -> DataParallel:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def rows(self, n: int) -> slice:
-        """This rank's rows of a global batch of ``n``."""
-        if n % self.world:
-            raise ConfigError(f"batch_size {n} must be a multiple of the {self.world} processes")
-        share = n // self.world
-        return slice(self.rank * share, (self.rank + 1) * share)
-
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        if self.world == 1:
-            return module
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(module)
-
-    def mean(self, value: float) -> float:
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        tensor = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return float(tensor.item()) / self.world
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
 # -- stage 1: the autoencoder -----------------------------------------------------------------------------------------
 
 
@@ -536,13 +481,13 @@ def train_autoencoder(
     stop_after: int | None = None,
     progress: bool = True,
     report_to: str = "none",
-    parallel: DataParallel | None = None,
+    parallel: Distributed | None = None,
 ) -> dict[str, Any]:
     """Train the frame autoencoder on up to ``pool_frames`` frames of ``train_episodes`` and write ``out_path``.
 
     Returns the summary (``finished`` False when ``stop_after`` ended the run early; nothing is written then).
     """
-    parallel = parallel or DataParallel()
+    parallel = parallel or Distributed()
     watch = Stopwatch()
     out_path = Path(out_path)
     run_dir = run_dir_for(out_path)
@@ -709,11 +654,11 @@ def train_transformer(
     stop_after: int | None = None,
     progress: bool = True,
     report_to: str = "none",
-    parallel: DataParallel | None = None,
+    parallel: Distributed | None = None,
     identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model.transformer`` (the autoencoder is frozen) on latent windows; write ``out_path`` when done."""
-    parallel = parallel or DataParallel()
+    parallel = parallel or Distributed()
     watch = Stopwatch()
     config = model.config
     window_frames = config.context_frames if window_frames is None else int(window_frames)
@@ -890,7 +835,7 @@ def train_nfd(
     Returns:
         ``{"autoencoder": stage 1 summary or the reused file's, "transformer": stage 2 summary}``.
     """
-    parallel = DataParallel.from_env()
+    parallel = Distributed.from_env("cuda" if torch.cuda.is_available() else "cpu")
     out_path = Path(out_path)
     if out_path.suffix != ".safetensors":
         raise ConfigError(f"out_path must end in .safetensors, got {out_path.name!r}")
