@@ -33,9 +33,9 @@ from typing import Any
 
 from evaluation.bundle import ItemRecord, ResultBundle, parse_bundle
 from leaderboard.names import check_name, skeleton
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import ConfigError, DataError, IntegrityError
 from worldmodels.hashing import sha256_json
+from worldmodels.runtime.files import atomic_output
 
 DB_FILENAME = "leaderboard.db"
 ARTIFACTS_DIRNAME = "leaderboard-artifacts"

@@ -42,7 +42,8 @@ from rlir_env.crafter.env import ACHIEVEMENTS, CrafterEnv
 from rlir_env.crafter.score import crafter_score, success_rates
 from rlir_env.sb3 import SB3VecEnv
 from worldmodels.errors import ConfigError, MissingFileError
-from worldmodels.training.common import machine_info, write_json
+from worldmodels.runtime.files import write_json
+from worldmodels.training.common import machine_info
 from worldmodels.training.report import check_report_to
 
 __all__ = [

@@ -54,9 +54,9 @@ from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, NumericalError
 from worldmodels.hashing import sha256_file
 from worldmodels.registry import load_world_model
+from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     JsonlLogger,
-    Progress,
     Stopwatch,
     as_dirs,
     cosine_with_warmup,

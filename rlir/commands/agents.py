@@ -110,7 +110,7 @@ def _main_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from rlir.agents.ppo import evaluate_policy
-    from worldmodels.training.common import write_json
+    from worldmodels.runtime.files import write_json
 
     result = evaluate_policy(
         args.policy, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,

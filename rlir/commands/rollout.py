@@ -106,11 +106,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
-    from rich.progress import Progress
 
     from rlir_env.env import WorldModelEnv
     from worldmodels.data.video import write_video
     from worldmodels.registry import load_world_model
+    from worldmodels.runtime.progress import Progress
 
     model = load_world_model(args.checkpoint, config=args.config, vae_config=args.vae_config, device=args.device)
     frames, context_actions = load_scene(args.scene, args.scene_frames, model)
@@ -119,12 +119,11 @@ def run(args: argparse.Namespace) -> int:
     obs, _ = env.reset(seed=args.seed, options={"frames": frames, "actions": context_actions})
     video = [obs]
     begin = time.perf_counter()
-    with Progress(transient=True) as progress:
-        task = progress.add_task("generating", total=len(script))
+    with Progress(len(script), "generating", transient=True, rate_unit="frames") as bar:
         for action in script:
             obs, *_ = env.step(action)
             video.append(obs)
-            progress.advance(task)
+            bar.advance()
     seconds = time.perf_counter() - begin
     write_video(args.out, np.stack(video), fps=args.fps or model.spec.fps)
     Console().print(f"{len(script)} frames in {seconds:.2f} s ({len(script) / seconds:.2f} frames/s) -> {args.out}")

@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import queue as queue_module
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,11 @@ import numpy as np
 from rlir_env.crafter.env import ACHIEVEMENTS, INVENTORY_ITEMS, CrafterEnv
 from rlir_env.crafter.policies import POLICY_NAMES, make_policy
 from worldmodels.actions.crafter import ACTION_NAMES
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import MANIFEST_NAME, ShardInfo, load_shard, read_manifest, write_manifest, write_shard
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.hashing import sha256_file
+from worldmodels.runtime.files import atomic_output
+from worldmodels.runtime.progress import Progress
 
 __all__ = ["ENV_ID", "record", "shard_name"]
 
@@ -133,7 +133,7 @@ def record(
     kept = {task["index"]: _existing_shard(out, task) for task in tasks} if resume else {}
     kept = {index: result for index, result in kept.items() if result is not None}
     todo = [task for task in tasks if task["index"] not in kept]
-    with _ProgressBar(n_frames, enabled=progress) as bar:
+    with Progress(n_frames, "recording Crafter", enabled=progress, rate_unit="frames") as bar:
         bar.advance(sum(info.frames for info, _ in kept.values()))
         if workers == 1 or len(todo) <= 1:
             recorded = [_record_shard(task, bar.advance) for task in todo]
@@ -175,7 +175,7 @@ def record(
     return read_manifest(out)
 
 
-def _record_parallel(tasks: list[dict], workers: int, bar: _ProgressBar) -> list[tuple[ShardInfo, list[int]]]:
+def _record_parallel(tasks: list[dict], workers: int, bar: Progress) -> list[tuple[ShardInfo, list[int]]]:
     # spawn, not fork: the caller may hold threads (torch, rich) that fork would copy in a broken state.
     context = multiprocessing.get_context("spawn")
     progress_queue = context.Queue() if bar.enabled else None
@@ -204,7 +204,7 @@ def _init_worker(progress_queue: Any) -> None:
     _progress_queue = progress_queue
 
 
-def _drain(progress_queue: Any, bar: _ProgressBar) -> None:
+def _drain(progress_queue: Any, bar: Progress) -> None:
     while progress_queue is not None:
         try:
             bar.advance(progress_queue.get_nowait())
@@ -369,38 +369,3 @@ def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ConfigError(f"record {name} must be a positive integer, got {value!r}")
     return int(value)
-
-
-class _ProgressBar:
-    """A rich progress bar over frames, or nothing when disabled."""
-
-    def __init__(self, total: int, *, enabled: bool) -> None:
-        self.total = total
-        self.enabled = enabled
-        self._progress = None
-        self._task = None
-        self._start = 0.0
-
-    def __enter__(self) -> _ProgressBar:
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("recording Crafter"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
-                TextColumn("{task.fields[fps]}"), TimeRemainingColumn(),
-            )  # fmt: skip
-            self._progress.start()
-            self._task = self._progress.add_task("record", total=self.total, fps="")
-            self._start = time.perf_counter()
-        return self
-
-    def advance(self, frames: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, frames)
-            done = self._progress.tasks[0].completed
-            elapsed = max(time.perf_counter() - self._start, 1e-9)
-            self._progress.update(self._task, fps=f"{done / elapsed:.0f} frames/s")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()

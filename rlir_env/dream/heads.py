@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import CheckpointError, ConfigError, FrameError, MissingFileError
 from worldmodels.hashing import sha256_file
+from worldmodels.runtime.files import atomic_output
 from worldmodels.weights import save_safetensors_file
 
 __all__ = [

@@ -24,7 +24,7 @@ from worldmodels.data.clips import (
     write_vpt_recording,
 )
 from worldmodels.data.shards import ShardDataset, load_shard, read_manifest, write_manifest, write_shard
-from worldmodels.data.jsonl import atomic_output, count_jsonl_lines, iter_jsonl, read_jsonl, write_jsonl
+from worldmodels.data.jsonl import count_jsonl_lines, iter_jsonl, read_jsonl, write_jsonl
 from worldmodels.data.video import CODECS, VideoInfo, iter_frames, probe_video, read_video, write_video
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
     "VPTDataset",
     "VPTRecording",
     "VideoInfo",
-    "atomic_output",
     "count_jsonl_lines",
     "iter_frames",
     "iter_jsonl",

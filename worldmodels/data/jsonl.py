@@ -19,28 +19,9 @@ from typing import Any
 import numpy as np
 
 from worldmodels.errors import DataError, MissingFileError
+from worldmodels.runtime.files import atomic_output
 
-__all__ = ["atomic_output", "iter_jsonl", "read_jsonl", "write_jsonl", "count_jsonl_lines"]
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` with ``os.replace``.
-
-    The temporary name keeps ``path``'s suffix (so writers that pick a format from the extension still work) and
-    lives in the same directory (so the final rename is atomic). On any exception the temporary file is removed and
-    ``path`` is left untouched. The parent directory is created if missing.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename; a fresh random name gets the usual umask mode.
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(8)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+__all__ = ["iter_jsonl", "read_jsonl", "write_jsonl", "count_jsonl_lines"]
 
 
 def _refuse_constant(name: str) -> float:

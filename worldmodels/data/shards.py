@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import ConfigError, DataError, IntegrityError, MissingFileError
 from worldmodels.hashing import sha256_file
+from worldmodels.runtime.files import atomic_output
 
 __all__ = [
     "MANIFEST_NAME",

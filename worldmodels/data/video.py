@@ -30,8 +30,8 @@ from typing import Any
 import av
 import numpy as np
 
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import ConfigError, DataError, FrameError, MissingFileError
+from worldmodels.runtime.files import atomic_output
 
 __all__ = ["CODECS", "VideoInfo", "iter_frames", "probe_video", "read_video", "write_video"]
 

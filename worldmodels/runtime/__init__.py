@@ -5,12 +5,28 @@
 * :func:`atomic_output`, :func:`write_json` (:mod:`worldmodels.runtime.files`): a file is either its old or its new
   content, never half written (a killed run leaves nothing to mistake for a result).
 * :class:`Progress` (:mod:`worldmodels.runtime.progress`): the one rich progress bar of every long command.
+
+Names load on first use (PEP 562), so that light modules (JSON Lines IO, the leaderboard store) can write files
+atomically without importing torch.
 """
 
 from __future__ import annotations
 
-from worldmodels.runtime.distributed import Distributed
-from worldmodels.runtime.files import atomic_output, to_plain, write_json
-from worldmodels.runtime.progress import Progress
+import importlib
+from typing import Any
 
-__all__ = ["Distributed", "Progress", "atomic_output", "to_plain", "write_json"]
+_EXPORTS = {
+    "Distributed": "worldmodels.runtime.distributed",
+    "Progress": "worldmodels.runtime.progress",
+    "atomic_output": "worldmodels.runtime.files",
+    "to_plain": "worldmodels.runtime.files",
+    "write_json": "worldmodels.runtime.files",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'worldmodels.runtime' has no attribute {name!r}")

@@ -10,9 +10,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 __all__ = ["atomic_output", "to_plain", "write_json"]
 
 
@@ -38,10 +35,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
 def to_plain(value: Any) -> Any:
     """numpy / torch scalars and arrays, paths and tuples -> plain JSON values, recursively."""
-    if isinstance(value, (np.generic, torch.Tensor)) and getattr(value, "ndim", 0) == 0:
-        return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
+    if hasattr(value, "item") and hasattr(value, "tolist"):  # numpy and torch values, without importing torch
+        return value.item() if getattr(value, "ndim", 0) == 0 else value.tolist()
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

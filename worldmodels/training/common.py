@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
+from worldmodels.runtime.files import atomic_output, to_plain, write_json
+from worldmodels.runtime.progress import Progress
 from worldmodels.training.report import check_report_to, open_reporter
 from worldmodels.weights import save_safetensors_file
 
@@ -174,20 +175,6 @@ def cosine_with_warmup(
 # -- logging ----------------------------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.generic, torch.Tensor)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 class JsonlLogger:
     """Appends one JSON object per line (flushed at once, so a killed run keeps what it logged).
 
@@ -224,7 +211,7 @@ class JsonlLogger:
     def log(self, **record: Any) -> None:
         if self.path is None:
             return
-        plain = _plain(record)
+        plain = to_plain(record)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(plain, allow_nan=False) + "\n")
         if self.reporter is not None and isinstance(plain.get("step"), int):
@@ -233,14 +220,6 @@ class JsonlLogger:
     def close(self) -> None:
         if self.reporter is not None:
             self.reporter.close()
-
-
-def write_json(path: str | os.PathLike, value: Any) -> Path:
-    """Atomically write ``value`` as indented JSON."""
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(_plain(value), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
 
 
 def summary_path(out_path: str | os.PathLike) -> Path:
@@ -292,7 +271,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 def _scheduler_state(scheduler: Any) -> dict[str, Any]:
     # LambdaLR stores None for plain functions (they are rebuilt by the training script)
-    return _plain(scheduler.state_dict())
+    return to_plain(scheduler.state_dict())
 
 
 def save_checkpoint(
@@ -324,10 +303,10 @@ def save_checkpoint(
     meta = {
         "kind": _CHECKPOINT_KIND,
         "step": json.dumps(int(step)),
-        "run_config": json.dumps(_plain(run_config), sort_keys=True),
+        "run_config": json.dumps(to_plain(run_config), sort_keys=True),
         "optimizer": json.dumps(optimizer_meta),
         "scheduler": json.dumps(_scheduler_state(scheduler)),
-        "extra": json.dumps(_plain(extra_meta or {})),
+        "extra": json.dumps(to_plain(extra_meta or {})),
     }
     path = Path(path)
     with atomic_output(path) as tmp:
@@ -371,7 +350,7 @@ def load_checkpoint(
     if meta.get("kind") != _CHECKPOINT_KIND:
         raise CheckpointError(f"{path} is not a training checkpoint (metadata kind {meta.get('kind')!r})")
     saved_config = json.loads(meta["run_config"])
-    current_config = json.loads(json.dumps(_plain(run_config), sort_keys=True))
+    current_config = json.loads(json.dumps(to_plain(run_config), sort_keys=True))
     if saved_config != current_config:
         differences = "; ".join(_config_difference(saved_config, current_config))
         raise ConfigError(
@@ -427,46 +406,3 @@ class Stopwatch:
 
     def report(self) -> dict[str, float]:
         return {"total_s": round(self.total, 3), **{f"{k}_s": round(v, 3) for k, v in self.phases.items()}}
-
-
-class Progress:
-    """A rich progress bar with a free-text status (``enabled=False``: does nothing).
-
-    Use as a context manager: ``with Progress(total, "training") as bar: bar.advance(1, "loss 1.23")``.
-    """
-
-    def __init__(self, total: int, description: str, *, enabled: bool = True, completed: int = 0):
-        self.enabled = enabled
-        self.total, self.description, self.completed = total, description, completed
-        self._progress: Any = None
-
-    def __enter__(self) -> Progress:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as RichProgress
-
-            self._progress = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-            )  # fmt: skip
-            self._progress.__enter__()
-            self._task = self._progress.add_task(
-                self.description, total=self.total, completed=self.completed, status=""
-            )
-        return self
-
-    def advance(self, n: int = 1, status: str | None = None) -> None:
-        if self._progress is not None:
-            fields = {} if status is None else {"status": status}
-            self._progress.update(self._task, advance=n, **fields)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-            self._progress = None

@@ -41,18 +41,18 @@ import torch
 
 from worldmodels.actions import crafter, get_domain, minecraft
 from worldmodels.data.clips import MineWorldClips, VPTDataset
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.resize import resize_linear_uint8
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from worldmodels.hashing import sha256_file, sha256_json
 from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
 from worldmodels.nfd import CRAFTER_AE_CONFIG, NFD, FrameAutoencoder, NFDConfig, NFDSampling, get_preset, save_nfd
-from worldmodels.runtime import Distributed
+from worldmodels.runtime.distributed import Distributed
+from worldmodels.runtime.files import atomic_output
+from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
-    Progress,
     Stopwatch,
     as_dirs,
     cosine_with_warmup,

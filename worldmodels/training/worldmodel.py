@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 
 from worldmodels.actions import crafter
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.hashing import sha256_file, sha256_json
@@ -46,10 +45,11 @@ from worldmodels.mineworld.config import MineWorldConfig
 from worldmodels.mineworld.model import MineWorld
 from worldmodels.mineworld.transformer import Transformer
 from worldmodels.mineworld.vq import VQTokenizer
+from worldmodels.runtime.files import atomic_output
+from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
-    Progress,
     Stopwatch,
     as_dirs,
     cosine_with_warmup,
