@@ -2,12 +2,14 @@
 
 Importing this package registers the ``RLIR-*`` environment ids (Gymnasium >= 1.0 loads no plugin entry points), so
 ``import rlir_env; gym.make("RLIR-Crafter-v0")`` works, as does ``gym.make("rlir_env:RLIR-Crafter-v0")``.
-Registration is cheap: nothing heavy is imported until an env is made.
+Registration is cheap: nothing heavy is imported until an env is made, and the public names below load on first use.
 """
 
 from __future__ import annotations
 
 import gymnasium
+
+from worldmodels.runtime.exports import lazy_exports
 
 _WORLD_MODEL_ENV = "rlir_env.env:WorldModelEnv"
 _WORLD_MODEL_VECTOR_ENV = "rlir_env.vector:WorldModelVectorEnv"
@@ -63,4 +65,23 @@ _register(
     max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS,
 )
 
-__all__ = ["WORLD_MODEL_MAX_EPISODE_STEPS"]
+_EXPORTS = {
+    "WorldModelEnv": "rlir_env.env",
+    "WorldModelVectorEnv": "rlir_env.vector",
+    "Scene": "rlir_env.scenes",
+    **{name: "rlir_env.wrappers" for name in (
+        "MineRLDictActions", "VectorMineRLDictActions", "NamedDiscreteActions", "VectorNamedDiscreteActions",
+        "ActionRepeat", "preset_actions", "domain_of",
+    )},  # fmt: skip
+    "SB3VecEnv": "rlir_env.sb3",
+    "make_sb3_env": "rlir_env.sb3",
+    "CrafterEnv": "rlir_env.crafter.env",
+    "CrafterVectorEnv": "rlir_env.crafter.env",
+    **{name: "rlir_env.dream.wrappers" for name in (
+        "FrameReward", "FrameTermination", "VectorFrameReward", "VectorFrameTermination",
+        "LearnedCrafterReward", "LearnedCrafterTermination",
+    )},  # fmt: skip
+}
+
+__all__ = ["WORLD_MODEL_MAX_EPISODE_STEPS", *sorted(_EXPORTS)]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,8 +5,7 @@ Names are imported lazily (PEP 562): importing the package does not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from worldmodels.runtime.exports import lazy_exports
 
 _EXPORTS = {
     "InverseDynamicsModel": "evaluation.idm.base",
@@ -22,9 +21,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'evaluation.idm' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

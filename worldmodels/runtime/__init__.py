@@ -12,8 +12,7 @@ atomically without importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from worldmodels.runtime.exports import lazy_exports
 
 _EXPORTS = {
     "Distributed": "worldmodels.runtime.distributed",
@@ -21,12 +20,8 @@ _EXPORTS = {
     "atomic_output": "worldmodels.runtime.files",
     "to_plain": "worldmodels.runtime.files",
     "write_json": "worldmodels.runtime.files",
+    "lazy_exports": "worldmodels.runtime.exports",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'worldmodels.runtime' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
