@@ -71,7 +71,7 @@ _EXPORTS = {
     "Scene": "rlir_env.scenes",
     **{name: "rlir_env.wrappers" for name in (
         "MineRLDictActions", "VectorMineRLDictActions", "NamedDiscreteActions", "VectorNamedDiscreteActions",
-        "ActionRepeat", "preset_actions", "domain_of",
+        "ActionRepeat", "ResizeFrames", "VectorResizeFrames", "preset_actions", "domain_of", "resize_frames",
     )},  # fmt: skip
     "SB3VecEnv": "rlir_env.sb3",
     "make_sb3_env": "rlir_env.sb3",

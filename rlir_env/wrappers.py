@@ -4,6 +4,10 @@
 * :class:`NamedDiscreteActions` / :class:`VectorNamedDiscreteActions` — a ``Discrete(n)`` of named macros (for DQN and
   simple agents), e.g. the Minecraft ``"basic"`` preset.
 * :class:`ActionRepeat` — hold each action for ``k`` steps, summing rewards.
+* :class:`ResizeFrames` / :class:`VectorResizeFrames` — observations at another size (``render()`` stays native).
+
+Episode length is Gymnasium's ``TimeLimit`` for single envs (``gym.make(..., max_episode_steps=N)``); a vector env
+truncates by itself (``max_episode_steps``) because its autoreset has to know which slots ended.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import VectorActionWrapper, VectorEnv
+import torch
+import torch.nn.functional as F
+from gymnasium.vector import VectorActionWrapper, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from worldmodels.actions import get_domain, minecraft
@@ -164,3 +170,57 @@ class ActionRepeat(gym.Wrapper):
 def domain_of(env: gym.Env | VectorEnv) -> str:
     """The action domain (``"minecraft"``, ``"crafter"``) of a world-model env, through any wrappers."""
     return get_domain(_domain_of(env)).name
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``uint8[..., H, W, 3]`` frames to ``size = (height, width)`` (antialiased bilinear, rounded to uint8)."""
+    batch_shape = frames.shape[:-3]
+    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    x = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return x.reshape(*batch_shape, *size, 3).numpy()
+
+
+def _frame_size(size: tuple[int, int], wrapper: str) -> tuple[int, int]:
+    if len(size) != 2 or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in size):
+        raise ConfigError(f"{wrapper} size must be (height, width) in pixels, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+class ResizeFrames(gym.ObservationWrapper):
+    """Observations resized to ``size = (height, width)`` (antialiased bilinear); ``render()`` stays native.
+
+    A policy trained at 64x64 acts in a 72x72 world model through ``ResizeFrames(env, (64, 64))``.
+    """
+
+    def __init__(self, env: gym.Env, size: tuple[int, int]):
+        super().__init__(env)
+        self.size = _frame_size(size, "ResizeFrames")
+        self.observation_space = gym.spaces.Box(0, 255, (*self.size, 3), dtype=np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return resize_frames(observation, self.size)
+
+
+class VectorResizeFrames(VectorWrapper):
+    """Vector :class:`ResizeFrames`; in ``SAME_STEP`` autoreset the ``final_obs`` of ended slots are resized too."""
+
+    def __init__(self, env: VectorEnv, size: tuple[int, int]):
+        super().__init__(env)
+        self.size = _frame_size(size, "VectorResizeFrames")
+        self.single_observation_space = gym.spaces.Box(0, 255, (*self.size, 3), dtype=np.uint8)
+        self.observation_space = batch_space(self.single_observation_space, env.num_envs)
+
+    def reset(self, *, seed: Any = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        observations, infos = self.env.reset(seed=seed, options=options)
+        return resize_frames(observations, self.size), infos
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        observations, rewards, terminated, truncated, infos = self.env.step(actions)
+        if "final_obs" in infos:
+            final = infos["final_obs"].copy()
+            for i in np.flatnonzero(infos["_final_obs"]):
+                final[i] = resize_frames(final[i], self.size)
+            infos = {**infos, "final_obs": final}
+        return resize_frames(observations, self.size), rewards, terminated, truncated, infos
+

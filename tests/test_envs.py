@@ -15,8 +15,10 @@ from rlir_env.wrappers import (
     ActionRepeat,
     MineRLDictActions,
     NamedDiscreteActions,
+    ResizeFrames,
     VectorMineRLDictActions,
     VectorNamedDiscreteActions,
+    VectorResizeFrames,
 )
 from tests.world_models import tiny_mineworld, tiny_scenes
 from worldmodels.actions import minecraft
@@ -123,6 +125,35 @@ def test_obs_resize_and_render(model, scenes):
     env = WorldModelEnv(model=model, scenes=scenes, obs_size=(64, 64), render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (64, 64, 3) and env.render().shape == (32, 48, 3)
+
+
+def test_resize_wrappers_equal_torch_antialiased_bilinear(model, scenes):
+    import torch
+    import torch.nn.functional as F
+
+    def reference(frames):  # the documented definition, computed independently of the wrapper
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(20, 30), mode="bilinear", align_corners=False, antialias=True)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+    env = ResizeFrames(WorldModelEnv(model=model, scenes=scenes, render_mode="rgb_array"), (20, 30))
+    obs, _ = env.reset(seed=3)
+    assert env.observation_space == gym.spaces.Box(0, 255, (20, 30, 3), np.uint8) and obs in env.observation_space
+    assert np.array_equal(obs, reference(env.render()[None])[0]) and env.render().shape == (32, 48, 3)
+
+    venv = VectorResizeFrames(WorldModelVectorEnv(3, model=model, scenes=scenes, max_episode_steps=2,
+                                                  autoreset_mode=AutoresetMode.SAME_STEP), (20, 30))  # fmt: skip
+    native = WorldModelVectorEnv(3, model=model, scenes=scenes, max_episode_steps=2,
+                                 autoreset_mode=AutoresetMode.SAME_STEP)  # fmt: skip
+    actions = np.zeros((3, 9), dtype=np.int64)
+    assert np.array_equal(venv.reset(seed=5)[0], reference(native.reset(seed=5)[0]))
+    venv.step(actions), native.step(actions)
+    obs, _, _, truncated, info = venv.step(actions)
+    native_obs, _, _, _, native_info = native.step(actions)
+    assert truncated.all() and np.array_equal(obs, reference(native_obs))
+    assert all(np.array_equal(info["final_obs"][i], reference(native_info["final_obs"][i][None])[0]) for i in range(3))
+    with pytest.raises(ConfigError, match="size must be"):
+        ResizeFrames(WorldModelEnv(model=model, scenes=scenes), (0, 30))
 
 
 def test_dict_and_discrete_wrappers(model, scenes):
