@@ -12,14 +12,12 @@ Every random draw comes from the slot's own ``torch.Generator``, seeded from ``(
 member)`` (:func:`member_generator`), so a rollout does not depend on which other prompts share its state or its
 rank. Slot ``p * G + g`` holds member ``g`` of the state's ``p``-th prompt; samples are numbered the same way.
 
-When a rollout outgrows the model's context, the model keeps the last ``reference_frames`` frames and re-prefills
-(see ``worldmodels/mineworld/model.py``). :func:`plan_segments` reproduces that rule so the replay
-(``replay.py``) can score every token under exactly the context it was sampled with; the engine checks that the
-slides it observes match the plan.
+When a rollout outgrows the model's context, the model keeps the last ``reference_frames`` frames and re-prefills;
+the model also plans those slides (``MineWorld.context_windows``), so the replay (``replay.py``) can score every token
+under exactly the context it was sampled with; the engine checks that the slides it observes match the plan.
 
-This module drives the model through a few of ``MineWorld``'s underscored helpers (``_new_state``,
-``_frame_ids``, ``_context_actions``, ``_load_context``): its public ``start`` prefills every slot, which is what
-the shared prefix avoids.
+The engine drives the model through its public group-rollout hooks (:class:`worldmodels.protocol.
+AutoregressiveModel`: ``frame_tokens``, ``start_group_tokens``, ``step_tokens``, ``context_windows``).
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ import torch
 
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.mineworld.config import MineWorldConfig
+from worldmodels.mineworld.model import ContextWindow
 from worldmodels.mineworld.sampling import SamplingConfig
 
 ROLLOUT_STREAM = 101
@@ -110,55 +109,7 @@ def prompts_from_suite(
 # -- context windows --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One context window of a rollout: the frames it holds and which of them were generated inside it.
-
-    Frame indices count the slot's frames: ``0 .. C-1`` the context, ``C .. C+F-1`` the generated frames. The window
-    holds frames ``first .. last`` and the actions between them, at positions from 0; frames ``first_scored .. last``
-    were sampled in it (the ones before are kept context).
-    """
-
-    first: int
-    last: int
-    first_scored: int
-
-    @property
-    def n_frames(self) -> int:
-        return self.last - self.first + 1
-
-
-def plan_segments(
-    config: MineWorldConfig, n_context: int, n_frames: int, reference_frames: int
-) -> tuple[Segment, ...]:
-    """The context windows of a rollout of ``n_frames`` frames after ``n_context`` context frames.
-
-    Mirrors ``MineWorld._slide_full_slots``: before a step whose action and frame would not fit in
-    ``max_position_embeddings``, only the last ``reference_frames`` frames (and the actions between them) are kept.
-    """
-    hw, a = config.tokens_per_frame, config.tokens_per_action
-    limit = config.max_position_embeddings
-    length = n_context * hw + (n_context - 1) * a
-    if length > limit:
-        raise ConfigError(
-            f"a context of {n_context} frames needs {length} positions but {config.name} has {limit}; use fewer "
-            "context frames"
-        )
-    segments: list[Segment] = []
-    first, first_scored = 0, n_context
-    for k in range(n_frames):
-        frame = n_context + k
-        if length + a + hw > limit:
-            if frame > first_scored:
-                segments.append(Segment(first, frame - 1, first_scored))
-            first, first_scored = frame - reference_frames, frame
-            length = reference_frames * hw + (reference_frames - 1) * a
-        length += a + hw
-    segments.append(Segment(first, n_context + n_frames - 1, first_scored))
-    return tuple(segments)
-
-
-def _slide_steps(segments: Sequence[Segment], n_context: int) -> list[int]:
+def _slide_steps(segments: Sequence[ContextWindow], n_context: int) -> list[int]:
     """Steps (0-based) before which the model slides its context, according to ``segments``."""
     return [s.first_scored - n_context for s in segments if s.first > 0]
 
@@ -185,7 +136,8 @@ class RolloutBatch:
     """``int64[P, G, F, hw]`` generated image tokens."""
     sampler_logprobs: torch.Tensor
     """``float32[P, G, F, hw]`` each token's log-probability under the sampling distribution."""
-    segments: tuple[Segment, ...]
+    segments: tuple[ContextWindow, ...]
+    """The context windows the rollouts went through (the model's slides), for the replay."""
     sampling: SamplingConfig
     prefill_rows: int = 0
     """Cache rows prefilled from a context (``P`` with the shared prefix, ``P * G`` without)."""
@@ -251,7 +203,7 @@ def rollout(
         raise ConfigError(f"prompts_per_state must be >= 1, got {prompts_per_state}")
     config: MineWorldConfig = model.config
     n_context, n_frames = int(prompts.context_frames.shape[1]), prompts.n_frames
-    segments = plan_segments(config, n_context, n_frames, model.reference_frames)
+    segments = model.context_windows(n_context, n_frames)
     expected_slides = _slide_steps(segments, n_context)
     device = model.device
     start = time.perf_counter()
@@ -267,22 +219,11 @@ def rollout(
                 for p in keys
                 for g in range(group_size)
             ]
-            state = model._new_state(rows, generators, sampling, None)
-            frame_ids = model._frame_ids(torch.as_tensor(prompts.context_frames[begin : begin + n]), "context frames")
-            context_actions = model._context_actions(prompts.context_actions[begin : begin + n], n, n_context)
-            if share_prefix:
-                leaders = [p * group_size for p in range(n)]
-                model._load_context(state, leaders, frame_ids, context_actions)
-                for leader in leaders:
-                    if group_size > 1:
-                        model.copy_slots(state, [leader] * (group_size - 1), range(leader + 1, leader + group_size))
-                prefill_rows += n
-            else:
-                model._load_context(
-                    state, list(range(rows)), frame_ids.repeat_interleave(group_size, 0),
-                    context_actions.repeat_interleave(group_size, 0),
-                )  # fmt: skip
-                prefill_rows += rows
+            frame_ids = model.frame_tokens(torch.as_tensor(prompts.context_frames[begin : begin + n]))
+            state = model.start_group_tokens(frame_ids, prompts.context_actions[begin : begin + n], generators,
+                                             group_size=group_size, sampling=sampling,
+                                             share_prefix=share_prefix)  # fmt: skip
+            prefill_rows += n if share_prefix else rows
             commanded = prompts.actions[begin : begin + n]
             chunk_tokens, chunk_logprobs, slides = [], [], []
             for k in range(n_frames):
@@ -299,7 +240,7 @@ def rollout(
             if slides != expected_slides:
                 raise RuntimeError(
                     f"the model slid its context before steps {slides}, the replay plan expects {expected_slides}; "
-                    "plan_segments no longer mirrors MineWorld._slide_full_slots"
+                    "MineWorld.context_windows no longer plans the model's own slides"
                 )
             all_actions = np.concatenate([prompts.context_actions[begin : begin + n], commanded], axis=1)
             action_tokens.append(model.action_tokens(all_actions, (n, n_context - 1 + n_frames)).cpu())
