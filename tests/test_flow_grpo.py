@@ -20,7 +20,7 @@ from posttrain.flow.config import FlowPostTrainConfig, load_flow_config
 from posttrain.flow.rollout import FlowSampling, flow_rollout, replay_logprobs
 from posttrain.flow.sde import gaussian_logprob, gaussian_mean_kl, sde_sigma, sde_step, select_train_steps
 from posttrain.grpo.rollout import prompts_from_suite
-from posttrain.trainer import train
+from posttrain.loop import train
 from tests.world_models import tiny_nfd
 from worldmodels.errors import ConfigError
 from worldmodels.nfd import NFD, save_nfd, time_grid

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from evaluation.suites import save_suite
 from posttrain.cli import add_arguments, config_from_args, main
 from posttrain.config import PostTrainConfig, load_config, save_config
-from posttrain.trainer import train
+from posttrain.loop import train
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.mineworld import MineWorld, save_safetensors
