@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posttrain.grpo.rollout import prompts_from_suite, rollout
+from posttrain.data import prompts_from_suite
+from posttrain.grpo.rollout import rollout
 from worldmodels.mineworld import SamplingConfig
 
 
@@ -71,7 +72,7 @@ def synthetic_suite(model, n_items: int, n_frames: int, seed: int = 0):
 
 def reprefill_rollout(model, prompts, group: int, sampling: SamplingConfig, seed: int):
     """RLVR-style: rebuild every slot's cache from its whole sequence before each frame."""
-    from posttrain.grpo.rollout import member_generator
+    from posttrain.data import member_generator
 
     n, rows = len(prompts), len(prompts) * group
     gens = [member_generator(seed, 0, int(k), g) for k in prompts.keys for g in range(group)]

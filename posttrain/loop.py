@@ -34,11 +34,11 @@ from torch import nn
 from posttrain.checkpoint import checkpoint_if_due, resume_run
 from posttrain.config import PostTrainConfig, save_config
 from posttrain.curves import draw_curves
+from posttrain.data import prompts_from_suite
 from posttrain.flow.config import FlowPostTrainConfig
 from posttrain.flow.paradigm import FlowGRPO
 from posttrain.grpo.core import LossStats
 from posttrain.grpo.paradigm import GRPO
-from posttrain.grpo.rollout import prompts_from_suite
 from posttrain.metrics import RunLogger, loss_metrics, peak_memory_mib, reward_metrics, speed_metrics
 from posttrain.paradigm import Paradigm
 from posttrain.rewards import compute_rewards, reward_name
@@ -57,7 +57,12 @@ def make_paradigm(config: PostTrainConfig | FlowPostTrainConfig, model: nn.Modul
 
 
 def train(
-    config: PostTrainConfig | FlowPostTrainConfig, *, model=None, suite=None, reward_fn=None, eval_suite=None
+    config: PostTrainConfig | FlowPostTrainConfig,
+    *,
+    model: nn.Module | None = None,
+    suite: Any = None,
+    reward_fn: Any = None,
+    eval_suite: Any = None,
 ) -> dict[str, Any]:
     """Post-train ``config.model.path`` (or ``model``) on ``config.data.suite`` (or ``suite``).
 

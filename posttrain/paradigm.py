@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from posttrain.data import Prompts
 from posttrain.grpo.core import LossStats
-from posttrain.grpo.rollout import Prompts
 
 
 @dataclass

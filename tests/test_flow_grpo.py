@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 from evaluation.suites import SuiteItem, make_suite, save_suite
 from posttrain.cli import add_arguments, config_from_args, main
+from posttrain.data import prompts_from_suite
 from posttrain.flow.config import FlowPostTrainConfig, load_flow_config
 from posttrain.flow.rollout import FlowSampling, flow_rollout, replay_logprobs
 from posttrain.flow.sde import gaussian_logprob, gaussian_mean_kl, sde_sigma, sde_step, select_train_steps
-from posttrain.grpo.rollout import prompts_from_suite
 from posttrain.loop import train
 from tests.world_models import tiny_nfd
 from worldmodels.errors import ConfigError

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from posttrain.data import EVAL_STREAM, Prompts, member_generator, prompts_from_suite
 from posttrain.flow.config import FlowPostTrainConfig
 from posttrain.flow.rollout import FlowRolloutBatch, FlowSampling, decode_videos, flow_rollout, replay_logprobs
 from posttrain.flow.sde import gaussian_mean_kl
 from posttrain.grpo.core import LossStats, grpo_loss
-from posttrain.grpo.rollout import EVAL_STREAM, Prompts, member_generator, prompts_from_suite
 from posttrain.paradigm import OldLogprobs, Throughput
 from posttrain.rewards import compute_rewards
 from worldmodels.errors import ConfigError

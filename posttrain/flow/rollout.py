@@ -15,7 +15,7 @@
    first frame index) and every frame's context-noised latent as it entered the cache.
 
 Every random draw comes from generators seeded by ``(seed, stream, iteration, prompt key, member)``
-(:func:`posttrain.grpo.rollout.member_generator`), so a rollout does not depend on its batch.
+(:func:`posttrain.data.member_generator`), so a rollout does not depend on its batch.
 
 **Replay** (:func:`replay_logprobs`): for each window, one packed transformer forward per micro-batch holds the
 window's clean frames (as they entered the cache: latents, ``t_ctx``, actions, the first frame without an action) and,
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from posttrain.flow.sde import gaussian_logprob, sde_step, select_train_steps
-from posttrain.grpo.rollout import ROLLOUT_STREAM, Prompts, member_generator
+from posttrain.data import ROLLOUT_STREAM, Prompts, member_generator
 from worldmodels.errors import ConfigError
 from worldmodels.nfd.sampling import time_grid
 

@@ -24,9 +24,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from posttrain.config import PostTrainConfig
+from posttrain.data import EVAL_STREAM, Prompts, prompts_from_suite
 from posttrain.grpo.core import LossStats, grpo_loss
 from posttrain.grpo.replay import replay_logprobs, replay_mode
-from posttrain.grpo.rollout import EVAL_STREAM, Prompts, RolloutBatch, decode_videos, prompts_from_suite, rollout
+from posttrain.grpo.rollout import RolloutBatch, decode_videos, rollout
 from posttrain.lora import add_lora, lora_disabled, merged_copy
 from posttrain.paradigm import OldLogprobs, Throughput
 from posttrain.rewards import compute_rewards
