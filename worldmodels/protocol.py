@@ -97,11 +97,20 @@ class AutoregressiveModel(Protocol):
         """Context frames ``uint8[n, T, H, W, 3]`` -> image tokens ``int64[n, T, hw]``."""
         ...
 
+    def start_group(
+        self, frames: torch.Tensor, actions: Any, generators: Sequence[torch.Generator] | None, *, group_size: int,
+        sampling: Any = None, reference_frames: int | None = None, share_prefix: bool = True,
+    ) -> Any:  # fmt: skip
+        """:meth:`WorldModel.start` for ``n`` contexts ``uint8[n, T, H, W, 3]``, each prefilled once and fanned out to
+        its group of ``group_size`` slots (``generators``: one per slot, ``n * group_size``)."""
+        ...
+
     def start_group_tokens(
         self, frame_ids: torch.Tensor, actions: Any, generators: Sequence[torch.Generator] | None, *,
         group_size: int, sampling: Any = None, reference_frames: int | None = None, share_prefix: bool = True,
     ) -> Any:  # fmt: skip
-        """Prefill each of ``n`` tokenized contexts once and fan it out to its group of ``group_size`` slots."""
+        """:meth:`start_group` from the contexts' tokens (:meth:`frame_tokens`), which a replay of the rollout needs
+        too: tokenized once."""
         ...
 
     def step_tokens(
@@ -145,6 +154,10 @@ class DiffusionModel(Protocol):
         reference_frames: int | None = None,
     ) -> Any:  # fmt: skip
         """Encode, context-noise and prefill each of ``n`` contexts once and fan it out to its group of slots."""
+        ...
+
+    def copy_slots(self, state: Any, src_ids: Sequence[int], dst_ids: Sequence[int]) -> None:
+        """Copy slots ``src_ids[i] -> dst_ids[i]`` (cache and window; not the generators)."""
         ...
 
     def begin_frame(self, state: Any, actions: Any) -> None:
