@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from posttrain.grpo.rollout import prompts_from_suite, rollout
+from posttrain.data import prompts_from_suite
+from posttrain.grpo.rollout import rollout
 from worldmodels.mineworld import SamplingConfig
 
 
@@ -71,16 +72,13 @@ def synthetic_suite(model, n_items: int, n_frames: int, seed: int = 0):
 
 def reprefill_rollout(model, prompts, group: int, sampling: SamplingConfig, seed: int):
     """RLVR-style: rebuild every slot's cache from its whole sequence before each frame."""
-    from posttrain.grpo.rollout import member_generator
+    from posttrain.data import member_generator
 
     n, rows = len(prompts), len(prompts) * group
     gens = [member_generator(seed, 0, int(k), g) for k in prompts.keys for g in range(group)]
-    state = model._new_state(rows, gens, sampling, None)
-    frame_ids = model._frame_ids(torch.as_tensor(prompts.context_frames), "context")
-    actions = model._context_actions(prompts.context_actions, n, prompts.context_frames.shape[1])
-    model._load_context(
-        state, list(range(rows)), frame_ids.repeat_interleave(group, 0), actions.repeat_interleave(group, 0)
-    )
+    frame_ids = model.frame_tokens(torch.as_tensor(prompts.context_frames))
+    state = model.start_group_tokens(frame_ids, prompts.context_actions, gens, group_size=group, sampling=sampling,
+                                     share_prefix=False)  # fmt: skip
     tokens = []
     with torch.no_grad():
         for k in range(prompts.n_frames):
@@ -162,7 +160,7 @@ def main() -> None:
         return
     from posttrain.config import load_config
     from posttrain.rewards import PixelReward
-    from posttrain.trainer import train
+    from posttrain.loop import train
 
     # the pixel reward varies between rollouts even for random weights (an untrained IDM reads the same action from
     # every video, so every group would be flat and skipped); the IDM's own cost is timed below

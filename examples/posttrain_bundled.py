@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from posttrain.config import load_config
-from posttrain.trainer import train
+from posttrain.loop import train
 
 
 def main() -> None:

@@ -301,7 +301,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported field type {annotation!r}")
 
 
-def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+def dataclass_from_dict(cls: type, data: Any, prefix: str) -> Any:
+    """The dataclass ``cls`` from nested ``data`` (keys and types checked; ``prefix`` names the section in errors)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -316,13 +317,14 @@ def _from_dict(cls: type, data: Any, prefix: str) -> Any:
             continue
         annotation = hints[name]
         if dataclasses.is_dataclass(annotation):
-            values[name] = _from_dict(annotation, data[name], f"{prefix}{name}.")
+            values[name] = dataclass_from_dict(annotation, data[name], f"{prefix}{name}.")
         else:
             values[name] = _coerce(data[name], annotation, f"{prefix}{name}")
     return cls(**values)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``dotted="a.b"``, creating sections on the way."""
     parts = dotted.split(".")
     node = data
     for part in parts[:-1]:
@@ -349,15 +351,16 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        _set_dotted(nested, key, value)
+        set_dotted(nested, key, value)
     return nested
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``, section by section (``extra`` wins)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_nested(out[key], value)
         else:
             out[key] = value
     return out
@@ -365,7 +368,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def config_from_dict(data: dict[str, Any]) -> PostTrainConfig:
     """Build (without validating) from a nested dict; unknown keys or wrong types raise ConfigError."""
-    return _from_dict(PostTrainConfig, data, "")
+    return dataclass_from_dict(PostTrainConfig, data, "")
 
 
 def load_config(
@@ -394,9 +397,9 @@ def load_config(
         data = loaded or {}
     for key, value in (values or {}).items():
         nested: dict[str, Any] = {}
-        _set_dotted(nested, key, value)
-        data = _merge(data, nested)
-    data = _merge(data, parse_overrides(list(overrides)))
+        set_dotted(nested, key, value)
+        data = merge_nested(data, nested)
+    data = merge_nested(data, parse_overrides(list(overrides)))
     config = config_from_dict(data)
     return config.validate() if validate else config
 

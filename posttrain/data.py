@@ -1,4 +1,5 @@
-"""Which prompts (suite items) each iteration trains on, and which rank rolls out which groups.
+"""What a prompt is (:class:`Prompts`), which prompts (suite items) each iteration trains on, which rank rolls out
+which groups, and the generator of every rollout (:func:`member_generator`).
 
 The prompt order is a pure function of ``(seed, iteration)``: the suite is shuffled once per epoch with a generator
 seeded from ``(seed, epoch)``, and iteration ``i`` takes positions ``i * P .. (i + 1) * P - 1`` of the concatenated
@@ -12,7 +13,11 @@ them per group, so advantages do not depend on the number of ranks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.training.common import step_rng
@@ -91,3 +96,77 @@ class PromptSampler:
         the iteration, unique even when an item repeats) seeds its rollouts."""
         slots = np.arange(self.prompts_per_iter)[self.local_slots]
         return self.global_prompts(iteration)[self.local_slots], slots
+
+
+# -- rollout seeds ----------------------------------------------------------------------------------------------------
+
+ROLLOUT_STREAM = 101
+"""Seed-sequence stream of training rollouts."""
+EVAL_STREAM = 102
+"""Seed-sequence stream of evaluation rollouts (fixed seeds, independent of the iteration)."""
+
+
+def member_generator(
+    seed: int, iteration: int, prompt: int, member: int, *, stream: int = ROLLOUT_STREAM, device: str = "cpu"
+) -> torch.Generator:
+    """The generator of one rollout: a function of ``(seed, stream, iteration, prompt, member)`` only."""
+    words = np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(iteration), int(prompt), int(member)))
+    value = int(words.generate_state(2, np.uint64)[0] >> np.uint64(1))  # torch seeds are < 2**63
+    generator = torch.Generator(device=device)
+    generator.manual_seed(value)
+    return generator
+
+
+# -- prompts ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """What a group is conditioned on, for ``P`` prompts."""
+
+    items: np.ndarray
+    """``int64[P]`` suite item indices."""
+    keys: np.ndarray
+    """``int64[P]`` the prompts' seed keys (their slots in the iteration): they seed the rollouts."""
+    context_frames: np.ndarray
+    """``uint8[P, C, H, W, 3]`` real context frames."""
+    context_actions: np.ndarray
+    """``int64[P, C - 1, *A]`` compact actions between the context frames."""
+    actions: np.ndarray
+    """``int64[P, F, *A]`` commanded compact actions; generated frame ``k`` follows action ``k``."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.actions.shape[1])
+
+
+def prompts_from_suite(
+    suite, indices: Sequence[int], n_frames: int | None = None, *, keys: Sequence[int] | None = None
+) -> Prompts:
+    """The prompts of suite items ``indices``; ``n_frames`` keeps only the first actions (default: all ``F``);
+    ``keys`` seed the rollouts (default: the item indices)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise DataError("no prompts selected; pass at least one suite item index")
+    if indices.min() < 0 or indices.max() >= len(suite):
+        raise DataError(
+            f"prompt indices must lie in [0, {len(suite)}) for suite {suite.name!r}, got {indices.tolist()}"
+        )
+    total = suite.n_frames
+    n = total if n_frames is None else int(n_frames)
+    if not 1 <= n <= total:
+        raise ConfigError(f"n_frames must lie in [1, {total}] for suite {suite.name!r}, got {n_frames}")
+    keys = indices if keys is None else np.asarray(keys, dtype=np.int64)
+    if keys.shape != indices.shape:
+        raise DataError(f"got {len(keys)} seed keys for {len(indices)} prompts")
+    arrays = suite.arrays
+    return Prompts(
+        items=indices,
+        keys=keys,
+        context_frames=arrays["context_frames"][indices],
+        context_actions=arrays["context_actions"][indices],
+        actions=arrays["actions"][indices, :n],
+    )

@@ -26,7 +26,7 @@ from gymnasium.vector.utils import batch_space
 from rlir_env.scenes import Scene, SceneSource, resolve_scenes
 from worldmodels.actions import get_domain
 from worldmodels.errors import ConfigError, FrameError
-from worldmodels.protocol import WorldModel
+from worldmodels.protocol import AutoregressiveModel, DiffusionModel, WorldModel
 
 
 class WorldModelVectorEnv(VectorEnv):
@@ -207,12 +207,9 @@ class WorldModelVectorEnv(VectorEnv):
 
     def _start_kwargs(self) -> dict[str, Any]:
         """Model-specific start options built from the env's sampling kwargs."""
-        from worldmodels.mineworld import MineWorld
-        from worldmodels.mineworld.sampling import SamplingConfig
-
         kwargs: dict[str, Any] = {}
-        if isinstance(self.model, MineWorld):
-            kwargs["sampling"] = SamplingConfig(**self.sampling)
+        if isinstance(self.model, AutoregressiveModel):
+            kwargs["sampling"] = self.model.token_sampling(**self.sampling)
         elif self.nfd_sampling is not None:
             kwargs["sampling"] = self.nfd_sampling
         if self.context_frames is not None:
@@ -356,13 +353,10 @@ _MINEWORLD_DEFAULTS = {"decoding": "naive", "window": 2, "temperature": 1.0, "to
 
 
 def _nfd_sampling(model: WorldModel, autoregressive: dict[str, Any], sampler: str | None, steps: int | None):
-    """The :class:`~worldmodels.nfd.sampling.NFDSampling` an NFD model runs with (None for other models), after
-    refusing options of the other model family."""
-    from worldmodels.mineworld import MineWorld
-    from worldmodels.nfd import NFD
-    from worldmodels.nfd.sampling import choose_sampling
-
-    if isinstance(model, NFD):
+    """The sampling settings a diffusion (NFD) model runs with (None for other models), after refusing options of
+    the other model family. The family is a capability (:mod:`worldmodels.protocol`), not a class, so any model
+    implementing the protocol gets the same options."""
+    if isinstance(model, DiffusionModel):
         # None counts as unset: bundles of NFD models record no autoregressive settings
         given = [k for k, v in autoregressive.items() if v is not None and v != _MINEWORLD_DEFAULTS[k]]
         if given:
@@ -371,9 +365,9 @@ def _nfd_sampling(model: WorldModel, autoregressive: dict[str, Any], sampler: st
                 f"{model.spec.name!r} is an NFD (diffusion) model: choose sampler ('euler' or 'dpm-solver++') and "
                 "sampling_steps instead"
             )
-        return choose_sampling(model.sampling, sampler, steps)
+        return model.denoising_sampling(sampler, steps)
     if sampler is not None or steps is not None:
-        family = "autoregressive (MineWorld)" if isinstance(model, MineWorld) else type(model).__name__
+        family = "autoregressive (MineWorld)" if isinstance(model, AutoregressiveModel) else type(model).__name__
         raise ConfigError(
             f"sampler={sampler!r}, sampling_steps={steps!r}: options of NFD (diffusion) models; {model.spec.name!r} is "
             f"{family}: use decoding, window, temperature, top_p, top_k instead"

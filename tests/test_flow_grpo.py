@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 from evaluation.suites import SuiteItem, make_suite, save_suite
-from rlir.cli import main as rlir_main
-from rlir.commands.posttrain import add_arguments, config_from_args
+from posttrain.data import prompts_from_suite
 from posttrain.flow.config import FlowPostTrainConfig, load_flow_config
 from posttrain.flow.rollout import FlowSampling, flow_rollout, replay_logprobs
 from posttrain.flow.sde import gaussian_logprob, gaussian_mean_kl, sde_sigma, sde_step, select_train_steps
-from posttrain.grpo.rollout import prompts_from_suite
-from posttrain.trainer import train
+from posttrain.loop import train
+from rlir.cli import main as rlir_main
+from rlir.commands.posttrain import add_arguments, config_from_args
 from tests.world_models import tiny_nfd
 from worldmodels.errors import ConfigError
 from worldmodels.nfd import NFD, save_nfd, time_grid

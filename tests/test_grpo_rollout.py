@@ -13,12 +13,15 @@ from evaluation.metrics.action import rlir_frame_reward
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY, MINECRAFT_TAXONOMY
 from evaluation.metrics.video import SSIM_C1, SSIM_C2
 from evaluation.suites import SuiteItem, make_suite
+from posttrain.data import prompts_from_suite
 from posttrain.grpo.replay import hidden_states, replay_logprobs, replay_mode
-from posttrain.grpo.rollout import Segment, decode_videos, plan_segments, prompts_from_suite, rollout
+from posttrain.grpo.rollout import decode_videos, rollout
 from posttrain.rewards import IDMReward, PixelReward, compute_rewards
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld, tiny_vpt_idm_files
 from worldmodels.errors import ConfigError, NumericalError
+from worldmodels.mineworld import ContextWindow as Segment
 from worldmodels.mineworld import SamplingConfig
+from worldmodels.mineworld import context_windows as plan_segments
 
 SAMPLING = SamplingConfig(temperature=1.0)
 

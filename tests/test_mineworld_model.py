@@ -9,7 +9,8 @@ import torch
 from worldmodels.actions.minecraft import COMPACT_NVEC
 from worldmodels.errors import ActionError, ConfigError, FrameError, NumericalError
 from worldmodels.mineworld import AMUSED_VQ_CONFIG, PRESETS, TINY_VQ_CONFIG, MineWorld, SamplingConfig, get_preset
-from worldmodels.protocol import WorldModel
+from worldmodels.mineworld.model import context_windows
+from worldmodels.protocol import AutoregressiveModel, DiffusionModel, WorldModel
 
 TINY = get_preset("tiny")
 HW = TINY.tokens_per_frame  # 24
@@ -449,6 +450,47 @@ def test_copy_slots_fans_out_a_prefilled_context(model, per_frame_vq):
     assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
     alone, _ = rollout(model, frames[:1], ctx[:1], acts[:1], (8,))
     assert torch.equal(out[0], alone[0])
+
+
+def test_start_group_fans_out_one_prefill_per_context_like_separate_starts(model, per_frame_vq):
+    """Two contexts x three members: each context prefilled once and copied to its group decodes the same tokens as
+    every slot started from its own copy of the context (with the same generators)."""
+    frames = torch.cat([random_frames(1, 2, seed=31), random_frames(1, 2, seed=32)])
+    ctx = random_actions((2, 1), 33)
+    acts = np.repeat(random_actions((2, 3), 34), 3, axis=0)
+    seeds = (5, 6, 7, 8, 9, 10)
+    calls = []
+    real = model._prefill
+    model._prefill = lambda state, rows: (calls.append(len(rows)), real(state, rows))[1]
+    try:
+        grouped = model.start_group(frames, ctx, gens(*seeds), group_size=3)
+    finally:
+        del model._prefill
+    assert calls == [2]  # one prefill of the two contexts; the members are copies
+    unshared = model.start_group(frames, ctx, gens(*seeds), group_size=3, share_prefix=False)
+    separate = model.start(frames.repeat_interleave(3, 0), np.repeat(ctx, 3, axis=0), gens(*seeds))
+    states = (grouped, unshared, separate)
+    out = [torch.stack([model.step_tokens(s, acts[:, k])[0] for k in range(3)], 1) for s in states]
+    assert torch.equal(out[0], out[2]) and torch.equal(out[1], out[2])
+    assert not torch.equal(out[0][0], out[0][1])  # members sample with their own generators
+    with pytest.raises(ConfigError, match="group_size"):
+        model.start_group(frames, ctx, gens(*seeds), group_size=0)
+
+
+def test_context_windows_plan_the_slides_the_model_makes(model):
+    """The plan a replay relies on (``context_windows``) names exactly the steps before which ``step`` slides."""
+    assert isinstance(model, AutoregressiveModel) and not isinstance(model, DiffusionModel)
+    windows = model.context_windows(1, 6, reference_frames=2)
+    assert windows == context_windows(model.config, 1, 6, 2)
+    planned = [w.first_scored - 1 for w in windows if w.first > 0]
+    state = model.start(random_frames(1, 1, seed=35), None, gens(3), reference_frames=2)
+    slid = []
+    for k, action in enumerate(random_actions((6, 1), 36)):
+        before = int(state.slides[0])
+        model.step_tokens(state, action)
+        if state.slides[0] > before:
+            slid.append(k)
+    assert slid == planned and planned
 
 
 def test_logprobs_are_those_of_the_sampling_distribution(model):

@@ -30,7 +30,7 @@ from worldmodels.nfd import transformer as transformer_module
 from worldmodels.nfd.config import default_rope_axes
 from worldmodels.nfd.transformer import apply_rope
 from tests.world_models import tiny_nfd
-from worldmodels.protocol import WorldModel
+from worldmodels.protocol import AutoregressiveModel, DiffusionModel, WorldModel
 
 TINY = get_preset("nfd-tiny")  # 16x16 frames, 4x4x4 latents (16 tokens), Crafter actions, 4 frames of context
 LATENT = (TINY.latent_channels, *TINY.latent_grid)
@@ -380,6 +380,34 @@ def test_copy_slots_fans_out_a_prefilled_context(model):
     out = torch.stack([model.step_latents(state, acts[:, k]) for k in range(3)], 1)
     assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
     assert torch.equal(out[0], rollout(model, frames[:1], ctx[:1], acts[:1], (8,))[0])
+
+
+def test_start_group_fans_out_one_noised_context_like_separate_starts(model):
+    """Two contexts x three members: the group starts from one context-noised prefill (the context generator's
+    noise), then every member draws from its own generator - as a slot started alone with that context noise and
+    then given the member's generator."""
+    assert isinstance(model, DiffusionModel) and not isinstance(model, AutoregressiveModel)
+    frames = torch.cat([random_frames(1, 2, seed=31), random_frames(1, 2, seed=32)])
+    ctx = random_actions((2, 1), 33)
+    acts = random_actions((2, 3), 34).repeat_interleave(3, 0)
+    seeds = (1, 2, 3, 4, 5, 6)
+    state = model.start_group(frames, ctx, gens(*seeds), group_size=3, context_generators=gens(40, 41))
+    window = model.window_latents(state)
+    assert model.window_lengths(state).tolist() == [2] * 6
+    out = torch.stack([model.step_latents(state, acts[:, k]) for k in range(3)], 1)
+    for s, seed in enumerate(seeds):
+        p = s // 3
+        alone = model.start(frames[p : p + 1], ctx[p : p + 1], gens(40 + p))
+        assert torch.equal(window[s], model.window_latents(alone)[0])
+        alone.generators[0] = gens(seed)[0]
+        ref = torch.stack([model.step_latents(alone, acts[s : s + 1, k]) for k in range(3)], 1)
+        assert torch.equal(out[s], ref[0])
+    assert not torch.equal(out[0], out[1])  # members denoise with their own noise
+    default = model.start_group(frames, ctx, gens(*seeds), group_size=3)  # the leader's generator noises the context
+    alone = model.start(frames[:1], ctx[:1], gens(1))
+    assert torch.equal(model.window_latents(default)[2], model.window_latents(alone)[0])
+    with pytest.raises(ConfigError, match="context_generators"):
+        model.start_group(frames, ctx, gens(*seeds), group_size=3, context_generators=gens(40))
 
 
 def test_bad_inputs_are_refused(model):

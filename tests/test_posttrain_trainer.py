@@ -21,7 +21,7 @@ from evaluation.suites import save_suite
 from rlir.cli import main as rlir_main
 from rlir.commands.posttrain import add_arguments, config_from_args
 from posttrain.config import PostTrainConfig, load_config, save_config
-from posttrain.trainer import train
+from posttrain.loop import train
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.mineworld import MineWorld, save_safetensors

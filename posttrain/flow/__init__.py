@@ -1,6 +1,6 @@
 """Flow-GRPO for next-frame diffusion (NFD) world models: the SDE with the flow's marginals and its Gaussian
 log-probabilities (``sde``), group rollouts and the packed replay of their trained steps (``rollout``), the
-configuration with RLIR's NFD settings (``config``) and the training loop (``trainer``)."""
+configuration with RLIR's NFD settings (``config``) and the paradigm the loop runs (``paradigm``: :class:`FlowGRPO`)."""
 
 from __future__ import annotations
 

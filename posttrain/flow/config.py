@@ -30,11 +30,11 @@ from posttrain.config import (
     LoggingConfig,
     OptimConfig,
     RewardConfig,
-    _from_dict,
-    _merge,
-    _set_dotted,
     config_to_dict,
+    dataclass_from_dict,
+    merge_nested,
     parse_overrides,
+    set_dotted,
     shared_section_problems,
 )
 from posttrain.grpo.core import ADVANTAGE_SCALES
@@ -148,7 +148,7 @@ class FlowPostTrainConfig:
 
 def is_flow_model(path: str | Path | None) -> bool:
     """Whether ``path`` (a checkpoint path or a registered model name) is an NFD model, i.e. post-trains with
-    Flow-GRPO (:func:`posttrain.trainer.train` dispatches on the config type; ``rlir posttrain`` picks the config
+    Flow-GRPO (:func:`posttrain.loop.train` picks the paradigm from the config type; ``rlir posttrain`` picks the config
     type with this)."""
     if not path:
         return False
@@ -207,10 +207,10 @@ def load_flow_config(
             raise ConfigError(f"{path} must hold a mapping of config sections")
     for key, value in (values or {}).items():
         nested: dict[str, Any] = {}
-        _set_dotted(nested, key, value)
-        data = _merge(data, nested)
-    data = _merge(data, parse_overrides(list(overrides)))
-    config = _from_dict(FlowPostTrainConfig, data, "")
+        set_dotted(nested, key, value)
+        data = merge_nested(data, nested)
+    data = merge_nested(data, parse_overrides(list(overrides)))
+    config = dataclass_from_dict(FlowPostTrainConfig, data, "")
     return config.validate() if validate else config
 
 

@@ -15,7 +15,7 @@
    first frame index) and every frame's context-noised latent as it entered the cache.
 
 Every random draw comes from generators seeded by ``(seed, stream, iteration, prompt key, member)``
-(:func:`posttrain.grpo.rollout.member_generator`), so a rollout does not depend on its batch.
+(:func:`posttrain.data.member_generator`), so a rollout does not depend on its batch.
 
 **Replay** (:func:`replay_logprobs`): for each window, one packed transformer forward per micro-batch holds the
 window's clean frames (as they entered the cache: latents, ``t_ctx``, actions, the first frame without an action) and,
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from posttrain.flow.sde import gaussian_logprob, sde_step, select_train_steps
-from posttrain.grpo.rollout import ROLLOUT_STREAM, Prompts, member_generator
+from posttrain.data import ROLLOUT_STREAM, Prompts, member_generator
 from worldmodels.errors import ConfigError
 from worldmodels.nfd.sampling import time_grid
 
@@ -148,7 +148,8 @@ def flow_rollout(
     stream: int = ROLLOUT_STREAM,
     prompts_per_state: int | None = None,
 ) -> FlowRolloutBatch:
-    """Sample ``group_size`` SDE rollouts of every prompt with an ``NFD`` model (see the module docstring)."""
+    """Sample ``group_size`` SDE rollouts of every prompt with an ``NFD`` model (see the module docstring), through
+    its public hooks (:class:`worldmodels.protocol.DiffusionModel`)."""
     if group_size < 1:
         raise ConfigError(f"group_size must be >= 1, got {group_size}")
     per_state = len(prompts) if prompts_per_state is None else int(prompts_per_state)
@@ -172,33 +173,24 @@ def flow_rollout(
                   for p in keys]  # fmt: skip
         selectors = [member_generator(seed, iteration, int(p), g, stream=SELECT_STREAM) for p in keys
                      for g in range(group_size)]  # fmt: skip
-        # the group's context noise comes from the prompt's shared generator: load into the leader, copy to the group
-        generators = list(members)
-        leaders = [p * group_size for p in range(n)]
-        for p, leader in enumerate(leaders):
-            generators[leader] = shared[p]
-        state = model._new_state(rows, generators, None, None)
-        clean = model._context_latents(torch.as_tensor(prompts.context_frames[begin : begin + n]), "context frames")
-        context_actions = model._context_actions(prompts.context_actions[begin : begin + n], n, n_context)
-        model._load_context(state, leaders, clean, context_actions)
-        for leader in leaders:
-            if group_size > 1:
-                model.copy_slots(state, [leader] * (group_size - 1), range(leader + 1, leader + group_size))
-        for leader, g in zip(leaders, (members[q] for q in leaders)):
-            state.generators[leader] = g
+        # the group's context noise comes from the prompt's shared generator, so the whole group starts alike
+        context = torch.as_tensor(prompts.context_frames[begin : begin + n])
+        state = model.start_group(context, prompts.context_actions[begin : begin + n], members, group_size=group_size,
+                                  context_generators=shared)  # fmt: skip
         chosen = torch.stack([select_train_steps(sel, n_steps, sampling.fraction, n_frames) for sel in selectors])
-        # copies: the window tensor is rewritten in place when a slot slides
-        history = [state.latents[:, j].float().cpu().clone() for j in range(n_context)]
+        # every frame as it entered the cache: the context now (a copy: windows are rewritten when slots slide)
+        history = list(model.window_latents(state)[:, :n_context].float().cpu().unbind(1))
         commanded = prompts.actions[begin : begin + n]
         per_frame: dict[str, list[torch.Tensor]] = {k: [] for k in ("latents", "x", "x_next", "t", "s", "logp")}
         starts = []
         for k in range(n_frames):
             model.begin_frame(state, np.repeat(commanded[:, k], group_size, axis=0))
-            if not (state.lengths == state.lengths[0]).all():
-                raise RuntimeError(f"slots of one rollout state hold windows of different lengths {state.lengths}")
-            starts.append(n_context + k - int(state.lengths[0]))
+            lengths = model.window_lengths(state)
+            if not (lengths == lengths[0]).all():
+                raise RuntimeError(f"slots of one rollout state hold windows of different lengths {lengths}")
+            starts.append(n_context + k - int(lengths[0]))
             if sampling.same_noise:
-                x = torch.stack([torch.randn(clean.shape[2:], generator=g, device=g.device) for g in shared])
+                x = torch.stack([torch.randn(model.latent_shape, generator=g, device=g.device) for g in shared])
                 x = x.to(device).repeat_interleave(group_size, 0)
             else:
                 x = model.draw_noise(state)
@@ -210,8 +202,7 @@ def flow_rollout(
                 else:
                     mean, std = sde_step(x, v, torch.tensor(times[i]), torch.tensor(times[i + 1]), t_first=times[1],
                                          noise_level=sampling.noise_level, sde_type=sampling.sde_type)  # fmt: skip
-                    eps = torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device)
-                                       for g in state.generators]).to(device)  # fmt: skip
+                    eps = model.draw_noise(state)  # one draw per slot, from the slot's own generator
                     x_next = mean + std * eps
                     inputs.append(x.float().cpu())
                     samples.append(x_next.float().cpu())

@@ -5,20 +5,16 @@ from __future__ import annotations
 
 from posttrain.grpo.core import ADVANTAGE_SCALES, LossStats, group_advantages, grpo_loss, k3_kl, ppo_token_loss
 from posttrain.grpo.replay import replay_logprobs, replay_mode
-from posttrain.grpo.rollout import Prompts, RolloutBatch, Segment, plan_segments, prompts_from_suite, rollout
+from posttrain.grpo.rollout import RolloutBatch, rollout
 
 __all__ = [
     "ADVANTAGE_SCALES",
     "LossStats",
-    "Prompts",
     "RolloutBatch",
-    "Segment",
     "group_advantages",
     "grpo_loss",
     "k3_kl",
-    "plan_segments",
     "ppo_token_loss",
-    "prompts_from_suite",
     "replay_logprobs",
     "replay_mode",
     "rollout",

@@ -1,6 +1,6 @@
 """Teacher-forced log-probabilities of the generated image tokens of a rollout batch.
 
-For every context window of the rollout (:class:`~posttrain.grpo.rollout.Segment`) one causal forward runs over
+For every context window of the rollout (:class:`~worldmodels.mineworld.ContextWindow`) one causal forward runs over
 ``[frame, action, frame, action, ..., frame]`` at positions from 0 (the exact context each token was sampled with,
 slides included), and the logits that predict the window's generated image tokens are kept; context frames, kept
 frames and action tokens are never scored. Log-probabilities are an fp32 log-softmax over the *image* vocabulary of

@@ -9,17 +9,15 @@ actions) the engine
    chunk of forced tokens (never sampled) and collecting the image tokens and the sampler's log-probabilities.
 
 Every random draw comes from the slot's own ``torch.Generator``, seeded from ``(run seed, iteration, prompt id,
-member)`` (:func:`member_generator`), so a rollout does not depend on which other prompts share its state or its
+member)`` (:func:`~posttrain.data.member_generator`), so a rollout does not depend on which other prompts share its state or its
 rank. Slot ``p * G + g`` holds member ``g`` of the state's ``p``-th prompt; samples are numbered the same way.
 
-When a rollout outgrows the model's context, the model keeps the last ``reference_frames`` frames and re-prefills
-(see ``worldmodels/mineworld/model.py``). :func:`plan_segments` reproduces that rule so the replay
-(``replay.py``) can score every token under exactly the context it was sampled with; the engine checks that the
-slides it observes match the plan.
+When a rollout outgrows the model's context, the model keeps the last ``reference_frames`` frames and re-prefills;
+the model also plans those slides (``MineWorld.context_windows``), so the replay (``replay.py``) can score every token
+under exactly the context it was sampled with; the engine checks that the slides it observes match the plan.
 
-This module drives the model through a few of ``MineWorld``'s underscored helpers (``_new_state``,
-``_frame_ids``, ``_context_actions``, ``_load_context``): its public ``start`` prefills every slot, which is what
-the shared prefix avoids.
+The engine drives the model through its public group-rollout hooks (:class:`worldmodels.protocol.
+AutoregressiveModel`: ``frame_tokens``, ``start_group_tokens``, ``step_tokens``, ``context_windows``).
 """
 
 from __future__ import annotations
@@ -31,134 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldmodels.errors import ConfigError, DataError
+from posttrain.data import ROLLOUT_STREAM, Prompts, member_generator
+from worldmodels.errors import ConfigError
 from worldmodels.mineworld.config import MineWorldConfig
+from worldmodels.mineworld.model import ContextWindow
 from worldmodels.mineworld.sampling import SamplingConfig
-
-ROLLOUT_STREAM = 101
-"""Seed-sequence stream of training rollouts."""
-EVAL_STREAM = 102
-"""Seed-sequence stream of evaluation rollouts (fixed seeds, independent of the iteration)."""
-
-
-def member_generator(
-    seed: int, iteration: int, prompt: int, member: int, *, stream: int = ROLLOUT_STREAM, device: str = "cpu"
-) -> torch.Generator:
-    """The generator of one rollout: a function of ``(seed, stream, iteration, prompt, member)`` only."""
-    words = np.random.SeedSequence(int(seed), spawn_key=(int(stream), int(iteration), int(prompt), int(member)))
-    value = int(words.generate_state(2, np.uint64)[0] >> np.uint64(1))  # torch seeds are < 2**63
-    generator = torch.Generator(device=device)
-    generator.manual_seed(value)
-    return generator
-
-
-# -- prompts ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Prompts:
-    """What a group is conditioned on, for ``P`` prompts."""
-
-    items: np.ndarray
-    """``int64[P]`` suite item indices."""
-    keys: np.ndarray
-    """``int64[P]`` the prompts' seed keys (their slots in the iteration): they seed the rollouts."""
-    context_frames: np.ndarray
-    """``uint8[P, C, H, W, 3]`` real context frames."""
-    context_actions: np.ndarray
-    """``int64[P, C - 1, *A]`` compact actions between the context frames."""
-    actions: np.ndarray
-    """``int64[P, F, *A]`` commanded compact actions; generated frame ``k`` follows action ``k``."""
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.actions.shape[1])
-
-
-def prompts_from_suite(
-    suite, indices: Sequence[int], n_frames: int | None = None, *, keys: Sequence[int] | None = None
-) -> Prompts:
-    """The prompts of suite items ``indices``; ``n_frames`` keeps only the first actions (default: all ``F``);
-    ``keys`` seed the rollouts (default: the item indices)."""
-    indices = np.asarray(indices, dtype=np.int64)
-    if indices.size == 0:
-        raise DataError("no prompts selected; pass at least one suite item index")
-    if indices.min() < 0 or indices.max() >= len(suite):
-        raise DataError(
-            f"prompt indices must lie in [0, {len(suite)}) for suite {suite.name!r}, got {indices.tolist()}"
-        )
-    total = suite.n_frames
-    n = total if n_frames is None else int(n_frames)
-    if not 1 <= n <= total:
-        raise ConfigError(f"n_frames must lie in [1, {total}] for suite {suite.name!r}, got {n_frames}")
-    keys = indices if keys is None else np.asarray(keys, dtype=np.int64)
-    if keys.shape != indices.shape:
-        raise DataError(f"got {len(keys)} seed keys for {len(indices)} prompts")
-    arrays = suite.arrays
-    return Prompts(
-        items=indices,
-        keys=keys,
-        context_frames=arrays["context_frames"][indices],
-        context_actions=arrays["context_actions"][indices],
-        actions=arrays["actions"][indices, :n],
-    )
-
 
 # -- context windows --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Segment:
-    """One context window of a rollout: the frames it holds and which of them were generated inside it.
-
-    Frame indices count the slot's frames: ``0 .. C-1`` the context, ``C .. C+F-1`` the generated frames. The window
-    holds frames ``first .. last`` and the actions between them, at positions from 0; frames ``first_scored .. last``
-    were sampled in it (the ones before are kept context).
-    """
-
-    first: int
-    last: int
-    first_scored: int
-
-    @property
-    def n_frames(self) -> int:
-        return self.last - self.first + 1
-
-
-def plan_segments(
-    config: MineWorldConfig, n_context: int, n_frames: int, reference_frames: int
-) -> tuple[Segment, ...]:
-    """The context windows of a rollout of ``n_frames`` frames after ``n_context`` context frames.
-
-    Mirrors ``MineWorld._slide_full_slots``: before a step whose action and frame would not fit in
-    ``max_position_embeddings``, only the last ``reference_frames`` frames (and the actions between them) are kept.
-    """
-    hw, a = config.tokens_per_frame, config.tokens_per_action
-    limit = config.max_position_embeddings
-    length = n_context * hw + (n_context - 1) * a
-    if length > limit:
-        raise ConfigError(
-            f"a context of {n_context} frames needs {length} positions but {config.name} has {limit}; use fewer "
-            "context frames"
-        )
-    segments: list[Segment] = []
-    first, first_scored = 0, n_context
-    for k in range(n_frames):
-        frame = n_context + k
-        if length + a + hw > limit:
-            if frame > first_scored:
-                segments.append(Segment(first, frame - 1, first_scored))
-            first, first_scored = frame - reference_frames, frame
-            length = reference_frames * hw + (reference_frames - 1) * a
-        length += a + hw
-    segments.append(Segment(first, n_context + n_frames - 1, first_scored))
-    return tuple(segments)
-
-
-def _slide_steps(segments: Sequence[Segment], n_context: int) -> list[int]:
+def _slide_steps(segments: Sequence[ContextWindow], n_context: int) -> list[int]:
     """Steps (0-based) before which the model slides its context, according to ``segments``."""
     return [s.first_scored - n_context for s in segments if s.first > 0]
 
@@ -185,7 +65,8 @@ class RolloutBatch:
     """``int64[P, G, F, hw]`` generated image tokens."""
     sampler_logprobs: torch.Tensor
     """``float32[P, G, F, hw]`` each token's log-probability under the sampling distribution."""
-    segments: tuple[Segment, ...]
+    segments: tuple[ContextWindow, ...]
+    """The context windows the rollouts went through (the model's slides), for the replay."""
     sampling: SamplingConfig
     prefill_rows: int = 0
     """Cache rows prefilled from a context (``P`` with the shared prefix, ``P * G`` without)."""
@@ -236,7 +117,7 @@ def rollout(
         prompts: contexts and commanded actions (all with the same numbers of context and generated frames).
         group_size: rollouts per prompt.
         sampling: how tokens are drawn (GRPO: temperature 1, no truncation, naive or speculative decoding).
-        seed, iteration, stream: seed the per-rollout generators (:func:`member_generator`).
+        seed, iteration, stream: seed the per-rollout generators (:func:`~posttrain.data.member_generator`).
         share_prefix: prefill each context once and copy it to the group (``False``: prefill every slot; same
             tokens, for tests and benchmarks).
         prompts_per_state: prompts decoded together in one batched state (``None``: all); bounds the KV-cache
@@ -251,7 +132,7 @@ def rollout(
         raise ConfigError(f"prompts_per_state must be >= 1, got {prompts_per_state}")
     config: MineWorldConfig = model.config
     n_context, n_frames = int(prompts.context_frames.shape[1]), prompts.n_frames
-    segments = plan_segments(config, n_context, n_frames, model.reference_frames)
+    segments = model.context_windows(n_context, n_frames)
     expected_slides = _slide_steps(segments, n_context)
     device = model.device
     start = time.perf_counter()
@@ -267,22 +148,11 @@ def rollout(
                 for p in keys
                 for g in range(group_size)
             ]
-            state = model._new_state(rows, generators, sampling, None)
-            frame_ids = model._frame_ids(torch.as_tensor(prompts.context_frames[begin : begin + n]), "context frames")
-            context_actions = model._context_actions(prompts.context_actions[begin : begin + n], n, n_context)
-            if share_prefix:
-                leaders = [p * group_size for p in range(n)]
-                model._load_context(state, leaders, frame_ids, context_actions)
-                for leader in leaders:
-                    if group_size > 1:
-                        model.copy_slots(state, [leader] * (group_size - 1), range(leader + 1, leader + group_size))
-                prefill_rows += n
-            else:
-                model._load_context(
-                    state, list(range(rows)), frame_ids.repeat_interleave(group_size, 0),
-                    context_actions.repeat_interleave(group_size, 0),
-                )  # fmt: skip
-                prefill_rows += rows
+            frame_ids = model.frame_tokens(torch.as_tensor(prompts.context_frames[begin : begin + n]))
+            state = model.start_group_tokens(frame_ids, prompts.context_actions[begin : begin + n], generators,
+                                             group_size=group_size, sampling=sampling,
+                                             share_prefix=share_prefix)  # fmt: skip
+            prefill_rows += n if share_prefix else rows
             commanded = prompts.actions[begin : begin + n]
             chunk_tokens, chunk_logprobs, slides = [], [], []
             for k in range(n_frames):
@@ -299,7 +169,7 @@ def rollout(
             if slides != expected_slides:
                 raise RuntimeError(
                     f"the model slid its context before steps {slides}, the replay plan expects {expected_slides}; "
-                    "plan_segments no longer mirrors MineWorld._slide_full_slots"
+                    "MineWorld.context_windows no longer plans the model's own slides"
                 )
             all_actions = np.concatenate([prompts.context_actions[begin : begin + n], commanded], axis=1)
             action_tokens.append(model.action_tokens(all_actions, (n, n_context - 1 + n_frames)).cpu())

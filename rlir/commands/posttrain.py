@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from posttrain.trainer import train
+    from posttrain.loop import train
 
     from worldmodels.device import check_device
     from worldmodels.training.report import check_report_to

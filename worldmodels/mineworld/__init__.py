@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from worldmodels.mineworld.checkpoint import load_checkpoint, save_safetensors
 from worldmodels.mineworld.config import PRESETS, MineWorldConfig, get_preset
-from worldmodels.mineworld.model import MineWorld, MineWorldState
+from worldmodels.mineworld.model import ContextWindow, MineWorld, MineWorldState, context_windows
 from worldmodels.mineworld.sampling import SamplingConfig
 from worldmodels.mineworld.transformer import KVCache, Transformer
 from worldmodels.mineworld.vq import AMUSED_VQ_CONFIG, TINY_VQ_CONFIG, VQTokenizer
 
 __all__ = [
     "AMUSED_VQ_CONFIG",
+    "ContextWindow",
     "KVCache",
     "MineWorld",
     "MineWorldConfig",
@@ -24,6 +25,7 @@ __all__ = [
     "TINY_VQ_CONFIG",
     "Transformer",
     "VQTokenizer",
+    "context_windows",
     "get_preset",
     "load_checkpoint",
     "save_safetensors",

@@ -49,6 +49,56 @@ def _is_empty(actions: Any) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class ContextWindow:
+    """One context window of a slot's rollout: the frames it holds and which of them were generated inside it.
+
+    Frame indices count the slot's frames: ``0 .. C-1`` the context, ``C .. C+F-1`` the generated frames. The window
+    holds frames ``first .. last`` and the actions between them, at positions from 0; frames ``first_scored .. last``
+    were sampled in it (the ones before are kept context).
+    """
+
+    first: int
+    last: int
+    first_scored: int
+
+    @property
+    def n_frames(self) -> int:
+        return self.last - self.first + 1
+
+
+def context_windows(
+    config: MineWorldConfig, n_context: int, n_frames: int, reference_frames: int
+) -> tuple[ContextWindow, ...]:
+    """The context windows a rollout of ``n_frames`` frames after ``n_context`` context frames goes through.
+
+    The plan of :meth:`MineWorld.step`'s sliding rule (``_slide_full_slots``): before a step whose action and frame
+    would not fit in ``max_position_embeddings``, only the last ``reference_frames`` frames (and the actions between
+    them) are kept. A teacher-forced replay scores each token under the window it was sampled in; every slide of a
+    rollout shows in ``state.slides``, so a caller can check the plan against what happened.
+    """
+    hw, a = config.tokens_per_frame, config.tokens_per_action
+    limit = config.max_position_embeddings
+    length = n_context * hw + (n_context - 1) * a
+    if length > limit:
+        raise ConfigError(
+            f"a context of {n_context} frames needs {length} positions but {config.name} has {limit}; use fewer "
+            "context frames"
+        )
+    windows: list[ContextWindow] = []
+    first, first_scored = 0, n_context
+    for k in range(n_frames):
+        frame = n_context + k
+        if length + a + hw > limit:  # the rule of _slide_full_slots
+            if frame > first_scored:
+                windows.append(ContextWindow(first, frame - 1, first_scored))
+            first, first_scored = frame - reference_frames, frame
+            length = reference_frames * hw + (reference_frames - 1) * a
+        length += a + hw
+    windows.append(ContextWindow(first, n_context + n_frames - 1, first_scored))
+    return tuple(windows)
+
+
 @dataclass
 class MineWorldState:
     """Rollout state of ``B`` environment slots (opaque to envs; see :class:`MineWorld`)."""
@@ -484,6 +534,84 @@ class MineWorld(nn.Module):
         state.seq[dst_t] = state.seq[src_t]
         state.lengths[dst] = state.lengths[src]
         state.slides[dst] = state.slides[src]
+
+    # --- group rollouts (post-training) ------------------------------------------------------------------------
+
+    def token_sampling(self, **options: Any) -> SamplingConfig:
+        """A :class:`SamplingConfig` from keyword options (``decoding``, ``window``, ``temperature``, ``top_p``,
+        ``top_k``, ...: the vector env's autoregressive options)."""
+        return SamplingConfig(**options)
+
+    def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """Context frames ``uint8[n, T, H, W, 3]`` -> their image tokens ``int64[n, T, h*w]`` (what
+        :meth:`start_group_tokens` takes, and what a teacher-forced replay of the rollout needs)."""
+        return self._frame_ids(frames, "frames")
+
+    def start_group(
+        self,
+        frames: torch.Tensor,
+        actions: Any,
+        generators: Sequence[torch.Generator] | None,
+        *,
+        group_size: int,
+        sampling: SamplingConfig | None = None,
+        reference_frames: int | None = None,
+        share_prefix: bool = True,
+    ) -> MineWorldState:
+        """:meth:`start` for ``n`` contexts, each run by a group of ``group_size`` slots (``n * group_size`` in all):
+        slot ``p * group_size + g`` is member ``g`` of context ``p``. See :meth:`start_group_tokens`."""
+        return self.start_group_tokens(
+            self.frame_tokens(frames), actions, generators, group_size=group_size, sampling=sampling,
+            reference_frames=reference_frames, share_prefix=share_prefix,
+        )  # fmt: skip
+
+    def start_group_tokens(
+        self,
+        frame_ids: torch.Tensor,
+        actions: Any,
+        generators: Sequence[torch.Generator] | None,
+        *,
+        group_size: int,
+        sampling: SamplingConfig | None = None,
+        reference_frames: int | None = None,
+        share_prefix: bool = True,
+    ) -> MineWorldState:
+        """Prefill each of ``n`` contexts (image tokens ``int64[n, T, h*w]`` and the ``T - 1`` actions between
+        them) **once** and copy its cache to the other slots of its group (:meth:`copy_slots`).
+
+        Args:
+            frame_ids: the contexts' tokens (:meth:`frame_tokens`).
+            actions: compact actions ``[n, T - 1, ...]`` (``None`` when ``T == 1``).
+            generators: one per slot, ``n * group_size`` in slot order (may be ``None`` for greedy sampling).
+            group_size: slots per context.
+            sampling, reference_frames: as for :meth:`start`.
+            share_prefix: ``False`` prefills every slot from its context instead (the same state, ``group_size``
+                times the prefill work; for tests and benchmarks).
+        """
+        if isinstance(group_size, bool) or int(group_size) != group_size or group_size < 1:
+            raise ConfigError(f"group_size must be an integer >= 1, got {group_size!r}")
+        n, t, _ = frame_ids.shape
+        rows = n * group_size
+        state = self._new_state(rows, generators, sampling, reference_frames)
+        action_tokens = self._context_actions(actions, n, t)
+        if share_prefix:
+            leaders = [p * group_size for p in range(n)]
+            self._load_context(state, leaders, frame_ids, action_tokens)
+            if group_size > 1:
+                for leader in leaders:
+                    self.copy_slots(state, [leader] * (group_size - 1), range(leader + 1, leader + group_size))
+        else:
+            self._load_context(state, list(range(rows)), frame_ids.repeat_interleave(group_size, 0),
+                               action_tokens.repeat_interleave(group_size, 0))  # fmt: skip
+        return state
+
+    def context_windows(
+        self, n_context: int, n_frames: int, reference_frames: int | None = None
+    ) -> tuple[ContextWindow, ...]:
+        """The context windows of a rollout of ``n_frames`` after ``n_context`` context frames (see
+        :func:`context_windows`); ``reference_frames`` as for :meth:`start`."""
+        keep = self.reference_frames if reference_frames is None else self._check_reference_frames(reference_frames)
+        return context_windows(self.config, n_context, n_frames, keep)
 
     @staticmethod
     def _check_slots(state: MineWorldState, ids: Sequence[int], what: str, *, unique: bool = True) -> list[int]:

@@ -36,7 +36,7 @@ from torch import nn
 from worldmodels.errors import ActionError, CheckpointError, ConfigError, FrameError, MissingFileError, NumericalError
 from worldmodels.nfd.autoencoder import FrameAutoencoder
 from worldmodels.nfd.config import NFDConfig
-from worldmodels.nfd.sampling import FlowSolver, NFDSampling
+from worldmodels.nfd.sampling import FlowSolver, NFDSampling, choose_sampling
 from worldmodels.nfd.transformer import KVCache, NFDTransformer
 from worldmodels.protocol import ModelSpec
 
@@ -234,7 +234,7 @@ class NFD(nn.Module):
                 f"a context of {t} frames leaves no room for a new frame in {self.config.name}'s window of "
                 f"{self.config.context_frames}; pass at most {self.config.context_frames - 1} frames"
             )
-        return self.encode(frames.reshape(n * t, H, W, 3)).reshape(n, t, *self._latent_shape)
+        return self.encode(frames.reshape(n * t, H, W, 3)).reshape(n, t, *self.latent_shape)
 
     def _context_actions(self, actions: Any, n: int, t: int) -> torch.Tensor:
         empty = actions is None or (hasattr(actions, "__len__") and np.asarray(actions, dtype=object).size == 0)
@@ -245,7 +245,8 @@ class NFD(nn.Module):
         return self.compact_actions(actions, (n, t - 1))
 
     @property
-    def _latent_shape(self) -> tuple[int, int, int]:
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of one frame's latent."""
         return (self.config.latent_channels, *self.config.latent_grid)
 
     # --- state -------------------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ class NFD(nn.Module):
         dtype = self.transformer.patch_embed.weight.dtype
         return NFDState(
             cache=self.transformer.new_cache(batch),
-            latents=torch.zeros(batch, c.context_frames, *self._latent_shape, dtype=dtype, device=self.device),
+            latents=torch.zeros(batch, c.context_frames, *self.latent_shape, dtype=dtype, device=self.device),
             actions=torch.zeros(batch, c.context_frames, *c.domain.compact_shape, dtype=torch.long, device=self.device),
             present=torch.zeros(batch, c.context_frames, dtype=torch.bool, device=self.device),
             lengths=np.zeros(batch, dtype=np.int64),
@@ -272,7 +273,7 @@ class NFD(nn.Module):
         each slot's context noise, store the noised latents and prefill all but the last frame."""
         n, t = clean.shape[:2]
         t_ctx = self.config.context_noise
-        noise = draw_normal([state.generators[r] for r in rows], (t, *self._latent_shape), self.device)
+        noise = draw_normal([state.generators[r] for r in rows], (t, *self.latent_shape), self.device)
         index = torch.as_tensor(rows, device=self.device)
         state.latents[index] = 0
         state.latents[index, :t] = ((1.0 - t_ctx) * clean + t_ctx * noise).to(state.latents.dtype)
@@ -349,8 +350,8 @@ class NFD(nn.Module):
         reference_frames: int | None = None,
     ) -> NFDState:
         """Like :meth:`start` from clean normalised latents ``[B, T, C, h, w]`` instead of frames."""
-        if latents.ndim != 5 or tuple(latents.shape[2:]) != self._latent_shape or latents.shape[1] < 1:
-            raise FrameError(f"latents must be [B, T, {', '.join(map(str, self._latent_shape))}] with T >= 1, got "
+        if latents.ndim != 5 or tuple(latents.shape[2:]) != self.latent_shape or latents.shape[1] < 1:
+            raise FrameError(f"latents must be [B, T, {', '.join(map(str, self.latent_shape))}] with T >= 1, got "
                              f"{tuple(latents.shape)}")  # fmt: skip
         if latents.shape[1] > self.config.context_frames - 1:
             raise FrameError(f"a context of {latents.shape[1]} frames leaves no room for a new frame; pass at most "
@@ -416,6 +417,53 @@ class NFD(nn.Module):
         state.lengths[dst] = state.lengths[src]
         state.slides[dst] = state.slides[src]
 
+    def start_group(
+        self,
+        frames: torch.Tensor,
+        actions: Any,
+        generators: Sequence[torch.Generator],
+        *,
+        group_size: int,
+        context_generators: Sequence[torch.Generator] | None = None,
+        sampling: NFDSampling | None = None,
+        reference_frames: int | None = None,
+    ) -> NFDState:
+        """:meth:`start` for ``n`` contexts, each run by a group of ``group_size`` slots (``n * group_size`` in all;
+        slot ``p * group_size + g`` is member ``g`` of context ``p``): each context is encoded, context-noised and
+        prefilled **once**, then copied to the other slots of its group (:meth:`copy_slots`), so the whole group
+        starts from the same noised context.
+
+        Args:
+            frames: ``uint8[n, T, H, W, 3]`` contexts (``T <= context_frames - 1``).
+            actions: the ``T - 1`` compact actions between them (``None`` when ``T == 1``).
+            generators: one per slot, ``n * group_size`` in slot order; every later draw of a slot uses its own.
+            group_size: slots per context.
+            context_generators: one per context: draws its context noise (default: the generator of the group's
+                first slot).
+            sampling, reference_frames: as for :meth:`start`.
+        """
+        if isinstance(group_size, bool) or int(group_size) != group_size or group_size < 1:
+            raise ConfigError(f"group_size must be an integer >= 1, got {group_size!r}")
+        generators = list(generators)
+        clean = self._context_latents(frames, "frames")
+        n, t = clean.shape[:2]
+        leaders = [p * group_size for p in range(n)]
+        loading = list(generators)  # the leaders draw the context noise, then get their own generators back
+        if context_generators is not None:
+            if len(context_generators) != n:
+                raise ConfigError(f"expected {n} context_generators (one per context), got {len(context_generators)}")
+            for leader, g in zip(leaders, context_generators):
+                loading[leader] = g
+        state = self._new_state(n * group_size, loading, sampling, reference_frames)
+        context_actions = self._context_actions(actions, n, t)
+        self._load_context(state, leaders, clean, context_actions)
+        if group_size > 1:
+            for leader in leaders:
+                self.copy_slots(state, [leader] * (group_size - 1), range(leader + 1, leader + group_size))
+        for leader in leaders:
+            state.generators[leader] = generators[leader]
+        return state
+
     @staticmethod
     def _check_slots(state: NFDState, ids: Sequence[int], what: str, *, unique: bool = True) -> list[int]:
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
@@ -430,9 +478,23 @@ class NFD(nn.Module):
 
     # --- step-level hooks (samplers) ---------------------------------------------------------------------------
 
+    def denoising_sampling(self, sampler: str | None = None, steps: int | None = None) -> NFDSampling:
+        """The model's :class:`NFDSampling` with ``sampler`` (``"euler"`` or ``"dpm-solver++"``) and ``steps`` when
+        given (what the vector env's ``sampler``/``sampling_steps`` options select)."""
+        return choose_sampling(self.sampling, sampler, steps)
+
+    def window_lengths(self, state: NFDState) -> np.ndarray:
+        """``int64[B]`` frames in each slot's window, the last one pending (a copy)."""
+        return state.lengths.copy()
+
+    def window_latents(self, state: NFDState) -> torch.Tensor:
+        """``[B, context_frames, C, h, w]`` each slot's window as fed to the transformer: context-noised latents,
+        zero past the window's length (a copy)."""
+        return state.latents.clone()
+
     def draw_noise(self, state: NFDState) -> torch.Tensor:
         """One frame of standard normal noise per slot, from the slots' generators: ``float32[B, C, h, w]``."""
-        return draw_normal(state.generators, self._latent_shape, self.device)
+        return draw_normal(state.generators, self.latent_shape, self.device)
 
     def begin_frame(self, state: NFDState, actions: Any) -> None:
         """Start a new frame of every slot, led to by ``actions`` (compact ``[B, ...]``); slides full windows."""
