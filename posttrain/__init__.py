@@ -10,7 +10,7 @@ diffusion paradigm) with Flow-GRPO (:mod:`posttrain.flow`); ``rlir posttrain`` p
 * :mod:`posttrain.rewards`: ``IDMReward`` (RLIR) and ``PixelReward`` (RLVR-World's baseline);
 * :mod:`posttrain.run` (start of a run), :mod:`posttrain.update` (advantages, micro-batches, optimizer steps),
   :mod:`posttrain.checkpoint` (checkpoints and resume), :mod:`posttrain.metrics` (logs and videos),
-  :mod:`posttrain.lora`, :mod:`posttrain.dist` (data parallelism), :mod:`posttrain.config`, :mod:`posttrain.data`;
+  :mod:`posttrain.lora`, :mod:`posttrain.config`, :mod:`posttrain.data`;
   the command is ``rlir posttrain`` (:mod:`rlir.commands.posttrain`).
 
 Modules are imported on use; they pull in torch.

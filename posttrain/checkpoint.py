@@ -16,7 +16,8 @@ from posttrain.run import Run
 from posttrain.update import TrainState
 from worldmodels.errors import CheckpointError, ConfigError, MissingFileError
 from worldmodels.hashing import sha256_file
-from worldmodels.training.common import load_checkpoint, save_checkpoint, write_json
+from worldmodels.runtime.files import write_json
+from worldmodels.training.common import load_checkpoint, save_checkpoint
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.json"

@@ -24,6 +24,7 @@ from typing import Any, Union
 
 from posttrain.grpo.core import ADVANTAGE_SCALES
 from worldmodels.errors import ConfigError, MissingFileError
+from worldmodels.runtime.files import atomic_output
 from worldmodels.training.report import REPORT_TO
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -407,8 +408,6 @@ def load_config(
 def save_config(config: PostTrainConfig, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
     import yaml
-
-    from worldmodels.data.jsonl import atomic_output
 
     path = Path(path)
     with atomic_output(path) as tmp:

@@ -44,9 +44,10 @@ from posttrain.paradigm import Paradigm
 from posttrain.rewards import compute_rewards, reward_name
 from posttrain.run import OUTPUT_NAME, load_data, open_run
 from posttrain.update import make_train_state, optimizer_step, plan_update, skip_step
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.hashing import sha256_file
-from worldmodels.training.common import Progress, Stopwatch, machine_info, write_json
+from worldmodels.runtime.files import atomic_output, write_json
+from worldmodels.runtime.progress import Progress
+from worldmodels.training.common import Stopwatch, machine_info
 
 
 def make_paradigm(config: PostTrainConfig | FlowPostTrainConfig, model: nn.Module, *, verbose: bool) -> Paradigm:

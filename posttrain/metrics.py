@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from posttrain.dist import Dist
 from posttrain.grpo.core import LossStats
 from posttrain.paradigm import Throughput
 from posttrain.update import UpdatePlan
 from worldmodels.data.video import write_video
+from worldmodels.runtime.distributed import Distributed
 from worldmodels.training.common import JsonlLogger, Stopwatch
 
 
@@ -78,7 +78,7 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def reward_metrics(plan: UpdatePlan, grad_norms: list[float], dist: Dist) -> dict[str, Any]:
+def reward_metrics(plan: UpdatePlan, grad_norms: list[float], dist: Distributed) -> dict[str, Any]:
     """The iteration's reward statistics (global over ranks), trained samples and gradient norm(s)."""
     trajectory = plan.trajectory
     return {
@@ -93,7 +93,7 @@ def reward_metrics(plan: UpdatePlan, grad_norms: list[float], dist: Dist) -> dic
 
 
 def loss_metrics(
-    stats: LossStats, first_ratio: tuple[float, float] | None, sampler_gap: torch.Tensor, dist: Dist
+    stats: LossStats, first_ratio: tuple[float, float] | None, sampler_gap: torch.Tensor, dist: Distributed
 ) -> dict[str, Any]:
     """Per-token loss diagnostics over every rank, the first micro-step's ratio range (exactly 1 on-policy) and the
     largest gap between the sampler's and the replay's log-probs."""

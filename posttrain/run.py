@@ -12,10 +12,10 @@ from torch import nn
 
 from evaluation.suites import load_suite
 from posttrain.data import PromptSampler
-from posttrain.dist import Dist
 from posttrain.rewards import build_reward
 from worldmodels.errors import ConfigError
 from worldmodels.registry import load_world_model
+from worldmodels.runtime.distributed import Distributed
 
 OUTPUT_NAME = "model.safetensors"
 """The post-trained model in the run directory."""
@@ -27,7 +27,7 @@ class Run:
 
     config: Any
     """A :class:`~posttrain.config.PostTrainConfig` (GRPO) or :class:`~posttrain.flow.config.FlowPostTrainConfig`."""
-    dist: Dist
+    dist: Distributed
     dir: Path
 
 
@@ -54,7 +54,7 @@ def open_run(config: Any, model: nn.Module | None, suite: Any | None) -> tuple[R
                                      ("data.suite", suite is not None or config.data.suite)) if not ok]  # fmt: skip
     if missing:
         raise ConfigError(f"config {missing} empty: pass the run directory, the world model and the training suite")
-    dist = Dist.from_env(config.model.device)
+    dist = Distributed.from_env(config.model.device)
     device = config.model.device
     if device.startswith("cuda") and dist.world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"

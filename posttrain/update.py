@@ -15,9 +15,9 @@ from torch import nn
 
 from posttrain.config import config_to_dict
 from posttrain.data import PromptSampler
-from posttrain.dist import sum_gradients
 from posttrain.grpo.core import group_advantages
 from posttrain.run import Run
+from worldmodels.runtime.distributed import Distributed
 from worldmodels.training.common import cosine_with_warmup, make_adamw
 
 
@@ -118,3 +118,19 @@ def skip_step(state: TrainState) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
         state.scheduler.step()
+
+
+def sum_gradients(params: list[nn.Parameter], dist: Distributed) -> None:
+    """Sum gradients over ranks (one flat all-reduce). The loss is normalised by the global token count, so the
+    sum is the gradient of the global token-mean; parameters without a gradient contribute zeros."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if dist.world == 1:
+        return
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.reduce(flat)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()

@@ -19,7 +19,7 @@ class WorldModelEnv(gym.Env):
     """A Gymnasium env whose next frame comes from a world model.
 
     Takes the keyword arguments of :class:`~rlir_env.vector.WorldModelVectorEnv` (``checkpoint``, ``model``,
-    ``device``, ``dtype``, ``decoding``, ``top_p``, ``context_frames``, ``obs_size``, ``max_episode_steps``,
+    ``device``, ``dtype``, ``decoding``, ``top_p``, ``context_frames``, ``max_episode_steps``,
     ``scenes``, ...). ``reset(options={"frames": ..., "actions": ...})`` starts from a given scene.
     """
 

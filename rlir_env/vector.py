@@ -19,7 +19,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
@@ -47,7 +46,8 @@ class WorldModelVectorEnv(VectorEnv):
             refused, never ignored.
         context_frames: frames kept in the model's context when its window slides (model default if None).
         scene_frames: real frames in each start scene drawn from ``scenes``.
-        obs_size: optional ``(height, width)`` to resize observations to (``render()`` stays native).
+        obs_size: refused: observations come at the model's native size; resize with the
+            :class:`~rlir_env.wrappers.VectorResizeFrames` / :class:`~rlir_env.wrappers.ResizeFrames` wrappers.
         max_episode_steps: truncate episodes after this many steps (None: never).
         scenes: source of start scenes (see :func:`rlir_env.scenes.resolve_scenes`).
         autoreset_mode: Gymnasium autoreset mode, ``NEXT_STEP`` (default) or ``SAME_STEP``.
@@ -94,6 +94,11 @@ class WorldModelVectorEnv(VectorEnv):
                 "a checkpoint file, e.g. the .safetensors `rlir train nfd` writes) or model= (a built WorldModel), "
                 "e.g. gym.make('RLIR-NFD-v0', checkpoint='crafter-nfd')"
             )
+        if obs_size is not None:
+            raise ConfigError(
+                f"obs_size={obs_size!r}: resizing is a wrapper; use rlir_env.ResizeFrames(env, {tuple(obs_size)!r}) "
+                f"(or VectorResizeFrames for a vector env)"
+            )
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ConfigError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -122,9 +127,8 @@ class WorldModelVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps
         self.frame_size = tuple(model.spec.frame_size)
-        self.obs_size = tuple(obs_size) if obs_size is not None else self.frame_size
         self.metadata = dict(self.metadata, autoreset_mode=self.autoreset_mode, render_fps=model.spec.fps)
-        self.single_observation_space = gym.spaces.Box(0, 255, (*self.obs_size, 3), dtype=np.uint8)
+        self.single_observation_space = gym.spaces.Box(0, 255, (*self.frame_size, 3), dtype=np.uint8)
         self.single_action_space = self.domain.compact_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -192,7 +196,7 @@ class WorldModelVectorEnv(VectorEnv):
         for group in by_length.values():
             env_ids = [int(ids[k]) for k in group]
             frames = torch.as_tensor(np.stack([scenes[k].frames for k in group]), device=self.device)
-            actions = torch.as_tensor(np.stack([scenes[k].actions for k in group]), device=self.device)
+            actions = np.stack([scenes[k].actions for k in group])  # validated by _check_scene; the model encodes them
             generators = [self._generators[i] for i in env_ids]
             if self._state is None and len(env_ids) == self.num_envs and env_ids == list(range(self.num_envs)):
                 self._state = self.model.start(frames, actions, generators, **self._start_kwargs())
@@ -265,12 +269,8 @@ class WorldModelVectorEnv(VectorEnv):
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._state is None:
             raise ConfigError("call reset() before step()")
-        actions = self.domain.validate(actions)
-        if actions.shape != (self.num_envs, *self.domain.compact_shape):
-            raise ConfigError(
-                f"expected actions of shape {(self.num_envs, *self.domain.compact_shape)}, got {actions.shape}"
-            )
-        self._frames = self.model.step(self._state, torch.as_tensor(actions, device=self.device))
+        # the model validates the batch and turns it into tokens once, on its device (no hop through this one)
+        self._frames = self.model.step(self._state, actions)
         self._episode_steps += 1
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
@@ -304,10 +304,7 @@ class WorldModelVectorEnv(VectorEnv):
     # -- rendering ---------------------------------------------------------------------------------------------------
 
     def _observations(self) -> np.ndarray:
-        frames = self._frames
-        if self.obs_size != self.frame_size:
-            frames = resize_frames(frames, self.obs_size)
-        return frames.cpu().numpy().copy()  # users keep observations; later in-place resets must not change them
+        return self._frames.cpu().numpy().copy()  # users keep observations; later in-place resets must not change them
 
     def render(self) -> tuple[np.ndarray, ...] | None:
         """Native-size frames of every env (``rgb_array``), or None without a render mode."""
@@ -329,13 +326,6 @@ def as_torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return names[str(dtype).removeprefix("torch.")]
     except KeyError:
         raise ConfigError(f"dtype {dtype!r} is not supported; use one of {sorted(names)}") from None
-
-
-def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize ``uint8[B, H, W, 3]`` frames to ``size`` (antialiased bilinear, rounded back to uint8)."""
-    x = frames.permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def _scene_tuple(scene: Scene) -> tuple[np.ndarray, np.ndarray | None]:

@@ -122,9 +122,11 @@ def test_partial_reset_leaves_other_envs_untouched(model, scenes):
 
 
 def test_obs_resize_and_render(model, scenes):
-    env = WorldModelEnv(model=model, scenes=scenes, obs_size=(64, 64), render_mode="rgb_array")
+    env = ResizeFrames(WorldModelEnv(model=model, scenes=scenes, render_mode="rgb_array"), (64, 64))
     obs, _ = env.reset(seed=0)
     assert obs.shape == (64, 64, 3) and env.render().shape == (32, 48, 3)
+    with pytest.raises(ConfigError, match=r"ResizeFrames\(env, \(64, 64\)\)"):
+        WorldModelEnv(model=model, scenes=scenes, obs_size=(64, 64))
 
 
 def test_resize_wrappers_equal_torch_antialiased_bilinear(model, scenes):
@@ -216,8 +218,9 @@ def test_sb3_ppo_trains_through_the_adapter(model, scenes, tmp_path):
 
     from rlir_env.sb3 import SB3VecEnv
 
-    venv = WorldModelVectorEnv(
-        4, model=model, scenes=scenes, obs_size=(48, 48), max_episode_steps=16, autoreset_mode=AutoresetMode.SAME_STEP
+    venv = VectorResizeFrames(
+        WorldModelVectorEnv(4, model=model, scenes=scenes, max_episode_steps=16, autoreset_mode=AutoresetMode.SAME_STEP),
+        (48, 48),
     )
     env = SB3VecEnv(venv)
     agent = PPO("CnnPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
@@ -226,3 +229,27 @@ def test_sb3_ppo_trains_through_the_adapter(model, scenes, tmp_path):
     assert (tmp_path / "ppo.zip").is_file()
     with pytest.raises(ConfigError, match="SAME_STEP"):
         SB3VecEnv(WorldModelVectorEnv(2, model=model, scenes=scenes))
+
+
+def test_a_step_validates_its_action_once_and_encodes_it_once(model, scenes, monkeypatch):
+    env = WorldModelEnv(model=model, scenes=scenes)
+    env.reset(seed=0)
+    calls = {"validate": 0, "tokens": 0}
+    validate, tokens = minecraft.validate_compact, minecraft.compact_to_tokens
+
+    def counting_validate(compact):
+        calls["validate"] += 1
+        return validate(compact)
+
+    def counting_tokens(compact, offset=minecraft.ACTION_VOCAB_OFFSET, *, validate=True):
+        calls["tokens"] += 1
+        return tokens(compact, offset, validate=validate)
+
+    monkeypatch.setattr(minecraft, "validate_compact", counting_validate)
+    monkeypatch.setattr(minecraft, "compact_to_tokens", counting_tokens)
+    env.step(np.array([10, 10, 0, 1, 0, 0, 0, 0, 0]))
+    assert calls == {"validate": 1, "tokens": 1}
+    with pytest.raises(ActionError, match="outside slot 'forward_back'"):
+        env.step(np.array([10, 10, 0, 3, 0, 0, 0, 0, 0]))
+    with pytest.raises(ActionError, match=r"shape \[1, 9\]"):
+        env.vector_env.step(np.zeros((2, 9), dtype=np.int64))

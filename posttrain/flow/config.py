@@ -39,6 +39,8 @@ from posttrain.config import (
 )
 from posttrain.grpo.core import ADVANTAGE_SCALES
 from worldmodels.errors import ConfigError, MissingFileError
+from worldmodels.nfd import is_nfd_checkpoint
+from worldmodels.registry import resolve_checkpoint_path
 
 
 @dataclass
@@ -152,8 +154,6 @@ def is_flow_model(path: str | Path | None) -> bool:
     type with this)."""
     if not path:
         return False
-    from worldmodels.nfd import is_nfd_checkpoint
-    from worldmodels.registry import resolve_checkpoint_path
 
     try:
         checkpoint = resolve_checkpoint_path(str(path))

@@ -261,7 +261,7 @@ class CrafterHeads(nn.Module):
             raise FrameError(
                 f"Crafter heads take {name} as uint8[B, {h}, {w}, 3] RGB frames, got {str(tensor.dtype)}"
                 f"{list(tensor.shape)}; make the env at the heads' size ({h} x {w}, e.g. CrafterEnv(size={h}) or "
-                "obs_size) or train heads at the env's size"
+                "the ResizeFrames wrapper) or train heads at the env's size"
             )
         return tensor.to(self.device)
 

@@ -74,7 +74,7 @@ def _check_fn(fn: Any, size: tuple[int, int], wrapper: str) -> None:
         raise FrameError(
             f"{wrapper}: {_describe(fn)} reads {tuple(wanted)[0]} x {tuple(wanted)[1]} frames but the env gives "
             f"{size[0]} x {size[1]}; make the env at {tuple(wanted)[0]} x {tuple(wanted)[1]} (CrafterEnv(size=...), "
-            "obs_size=...) or use a classifier trained at the env's size"
+            "the ResizeFrames wrapper) or use a classifier trained at the env's size"
         )
 
 

@@ -45,6 +45,12 @@ class ActionDomain:
             )
         return compact
 
+    def encode(self, actions, batch_shape: tuple[int, ...], offset: int) -> np.ndarray:
+        """Actions for a batch -> token ids ``int64[*batch_shape, tokens_per_action]``: validated once
+        (:meth:`compact_batch`), turned into tokens once (local ids + ``offset``)."""
+        compact = self.compact_batch(actions, batch_shape)
+        return self._module.compact_to_tokens(compact, offset, validate=False)
+
     def noop(self) -> np.ndarray:
         """The compact no-op action."""
         if self.name == "minecraft":

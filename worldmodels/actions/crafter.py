@@ -50,9 +50,12 @@ def action_index(name: str) -> int:
         raise ActionError(f"unknown Crafter action {name!r}; valid names: {', '.join(ACTION_NAMES)}") from None
 
 
-def compact_to_tokens(compact: ArrayLike, offset: int) -> np.ndarray:
-    """Actions ``[...]`` -> token ids ``[..., 3]`` = ``[bos, action, eos] + offset``."""
-    array = validate_compact(compact)
+def compact_to_tokens(compact: ArrayLike, offset: int, *, validate: bool = True) -> np.ndarray:
+    """Actions ``[...]`` -> token ids ``[..., 3]`` = ``[bos, action, eos] + offset``.
+
+    ``validate=False`` skips the range check for arrays :func:`validate_compact` already returned.
+    """
+    array = validate_compact(compact) if validate else np.asarray(compact)
     tokens = np.stack(np.broadcast_arrays(np.int64(_BOS_LOCAL), array, np.int64(_EOS_LOCAL)), axis=-1)
     return tokens + offset
 

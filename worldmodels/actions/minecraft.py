@@ -270,9 +270,12 @@ def from_compact(compact: ArrayLike) -> dict[str, Any] | list:
 # --- MineWorld tokens --------------------------------------------------------------------------------------------
 
 
-def compact_to_tokens(compact: ArrayLike, offset: int = ACTION_VOCAB_OFFSET) -> np.ndarray:
-    """Compact ``[..., 9]`` -> token ids ``[..., 11]`` (local ids + ``offset``; 8192 gives the official ids)."""
-    array = validate_compact(compact)
+def compact_to_tokens(compact: ArrayLike, offset: int = ACTION_VOCAB_OFFSET, *, validate: bool = True) -> np.ndarray:
+    """Compact ``[..., 9]`` -> token ids ``[..., 11]`` (local ids + ``offset``; 8192 gives the official ids).
+
+    ``validate=False`` skips the range check for arrays :func:`validate_compact` already returned.
+    """
+    array = validate_compact(compact) if validate else compact
     tokens = np.empty(array.shape[:-1] + (TOKENS_PER_ACTION,), dtype=np.int64)
     tokens[..., 0] = _BOS_LOCAL
     tokens[..., 1] = _CAM_PITCH_LOCAL + array[..., 0]

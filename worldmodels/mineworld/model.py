@@ -302,9 +302,7 @@ class MineWorld(nn.Module):
         ``actions``: compact integer arrays/tensors ``[*batch_shape, *compact_shape]``, or for the Minecraft
         domain MineRL dicts nested as ``batch_shape`` lists.
         """
-        domain = self.config.domain
-        compact = domain.compact_batch(actions, batch_shape)
-        tokens = domain.to_tokens(compact, offset=self.config.action_vocab_offset)
+        tokens = self.config.domain.encode(actions, batch_shape, offset=self.config.action_vocab_offset)
         return torch.as_tensor(tokens, dtype=torch.long, device=self.device)
 
     def logits(self, token_ids: torch.Tensor) -> torch.Tensor:
