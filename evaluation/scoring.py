@@ -19,7 +19,7 @@ Every consumer goes through here, so the benchmark and the training signal canno
 * the leaderboard recomputes a submission's numbers with :func:`compute_metrics` / :func:`verify_metrics`.
 
 Batching is the caller's: the IDM reads exactly the batch it is given (the evaluator one item at a time, the reward a
-rollout batch), so the numbers of each caller stay what they were.
+rollout batch), because another batching may move an IDM's logits in the last bit and flip a near-tie.
 """
 
 from __future__ import annotations
