@@ -1,8 +1,9 @@
-"""Result bundles: what ``rlir eval`` writes and the leaderboard verifies.
+"""Result bundles: what ``rlir eval`` writes and the leaderboard verifies. This module is the data format only.
 
 A bundle is a directory holding ``bundle.json`` (schema below: provenance, runtime, aggregate metrics and one record
 per suite item) and, optionally, ``videos/<item id>.npz`` with the generated frames. Every aggregate in
-``metrics`` except ``throughput`` can be recomputed from the per-item records (:func:`recompute_metrics`), and every
+``metrics`` except ``throughput`` can be recomputed from the per-item records
+(:func:`evaluation.scoring.compute_metrics`, checked by :func:`evaluation.scoring.verify_metrics`), and every
 record's ``video_sha256`` is the :func:`~worldmodels.hashing.sha256_array` of its generated frames, so a verifier can
 check a submission without trusting any number in it.
 
@@ -25,8 +26,6 @@ from worldmodels.errors import DataError, MissingFileError
 
 BUNDLE_SCHEMA_VERSION = 1
 EVALUATOR_VERSION = 1
-BOOTSTRAP_RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
 PRIMARY_METRIC = "mean_macro_f1"
 CEILING_MODEL_NAME = "ground-truth (IDM ceiling)"
 """Model name of the reference row: the suite's IDM on the suite's ground-truth videos (the paper's "GT" row)."""
@@ -211,86 +210,6 @@ def load_video(directory: str | Path, relative: str) -> np.ndarray:
             return data["frames"]
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise DataError(f"video {target} cannot be read ({error})") from None
-
-
-def compute_metrics(
-    items: list[ItemRecord], taxonomy_name: str, *, throughput: Throughput | None = None
-) -> Metrics:
-    """Every aggregate of a bundle, from its per-item records: the one code path used by ``rlir eval`` to write a
-    bundle and by the leaderboard to verify one.
-
-    Action metrics pool the per-item confusion counts (MineWorld's definition); the primary metric is the mean over
-    the taxonomy's discrete tasks of macro-F1 with a percentile-bootstrap 95% interval over items (``BOOTSTRAP_SEED``,
-    ``BOOTSTRAP_RESAMPLES``); ``reward_mean`` is the mean RLIR trajectory reward; PSNR/SSIM are averaged per step over
-    items, then over steps, as the official video metrics do.
-    """
-    from evaluation.metrics.action import confusion_counts, metrics_from_confusion, rlir_frame_reward
-    from evaluation.metrics.stats import bootstrap_confusion_ci
-    from evaluation.metrics.taxonomy import get_taxonomy
-    from evaluation.metrics.video import summarize_per_frame
-
-    if not items:
-        raise DataError("a result bundle needs at least one item")
-    taxonomy = get_taxonomy(taxonomy_name)
-    confusions, rewards = [], []
-    for item in items:
-        gt, pred = np.asarray(item.gt_labels), np.asarray(item.pred_labels)
-        where = f"item {item.id!r}"
-        if gt.ndim != 2 or gt.shape != pred.shape or len(gt) == 0:
-            raise DataError(f"{where}: gt_labels {gt.shape} and pred_labels {pred.shape} must be equal [T >= 1, tasks]")
-        confusions.append(confusion_counts(gt[None], pred[None], taxonomy)[0])
-        rewards.append(float(rlir_frame_reward(gt, pred, taxonomy).mean()))
-    conf = np.stack(confusions)
-    official = metrics_from_confusion(conf, taxonomy)
-    mean_on_task = official.pop("metric_mean_on_task")
-    low, high = bootstrap_confusion_ci(conf, taxonomy, n_resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
-    video: dict[str, dict[str, Any] | None] = {}
-    for name in ("psnr", "ssim"):
-        values = [getattr(item, name) for item in items]
-        if all(v is None for v in values):
-            video[name] = None
-            continue
-        if any(v is None for v in values) or len({len(v) for v in values}) != 1:
-            raise DataError(f"{name} must be given for every item with the same number of frames, or for none")
-        summary = summarize_per_frame(values)
-        video[name] = {"mean": summary["mean"], "per_step": summary["per_step"]}
-    return Metrics(
-        primary=PrimaryMetric(value=mean_on_task["f1_macro"], ci95=(low, high), n_items=len(items)),
-        tasks={key: {k: v for k, v in scores.items() if k != "class_num"} for key, scores in official.items()},
-        mean_on_task=mean_on_task,
-        camera_l1=mean_on_task.get("camera_loss"),
-        reward_mean=float(np.mean(rewards)),
-        psnr=video["psnr"],
-        ssim=video["ssim"],
-        throughput=throughput,
-    )
-
-
-def verify_metrics(bundle: ResultBundle, *, rel_tol: float = 1e-9) -> list[str]:
-    """Recompute every aggregate from the bundle's items; returns the mismatches (empty when all agree)."""
-    recomputed = compute_metrics(bundle.items, bundle.taxonomy, throughput=bundle.metrics.throughput)
-    # like throughput, LPIPS and FVD need more than the records (backbone files, videos): carried over, not recomputed
-    recomputed = recomputed.model_copy(update={"lpips": bundle.metrics.lpips, "fvd": bundle.metrics.fvd})
-    return _differences(bundle.metrics.model_dump(mode="json"), recomputed.model_dump(mode="json"), "metrics", rel_tol)
-
-
-def _differences(reported: Any, expected: Any, path: str, rel_tol: float) -> list[str]:
-    if isinstance(expected, dict) and isinstance(reported, dict):
-        problems = [f"{path}.{k}: missing" for k in expected if k not in reported]
-        problems += [f"{path}.{k}: unexpected" for k in reported if k not in expected]
-        for key in expected.keys() & reported.keys():
-            problems += _differences(reported[key], expected[key], f"{path}.{key}", rel_tol)
-        return problems
-    if isinstance(expected, list) and isinstance(reported, list):
-        if len(expected) != len(reported):
-            return [f"{path}: {len(reported)} values, expected {len(expected)}"]
-        return [p for i, (r, e) in enumerate(zip(reported, expected)) for p in _differences(r, e, f"{path}[{i}]", rel_tol)]
-    if isinstance(expected, float) or isinstance(reported, float):
-        if isinstance(reported, (int, float)) and isinstance(expected, (int, float)):
-            if abs(reported - expected) <= rel_tol * max(1.0, abs(expected)):
-                return []
-        return [f"{path}: reported {reported!r}, recomputed {expected!r}"]
-    return [] if reported == expected else [f"{path}: reported {reported!r}, recomputed {expected!r}"]
 
 
 def bundle_to_json(bundle: ResultBundle) -> str:

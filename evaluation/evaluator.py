@@ -1,11 +1,11 @@
 """The evaluator: run a suite through a world model's batched env, read the actions back with an IDM, score, bundle.
 
 Per item: the env is reset to the item's context with a seed derived from ``(seed, item id)``, steps through the
-item's action script, and the generated frames are scored on their own: IDM labels against the commanded actions,
-PSNR/SSIM against ground truth, and the sha256 of the frames. Each record is written atomically to
-``<out>/items/<id>.json`` as soon as it is done, so a crashed run resumes where it stopped (``resume=True`` skips
-done items) and ends with the same numbers. Under ``torchrun`` (gloo or nccl) items are split over ranks; rank 0
-assembles the bundle once every rank is done.
+item's action script, and the generated frames are scored on their own (:func:`evaluation.scoring.score_item`: IDM
+labels against the commanded actions, PSNR/SSIM against ground truth, and the sha256 of the frames). Each record is
+written atomically to ``<out>/items/<id>.json`` as soon as it is done, so a crashed run resumes where it stopped
+(``resume=True`` skips done items) and ends with the same numbers. Under ``torchrun`` (gloo or nccl) items are split
+over ranks; rank 0 assembles the bundle once every rank is done.
 
 Because an item's seed depends only on its id, neither the batch an item lands in, nor the number of envs, nor
 the sharding changes its frames: a run may resume with another ``num_envs``. Throughput counts every generated
@@ -40,16 +40,15 @@ from evaluation.bundle import (
     Runtime,
     SuiteRef,
     Throughput,
-    compute_metrics,
+    load_bundle,
     save_bundle,
     save_video,
 )
-from evaluation.metrics.taxonomy import Taxonomy, get_taxonomy
-from evaluation.metrics.video import psnr_per_frame, ssim_per_frame
-from evaluation.suites import Suite, SuiteItem, array_to_env_actions
+from evaluation.metrics.taxonomy import Taxonomy
+from evaluation.scoring import compute_metrics, score_item, taxonomy_for
+from evaluation.suites import Suite, SuiteItem
 from worldmodels import __version__
 from worldmodels.errors import ConfigError, DataError
-from worldmodels.hashing import sha256_array
 from worldmodels.protocol import WorldModel
 
 
@@ -99,58 +98,6 @@ def item_seed(seed: int, item_id: str) -> int:
     """The generation seed of one item: a function of the run seed and the item id only."""
     digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def taxonomy_for(suite: Suite) -> Taxonomy:
-    return get_taxonomy(suite.domain)
-
-
-def target_actions(item: SuiteItem, domain: str) -> Any:
-    """What the IDM's reading is scored against: the recorded env actions when the suite keeps them (Minecraft),
-    else the compact actions the model was conditioned on."""
-    if item.score_actions is not None:
-        return array_to_env_actions(item.score_actions)
-    if domain == "minecraft":
-        from worldmodels.actions import minecraft
-
-        return minecraft.from_compact(item.actions)
-    return item.actions
-
-
-def score_item(
-    item: SuiteItem,
-    generated: np.ndarray,
-    seed: int,
-    *,
-    idm: Any,
-    taxonomy: Taxonomy,
-    domain: str,
-    video_metrics: bool = True,
-) -> ItemRecord:
-    """Score one item's generated frames ``uint8[F, H, W, 3]`` (IDM labels, PSNR/SSIM, sha256)."""
-    if generated.shape != (len(item.actions), *item.context_frames.shape[1:]):
-        raise DataError(
-            f"item {item.id!r}: generated frames have shape {list(generated.shape)}, expected "
-            f"{[len(item.actions), *item.context_frames.shape[1:]]}"
-        )
-    context = item.context_frames[len(item.context_frames) - idm.context_frames :] if idm.context_frames else None
-    video = generated if context is None else np.concatenate([context, generated])
-    predicted = idm.predict_actions(video[None])[0]
-    gt_labels = taxonomy.labels(target_actions(item, domain))
-    pred_labels = taxonomy.labels(predicted)
-    psnr = ssim = None
-    if video_metrics and item.ground_truth is not None:
-        psnr = psnr_per_frame(generated[None], item.ground_truth[None])[0].tolist()
-        ssim = ssim_per_frame(generated[None], item.ground_truth[None])[0].tolist()
-    return ItemRecord(
-        id=item.id,
-        seed=seed,
-        gt_labels=gt_labels.tolist(),
-        pred_labels=pred_labels.tolist(),
-        psnr=psnr,
-        ssim=ssim,
-        video_sha256=sha256_array(generated),
-    )
 
 
 def _distributed() -> tuple[int, int]:
@@ -359,8 +306,6 @@ def evaluate(
 
 def _finished_bundle(out_dir: Path, suite: Suite) -> ResultBundle | None:
     """The directory's bundle if it is complete for ``suite`` (its run identity was checked already), else None."""
-    from evaluation.bundle import load_bundle
-
     try:
         bundle = load_bundle(out_dir)
     except (DataError, FileNotFoundError):

@@ -1,7 +1,7 @@
 """Ranking: one board per (suite, evaluator version), rows recomputed from the stored per-item records.
 
 Nothing stored as a number is trusted here: every row's primary value, 95% interval, per-task F1, camera L1 and
-PSNR/SSIM are recomputed from the submission's items with :func:`evaluation.bundle.compute_metrics` (the code that
+PSNR/SSIM are recomputed from the submission's items with :func:`evaluation.scoring.compute_metrics` (the code that
 wrote and verified the bundle; percentile bootstrap over items, fixed seed). Only throughput cannot be recomputed and
 is shown as submitted.
 
@@ -218,7 +218,7 @@ _METRICS_LOCK = threading.Lock()
 def recompute(store: Store, submission: SubmissionRecord, taxonomy: str):
     """The submission's :class:`~evaluation.bundle.Metrics` recomputed from its stored items (memoised per database
     and submission: entries are immutable, so a result never goes stale)."""
-    from evaluation.bundle import compute_metrics
+    from evaluation.scoring import compute_metrics
 
     key = (str(store.path.resolve()), submission.id, submission.bundle_sha256, taxonomy)
     with _METRICS_LOCK:

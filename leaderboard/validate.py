@@ -15,7 +15,8 @@ is trusted:
 4. **Ground truth**: every item's ``gt_labels`` equal the labels the leaderboard derived from the suite's own actions
    at registration (so also the number of frames and tasks); ``pred_labels`` have the same shape, PSNR/SSIM one value
    per frame.
-5. **Numbers**: every aggregate recomputed from the per-item records (:func:`verify_metrics` returns nothing).
+5. **Numbers**: every aggregate recomputed from the per-item records (:func:`evaluation.scoring.verify_metrics`
+   returns nothing).
 6. **Replays**: a bundle whose canonical sha256 is already stored is refused.
 7. **Model names** (:mod:`leaderboard.names`): from a documented ASCII character set, NFKC-normalised, no control
    characters; a name (and every look-alike of it) belongs to its first owner (a token id, or a local name); names
@@ -53,7 +54,6 @@ from evaluation.bundle import (
     PRIMARY_METRIC,
     ResultBundle,
     parse_bundle,
-    verify_metrics,
 )
 from leaderboard.names import name_problem, reserved_lookalike
 from leaderboard.store import (
@@ -242,8 +242,8 @@ def register_suite(store: Store, suite_source: str | Path, idm_source: str | Pat
 
     Paths are stored absolute, so the server can load them to re-score videos.
     """
-    from evaluation.evaluator import taxonomy_for
     from evaluation.idm.registry import load_idm
+    from evaluation.scoring import taxonomy_for
     from evaluation.suites import load_suite
 
     suite = load_suite(suite_source)
@@ -265,8 +265,8 @@ def register_suite(store: Store, suite_source: str | Path, idm_source: str | Pat
 
 def suite_ground_truth_labels(suite: Suite) -> list[list[list[int]]]:
     """The labels every bundle of ``suite`` must carry as ``gt_labels``: the taxonomy's reading of each item's
-    target actions (what :func:`~evaluation.evaluator.score_item` writes), ``[items][frames][tasks]``."""
-    from evaluation.evaluator import target_actions, taxonomy_for
+    target actions (what :func:`~evaluation.scoring.score_item` writes), ``[items][frames][tasks]``."""
+    from evaluation.scoring import target_actions, taxonomy_for
 
     taxonomy = taxonomy_for(suite)
     return [taxonomy.labels(target_actions(item, suite.domain)).tolist() for item in suite]
@@ -440,6 +440,8 @@ def _check_items(bundle: ResultBundle, suite: SuiteRecord) -> list[str]:
 
 
 def _check_numbers(bundle: ResultBundle) -> list[str]:
+    from evaluation.scoring import verify_metrics  # loads torch (video metrics): not at the leaderboard's start-up
+
     try:
         mismatches = verify_metrics(bundle)
     except (ValueError, TypeError, IndexError, OverflowError) as error:

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evaluation.evaluator import target_actions
-from evaluation.metrics.action import rlir_frame_reward
+from evaluation.idm.registry import load_idm
 from evaluation.metrics.taxonomy import Taxonomy
+from evaluation.scoring import commanded_labels, frame_agreement, score_frames, taxonomy_for
 from worldmodels.errors import ConfigError, DataError, NumericalError
 
 
@@ -77,18 +77,20 @@ def compute_rewards(
 
 class IDMReward:
     """RLIR's inverse reward: per generated frame, the agreement between the commanded action and the action an
-    inverse dynamics model reads back from the video (:func:`evaluation.metrics.action.rlir_frame_reward`: the
-    fraction of the taxonomy's tasks whose classes match, or all-or-nothing with ``exact=True``).
+    inverse dynamics model reads back from the video (:func:`evaluation.scoring.frame_agreement`: the fraction of
+    the taxonomy's tasks whose classes match, or all-or-nothing with ``exact=True``).
 
-    The IDM sees ``frames[:, 1 - idm.context_frames:]``: the generated frames alone for the VPT IDM
-    (``context_frames = 0``, MineWorld's protocol), the real context frame plus the generated ones for
-    transition-aligned IDMs (``context_frames = 1``, the Crafter IDMs). The commanded labels come from the suite's
-    recorded env actions when the suite keeps them (Minecraft, as :func:`evaluation.evaluator.target_actions`),
-    otherwise from the compact actions the model was conditioned on.
+    The frames go through the benchmark's scoring path (:func:`evaluation.scoring.score_frames`), so a video's reward
+    comes from the very labels the evaluator would record for it. The IDM sees
+    ``frames[:, 1 - idm.context_frames:]``: the generated frames alone for the VPT IDM (``context_frames = 0``,
+    MineWorld's protocol), the real context frame plus the generated ones for transition-aligned IDMs
+    (``context_frames = 1``, the Crafter IDMs). The commanded labels come from the suite's recorded env actions when
+    the suite keeps them (Minecraft, as :func:`evaluation.scoring.target_actions`), otherwise from the compact
+    actions the model was conditioned on.
 
     Args:
         idm: an :class:`~evaluation.idm.base.InverseDynamicsModel`.
-        taxonomy: the domain's tasks (``evaluation.evaluator.taxonomy_for(suite)``).
+        taxonomy: the domain's tasks (``evaluation.scoring.taxonomy_for(suite)``).
         include_camera: also score camera tasks (Minecraft: the paper's 9 classes).
         exact: 1 only if every scored task matches.
     """
@@ -110,30 +112,17 @@ class IDMReward:
         """``(commanded compact actions, the IDM's predictions)`` of the last call."""
 
     def commanded_labels(self, actions: np.ndarray, items: Sequence[Any] | None) -> np.ndarray:
-        domain = self.idm.domain
-        if items is not None:
-            n = actions.shape[1]
-            return np.stack([self.taxonomy.labels(target_actions(item, domain)[:n]) for item in items])
-        if domain == "minecraft":
-            from worldmodels.actions import minecraft
-
-            return self.taxonomy.labels(minecraft.from_compact(actions))
-        return self.taxonomy.labels(actions)
+        """``int64[B, F, n_tasks]`` labels of the commanded actions (:func:`evaluation.scoring.commanded_labels`)."""
+        return commanded_labels(self.taxonomy, self.idm.domain, actions, items)
 
     def __call__(self, frames: np.ndarray, actions: np.ndarray, items: Sequence[Any] | None = None) -> np.ndarray:
-        video = frames[:, 1 - self.idm.context_frames :]
-        predicted = self.idm.predict_actions(video)
-        recovered = self.taxonomy.labels(predicted)
-        commanded = self.commanded_labels(np.asarray(actions), items)
-        if recovered.shape != commanded.shape:
-            raise DataError(
-                f"IDM {self.idm.name!r} labelled {list(recovered.shape[:-1])} frames, the commanded actions are "
-                f"{list(commanded.shape[:-1])}"
-            )
-        self.last_labels = (commanded, recovered)
-        self.last_actions = (np.asarray(actions), predicted)
-        return rlir_frame_reward(
-            commanded, recovered, self.taxonomy, include_camera=self.include_camera, exact=self.exact
+        actions = np.asarray(actions)
+        commanded = self.commanded_labels(actions, items)
+        scores = score_frames(self.idm, self.taxonomy, frames[:, :1], frames[:, 1:], commanded)
+        self.last_labels = (scores.commanded, scores.recovered)
+        self.last_actions = (actions, scores.predicted)
+        return frame_agreement(
+            scores.commanded, scores.recovered, self.taxonomy, include_camera=self.include_camera, exact=self.exact
         )
 
     def describe(self, sample: int) -> list[dict[str, Any]]:
@@ -238,9 +227,6 @@ def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
         )  # fmt: skip
     if config.kind != "idm":
         raise ConfigError(f"unknown reward kind {config.kind!r}; use idm or pixel")
-    from evaluation.evaluator import taxonomy_for
-    from evaluation.idm.registry import load_idm
-
     name = config.idm or DEFAULT_IDMS.get(suite.domain)
     if name is None:
         raise ConfigError(f"no default IDM for domain {suite.domain!r}; pass reward.idm (--idm)")

@@ -1,14 +1,16 @@
 """Gymnasium environments backed by video world models.
 
 Importing this package registers the ``RLIR-*`` environment ids (Gymnasium >= 1.0 loads no plugin entry points), so
-``import rlir_env; gym.make("RLIR-Crafter-v0")`` works, as does ``gym.make("rlir_env:RLIR-Crafter-v0")``.
-Registration is cheap: nothing heavy is imported until an env is made, and the public names below load on first use.
+``import rlir_env; gym.make("RLIR-Crafter-v0")`` works, as does ``gym.make("rlir_env:RLIR-Crafter-v0")``, and the
+named start scenes those ids use (``scenes="crafter"``). Registration is cheap: nothing heavy is imported until an
+env is made, and the public names below load on first use.
 """
 
 from __future__ import annotations
 
 import gymnasium
 
+from rlir_env.scenes import register_scenes
 from worldmodels.runtime.exports import lazy_exports
 
 _WORLD_MODEL_ENV = "rlir_env.env:WorldModelEnv"
@@ -48,6 +50,8 @@ _register(
     vector_entry_point="rlir_env.dream.env:make_dream_vector_env",
     max_episode_steps=WORLD_MODEL_MAX_EPISODE_STEPS,
 )
+# Real frames of the game for Crafter models: the bundled scene pool (fresh worlds at other frame sizes).
+register_scenes("crafter", "rlir_env.crafter.scenes:crafter_scenes", domain="crafter")
 # The bundled world model trained on real Crafter; episodes start from real frames of the bundled scene pool.
 _register(
     "RLIR-Crafter-v0",
@@ -83,5 +87,5 @@ _EXPORTS = {
     )},  # fmt: skip
 }
 
-__all__ = ["WORLD_MODEL_MAX_EPISODE_STEPS", *sorted(_EXPORTS)]
+__all__ = ["WORLD_MODEL_MAX_EPISODE_STEPS", "register_scenes", *sorted(_EXPORTS)]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

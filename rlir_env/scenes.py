@@ -3,10 +3,15 @@
 A video world model cannot invent its first frame, so every reset needs a context. ``reset(options=...)`` can
 pass one explicitly; otherwise the env asks its :class:`SceneSource`, drawing with the env's own seeded generator
 so that ``reset(seed=s)`` is reproducible.
+
+Named sources (``scenes="crafter"``) are registered by the package that provides them (:func:`register_scenes`,
+like Gymnasium's env ids: an entry point string, imported when the name is first used), so this module knows no
+domain's scenes.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +75,55 @@ class ClipScenes:
         return Scene(frames=clip.frames[start:stop], actions=actions)
 
 
+SceneFactory = Callable[..., SceneSource]
+"""Builds a named source: called as ``factory(frame_size=(H, W), context_frames=T)``."""
+
+
+@dataclass(frozen=True)
+class NamedScenes:
+    """A registered scene source: the action domain its frames belong to and where its factory lives."""
+
+    domain: str
+    entry_point: str | SceneFactory
+    """A :data:`SceneFactory`, or ``"module:attribute"`` naming one (imported on first use, so registering costs
+    nothing)."""
+
+    def load(self) -> SceneFactory:
+        if callable(self.entry_point):
+            return self.entry_point
+        module, _, attribute = self.entry_point.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+NAMED_SCENES: dict[str, NamedScenes] = {}
+"""Scene source name -> its registration (:func:`register_scenes`)."""
+
+
+def register_scenes(name: str, entry_point: str | SceneFactory, *, domain: str) -> None:
+    """Make ``scenes=name`` build a scene source for world models of ``domain``.
+
+    Args:
+        name: what env kwargs pass as ``scenes`` (e.g. ``"crafter"``).
+        entry_point: a :data:`SceneFactory`, or ``"module:attribute"`` naming one.
+        domain: the action domain (``worldmodels.actions`` name) whose models the scenes fit.
+
+    Raises:
+        ConfigError: ``name`` is registered already with another entry point or domain.
+    """
+    registration = NamedScenes(domain=domain, entry_point=entry_point)
+    if NAMED_SCENES.get(name, registration) != registration:
+        raise ConfigError(
+            f"scenes {name!r} is registered already ({NAMED_SCENES[name]}); pick another name for {registration}"
+        )
+    NAMED_SCENES[name] = registration
+
+
 def resolve_scenes(scenes: object, *, domain: ActionDomain, frame_size: tuple[int, int], context_frames: int = 1) -> SceneSource | None:
     """Turn the ``scenes`` env kwarg into a :class:`SceneSource`.
 
     Accepts ``None`` (contexts must come through ``reset(options=...)``), a SceneSource, a list of :class:`Scene`,
-    ``"crafter"`` (fresh worlds of the real game, for Crafter models), or a directory of MineWorld-layout clips.
+    a registered name (:func:`register_scenes`; ``"crafter"``: real frames of the game, for Crafter models), or a
+    directory of MineWorld-layout clips.
     """
     if scenes is None or isinstance(scenes, SceneSource):
         return scenes  # type: ignore[return-value]
@@ -82,17 +131,20 @@ def resolve_scenes(scenes: object, *, domain: ActionDomain, frame_size: tuple[in
         return ListScenes(scenes)
     if isinstance(scenes, Callable):  # type: ignore[arg-type]
         return _CallableScenes(scenes)
-    if scenes == "crafter":
-        if domain.name != "crafter":
-            raise ConfigError(f"scenes='crafter' needs a Crafter world model, this one speaks {domain.name!r}")
-        from rlir_env.crafter.scenes import CrafterScenes
-
-        return CrafterScenes(size=frame_size, context_frames=context_frames)
+    if isinstance(scenes, str) and scenes in NAMED_SCENES:
+        named = NAMED_SCENES[scenes]
+        if domain.name != named.domain:
+            raise ConfigError(
+                f"scenes={scenes!r} are frames of the {named.domain!r} domain, this world model speaks "
+                f"{domain.name!r}; pass scenes of its own domain"
+            )
+        return named.load()(frame_size=frame_size, context_frames=context_frames)
     if isinstance(scenes, (str, Path)) and Path(scenes).is_dir():
         return ClipScenes(scenes, context_frames=context_frames, frame_size=frame_size)
+    names = ", ".join(repr(name) for name in sorted(NAMED_SCENES))
     raise ConfigError(
-        f"scenes={scenes!r} is not understood: pass None, a list of Scene, a SceneSource, 'crafter', "
-        "or a directory of clip_N.mp4 + clip_N.jsonl files"
+        f"scenes={scenes!r} is not understood: pass None, a list of Scene, a SceneSource, a registered name "
+        f"({names or 'none registered'}), or a directory of clip_N.mp4 + clip_N.jsonl files"
     )
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.bundle import ModelInfo, load_bundle, parse_bundle, verify_metrics
+from evaluation.bundle import ModelInfo, load_bundle, parse_bundle
 from evaluation.evaluator import EvalSettings, evaluate, item_seed, score_videos
 from evaluation.idm.vpt import VPTInverseDynamicsModel
+from evaluation.scoring import verify_metrics
 from evaluation.suites import load_suite, register_suite, save_suite, suite_from_mineworld_validation
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld, tiny_vpt_idm_files
 from worldmodels.actions import minecraft

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluation.evaluator import score_item
 from evaluation.metrics.action import rlir_frame_reward
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY, MINECRAFT_TAXONOMY
 from evaluation.metrics.video import SSIM_C1, SSIM_C2
+from evaluation.scoring import score_item
 from evaluation.suites import SuiteItem, make_suite
 from posttrain.data import prompts_from_suite
 from posttrain.grpo.replay import hidden_states, replay_logprobs, replay_mode

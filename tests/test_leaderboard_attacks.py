@@ -15,7 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from evaluation.bundle import compute_metrics, load_bundle, save_bundle, save_video
+from evaluation.bundle import load_bundle, save_bundle, save_video
+from evaluation.scoring import compute_metrics
 from leaderboard.ranking import leaderboards
 from leaderboard.store import Store
 from leaderboard.validate import (

@@ -114,8 +114,8 @@ def synthetic_bundle(suite: SuiteRecord, name: str, *, accuracy: float, seed: in
         Runtime,
         SuiteRef,
         Throughput,
-        compute_metrics,
     )  # fmt: skip
+    from evaluation.scoring import compute_metrics
 
     rng = np.random.default_rng(seed)
     sizes = np.array([5, 2, 2, 5, 7])  # the Crafter taxonomy's tasks: movement, do, sleep, place, make

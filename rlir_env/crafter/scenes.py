@@ -68,6 +68,11 @@ def build_scene_pool(
     return out
 
 
+def crafter_scenes(frame_size: tuple[int, int], context_frames: int) -> CrafterScenes:
+    """``scenes="crafter"`` (registered by :mod:`rlir_env`): the bundled pool of real frames at ``frame_size``."""
+    return CrafterScenes(size=frame_size, context_frames=context_frames)
+
+
 class CrafterScenes:
     """Start scenes for Crafter models: windows of ``context_frames`` real frames from the bundled pool.
 

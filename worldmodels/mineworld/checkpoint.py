@@ -11,6 +11,11 @@ Official layout (``huggingface.co/microsoft/mineworld``, mineworld.md §1.2)::
 Pickles are read with ``torch.load(weights_only=True)``: plain tensors and containers only, never code (the
 official loader ran on torch 2.6, whose ``torch.load`` defaults to ``weights_only=True``, so official files load).
 Everything we write is safetensors with the configs as JSON metadata.
+
+This module is file IO on state dicts and configs; it never builds a model. :meth:`MineWorld.from_checkpoint
+<worldmodels.mineworld.model.MineWorld.from_checkpoint>` builds one from what :func:`load_checkpoint` reads, and the
+functions that take a model (:func:`load_weights`, :func:`save_safetensors`) touch only its state dict and configs
+(:class:`MineWorldWeights`), so imports run one way: model -> checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import json
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -27,11 +32,20 @@ from worldmodels.errors import CheckpointError, ConfigError, MissingFileError, U
 from worldmodels.mineworld.config import MineWorldConfig, get_preset
 from worldmodels.mineworld.vq import load_vq_config
 
-if TYPE_CHECKING:
-    from worldmodels.mineworld.model import MineWorld
-
 SAFETENSORS_KIND = "rlir.mineworld"
 _SHOWN = 5
+
+
+class MineWorldWeights(Protocol):
+    """What checkpoint IO touches of a model: a :class:`~worldmodels.mineworld.model.MineWorld` has all of it."""
+
+    config: MineWorldConfig
+    tokenizer: Any
+    """The VQ tokenizer; its ``config`` is the diffusers ``VQModel`` config dict."""
+
+    def state_dict(self) -> Mapping[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any: ...
 
 
 def torch_load_weights(path: str | Path, what: str) -> Any:
@@ -104,7 +118,7 @@ def state_dict_diff(expected: Mapping[str, tuple[int, ...]], given: Mapping[str,
     return "; ".join(parts)
 
 
-def load_weights(model: MineWorld, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
+def load_weights(model: MineWorldWeights, state_dict: Mapping[str, torch.Tensor], *, source: str) -> None:
     """Strictly load ``state_dict`` into ``model`` (dtype converted); raises CheckpointError with the diff."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     diff = state_dict_diff(expected, state_dict)
@@ -204,7 +218,7 @@ def _config_from_meta(meta: Mapping[str, str], path: Path) -> MineWorldConfig:
     return MineWorldConfig.from_dict(json.loads(meta["mineworld_config"]))
 
 
-def save_safetensors(model: MineWorld, path: str | Path) -> Path:
+def save_safetensors(model: MineWorldWeights, path: str | Path) -> Path:
     """Write ``model``'s weights and configs to ``path`` (safetensors; configs as JSON metadata), so that
     ``MineWorld.from_checkpoint(path)`` rebuilds it without any other file."""
     from worldmodels.weights import save_safetensors_file

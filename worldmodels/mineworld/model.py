@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from worldmodels.errors import ActionError, ConfigError, FrameError
+from worldmodels.mineworld.checkpoint import fill_tokenizer_weights, load_checkpoint, load_weights
 from worldmodels.mineworld.config import MineWorldConfig
 from worldmodels.mineworld.decoding import DecodeStats, FrameDecoder
 from worldmodels.mineworld.sampling import DEFAULT_DRAFT_LEN, SamplingConfig, check_generators, draw_uniforms
@@ -244,8 +245,6 @@ class MineWorld(nn.Module):
             options: :class:`MineWorld` keyword arguments (``reference_frames``, ``sampling``, ``compile``,
                 ``fused_projections``).
         """
-        from worldmodels.mineworld.checkpoint import fill_tokenizer_weights, load_checkpoint, load_weights
-
         model_config, vq_config, state_dict, vae_ckpt = load_checkpoint(ckpt, config, vae_config=vae_config)
         model = cls.empty(model_config, vq_config, device=device, dtype=dtype, **options)
         fill_tokenizer_weights(state_dict, list(model.state_dict()), vae_ckpt, source=Path(ckpt).name)
