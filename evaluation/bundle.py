@@ -21,8 +21,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import DataError, MissingFileError
+from worldmodels.runtime.files import atomic_output
 
 BUNDLE_SCHEMA_VERSION = 1
 EVALUATOR_VERSION = 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -45,11 +44,19 @@ from evaluation.bundle import (
     save_video,
 )
 from evaluation.metrics.taxonomy import Taxonomy
+from evaluation.previews import preview_frames, write_preview
 from evaluation.scoring import compute_metrics, score_item, taxonomy_for
 from evaluation.suites import Suite, SuiteItem
+from rlir_env.vector import WorldModelVectorEnv
 from worldmodels import __version__
 from worldmodels.errors import ConfigError, DataError
+from worldmodels.hashing import sha256_file
+from worldmodels.nfd import NFD
 from worldmodels.protocol import WorldModel
+from worldmodels.runtime.distributed import Distributed
+from worldmodels.runtime.files import write_json
+from worldmodels.runtime.progress import Progress
+from worldmodels.weights import tensors_sha256
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,6 @@ NFD_PROTOCOL = ("dpm-solver++", 18)
 def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
     """``settings`` as they apply to ``model``: for NFD models the sampler (RLIR's protocol unless chosen) and no
     autoregressive fields, so the bundle records what ran."""
-    from worldmodels.nfd import NFD
-
     if not isinstance(model, NFD):
         return settings  # a sampler given for another model is refused by the env, never dropped
     defaults = EvalSettings()
@@ -98,33 +103,6 @@ def item_seed(seed: int, item_id: str) -> int:
     """The generation seed of one item: a function of the run seed and the item id only."""
     digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _distributed() -> tuple[int, int]:
-    """``(rank, world_size)``; initialises torch.distributed (gloo on CPU) when launched by torchrun."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    from worldmodels.data.jsonl import atomic_output
-
-    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as f:  # a plain new file: umask mode
-        json.dump(value, f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings: EvalSettings, *, resume: bool,
@@ -155,7 +133,7 @@ def _claim_run_dir(out_dir: Path, suite: Suite, model_info: ModelInfo, settings:
                 stale.unlink()
         # the bundle of an earlier run must not outlive its items (a crash would leave it looking current)
         (out_dir / "bundle.json").unlink(missing_ok=True)
-        _write_json_atomic(path, identity)
+        write_json(path, identity, indent=None, durable=True)
 
 
 def _run_settings(settings: EvalSettings) -> dict[str, Any]:
@@ -215,8 +193,6 @@ def evaluate(
     Returns:
         The bundle (on rank 0; other ranks return None).
     """
-    from rlir_env.vector import WorldModelVectorEnv
-
     if model.spec.domain != suite.domain or tuple(model.spec.frame_size) != suite.frame_size:
         raise ConfigError(
             f"model {model.spec.name!r} ({model.spec.domain}, frames {tuple(model.spec.frame_size)}) cannot run suite "
@@ -227,11 +203,12 @@ def evaluate(
     out_dir = Path(out_dir)
     items_dir = out_dir / "items"
     settings = settings_for(model, settings)
-    rank, world = _distributed()
+    layout = Distributed.from_env("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world = layout.rank, layout.world
     taxonomy = taxonomy_for(suite)
     mine = [i for i in range(len(suite)) if i % world == rank]
     _claim_run_dir(out_dir, suite, model_info, settings, resume=resume, rank=rank)
-    _barrier(world)  # no rank writes a record before rank 0 has cleared stale ones
+    layout.barrier()  # no rank writes a record before rank 0 has cleared stale ones
     todo = [i for i in mine if not (resume and _read_record(items_dir / f"{suite[i].id}.json"))]
     if not todo and world == 1 and (out_dir / "bundle.json").is_file():
         finished = _finished_bundle(out_dir, suite)
@@ -252,49 +229,50 @@ def evaluate(
         sampling_steps=settings.sampling_steps,
     )
     generation_seconds, generated_frames, done = 0.0, 0, 0
-    bar = _progress(progress and rank == 0, len(todo), f"{suite.name}: {model_info.name}")
+    bar = Progress(len(todo), f"{suite.name}: {model_info.name}", enabled=progress and layout.main and bool(todo))
     try:
-        for start in range(0, len(todo), env.num_envs):
-            batch = [suite[i] for i in todo[start : start + env.num_envs]]
-            padded = batch + [batch[-1]] * (env.num_envs - len(batch))  # extra slots repeat an item, ignored
-            seeds = [item_seed(settings.seed, item.id) for item in padded]
-            begin = time.perf_counter()
-            env.reset(
-                seed=seeds,
-                options={
-                    "frames": np.stack([item.context_frames for item in padded]),
-                    "actions": np.stack([item.context_actions for item in padded]),
-                },
-            )
-            frames = [env.step(np.stack([item.actions[t] for item in padded]))[0] for t in range(suite.n_frames)]
-            generation_seconds += time.perf_counter() - begin
-            generated = np.stack(frames, axis=1)  # [n, F, H, W, 3]
-            generated_frames += len(batch) * suite.n_frames
-            # written before the batch's records, so a crash never leaves frames on disk that no count covers
-            _write_json_atomic(stats_path, {"frames": earlier_frames + generated_frames,
-                                            "seconds": earlier_seconds + generation_seconds})  # fmt: skip
-            for k, item in enumerate(batch):
-                record = score_item(
-                    item, generated[k], seeds[k], idm=idm, taxonomy=taxonomy, domain=suite.domain,
-                    video_metrics=settings.video_metrics,
-                )  # fmt: skip
-                if todo[start + k] < previews:
-                    _write_preview(out_dir, item, generated[k], record, taxonomy, fps=suite.manifest.get("fps"))
-                if settings.save_videos:
-                    save_video(generated[k], out_dir, item.id)
-                _write_json_atomic(items_dir / f"{item.id}.json", record.model_dump(mode="json"))
-                if on_item is not None:
-                    on_item(record)
-                done += 1
-                bar.advance(len(todo))
-                if stop_after is not None and done >= stop_after:
-                    return None
+        with bar:
+            for start in range(0, len(todo), env.num_envs):
+                batch = [suite[i] for i in todo[start : start + env.num_envs]]
+                padded = batch + [batch[-1]] * (env.num_envs - len(batch))  # extra slots repeat an item, ignored
+                seeds = [item_seed(settings.seed, item.id) for item in padded]
+                begin = time.perf_counter()
+                env.reset(
+                    seed=seeds,
+                    options={
+                        "frames": np.stack([item.context_frames for item in padded]),
+                        "actions": np.stack([item.context_actions for item in padded]),
+                    },
+                )
+                frames = [env.step(np.stack([item.actions[t] for item in padded]))[0] for t in range(suite.n_frames)]
+                generation_seconds += time.perf_counter() - begin
+                generated = np.stack(frames, axis=1)  # [n, F, H, W, 3]
+                generated_frames += len(batch) * suite.n_frames
+                # written before the batch's records, so a crash never leaves frames on disk that no count covers
+                throughput = {"frames": earlier_frames + generated_frames,
+                              "seconds": earlier_seconds + generation_seconds}  # fmt: skip
+                write_json(stats_path, throughput, indent=None, durable=True)
+                for k, item in enumerate(batch):
+                    record = score_item(
+                        item, generated[k], seeds[k], idm=idm, taxonomy=taxonomy, domain=suite.domain,
+                        video_metrics=settings.video_metrics,
+                    )  # fmt: skip
+                    if todo[start + k] < previews:
+                        _write_preview(out_dir, item, generated[k], record, taxonomy, fps=suite.manifest.get("fps"))
+                    if settings.save_videos:
+                        save_video(generated[k], out_dir, item.id)
+                    write_json(items_dir / f"{item.id}.json", record.model_dump(mode="json"), indent=None, durable=True)
+                    if on_item is not None:
+                        on_item(record)
+                    done += 1
+                    bar.advance()
+                    if stop_after is not None and done >= stop_after:
+                        return None
     finally:
-        bar.stop()
         env.close()
-    _write_json_atomic(stats_path, {"frames": earlier_frames + generated_frames,
-                                    "seconds": earlier_seconds + generation_seconds})  # fmt: skip
-    _barrier(world)
+    throughput = {"frames": earlier_frames + generated_frames, "seconds": earlier_seconds + generation_seconds}
+    write_json(stats_path, throughput, indent=None, durable=True)
+    layout.barrier()
     if rank != 0:
         return None
     return assemble_bundle(
@@ -316,7 +294,6 @@ def _finished_bundle(out_dir: Path, suite: Suite) -> ResultBundle | None:
 
 def _write_preview(out_dir: Path, item: SuiteItem, generated: np.ndarray, record: ItemRecord, taxonomy: Taxonomy, *,
                    fps: float | None) -> None:  # fmt: skip
-    from evaluation.previews import preview_frames, write_preview
 
     frames = preview_frames(generated, item.ground_truth, np.asarray(record.gt_labels), np.asarray(record.pred_labels),
                             taxonomy)  # fmt: skip
@@ -378,33 +355,10 @@ def _device_name(device: str) -> str:
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-class _progress:
-    """A rich progress bar with ETA, or nothing."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.bar = None
-        if enabled and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-            self.task = self.bar.add_task(description, total=total)
-            self.bar.start()
-
-    def advance(self, total: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
 
 def model_info_for(model: WorldModel, name: str, checkpoint: str | Path | None) -> ModelInfo:
     """Name, checkpoint file sha256, weights content hash (the model's identity: equal tensors, equal hash, in any
     file) and parameter count of a model, for the bundle."""
-    from worldmodels.hashing import sha256_file
-    from worldmodels.weights import tensors_sha256
-
     sha = sha256_file(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
     module = isinstance(model, torch.nn.Module)
     params = sum(p.numel() for p in model.parameters()) if module else None
@@ -443,7 +397,7 @@ def bundle_from_videos(
     """Score videos of every suite item (see :func:`score_videos`) and write their bundle to ``out_dir``."""
     out_dir = Path(out_dir)
     for record in score_videos(videos, suite, idm, video_metrics=video_metrics):
-        _write_json_atomic(out_dir / "items" / f"{record.id}.json", record.model_dump(mode="json"))
+        write_json(out_dir / "items" / f"{record.id}.json", record.model_dump(mode="json"), indent=None, durable=True)
     return assemble_bundle(suite, out_dir, taxonomy=taxonomy_for(suite), model_info=model_info, idm=idm,
                            settings=EvalSettings(num_envs=0, save_videos=False))  # fmt: skip
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.metrics.taxonomy import Taxonomy
+from worldmodels.data.video import write_video
 
 __all__ = ["PREVIEW_HEIGHT", "describe_labels", "preview_frames", "preview_strip", "write_preview"]
 
@@ -93,8 +94,6 @@ def preview_frames(
 
 def write_preview(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     """Write preview frames (from :func:`preview_frames`) as an H.264 mp4."""
-    from worldmodels.data.video import write_video
-
     write_video(path, frames, fps)
     return Path(path)
 

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from worldmodels.actions import get_domain
+from worldmodels.actions import get_domain, minecraft
+from worldmodels.data.resize import resize_linear_uint8
 from worldmodels.errors import DataError, IntegrityError, MissingFileError
 from worldmodels.hashing import sha256_array, sha256_json
+from worldmodels.runtime.files import atomic_output
 
 SUITE_FORMAT = "rlir-suite"
 SUITE_SCHEMA_VERSION = 1
@@ -278,8 +280,6 @@ def _check_consistent(suite: Suite, *, source: str) -> None:
 
 
 def _atomic_write(path: Path, write) -> None:
-    from worldmodels.data.jsonl import atomic_output
-
     with atomic_output(path) as tmp, open(tmp, "wb") as f:  # a plain new file: umask mode, unlike mkstemp's 0600
         write(f)
         f.flush()
@@ -315,7 +315,6 @@ def suite_from_mineworld_validation(
     study how generated frames align with action lines. Clips are taken in the official order (by N), at most
     ``limit`` (the official scripts cap at 500).
     """
-    from worldmodels.actions import minecraft
     from worldmodels.data.clips import MineWorldClips
 
     clips = MineWorldClips(root, frames=None, size=(224, 384), limit=limit)
@@ -348,16 +347,12 @@ def suite_from_mineworld_validation(
 
 def env_actions_to_array(actions: Sequence[dict[str, Any]]) -> np.ndarray:
     """MineRL env actions -> ``float64[F, 25]`` (buttons in ``BUTTON_KEYS`` order, then camera pitch, yaw)."""
-    from worldmodels.actions import minecraft
-
     rows = [minecraft.validate_env_action(a) for a in actions]
     return np.array([[r[k] for k in minecraft.BUTTON_KEYS] + list(r["camera"]) for r in rows], dtype=np.float64)
 
 
 def array_to_env_actions(array: np.ndarray) -> list[dict[str, Any]]:
     """Inverse of :func:`env_actions_to_array`: ``float64[F, 25]`` -> MineRL env action dicts."""
-    from worldmodels.actions import minecraft
-
     keys = minecraft.BUTTON_KEYS
     return [{k: int(row[i]) for i, k in enumerate(keys)} | {"camera": np.array(row[-2:])} for row in np.asarray(array)]
 
@@ -383,8 +378,6 @@ def suite_from_vpt_recordings(
     """
     import torch
 
-    from worldmodels.data.resize import resize_linear_uint8
-    from worldmodels.actions import minecraft
     from worldmodels.data.clips import VPTDataset
 
     items: list[SuiteItem] = []

@@ -66,7 +66,7 @@ from leaderboard.store import (
     model_identities,
 )
 from worldmodels.errors import DataError, MissingFileError
-from worldmodels.hashing import sha256_json
+from worldmodels.hashing import sha256_array, sha256_json
 
 import numpy as np
 
@@ -501,7 +501,6 @@ def _verify_videos(bundle: ResultBundle, suite: SuiteRecord, directory: Path, *,
                    allow_ground_truth: bool = False) -> dict[str, Path]:  # fmt: skip
     from evaluation.bundle import load_video
     from evaluation.metrics.video import psnr_per_frame
-    from worldmodels.hashing import sha256_array
 
     if bundle.videos is None:
         raise SubmissionRejected(["videos were supplied but the bundle lists none (its `videos` field is null)"])

@@ -13,5 +13,28 @@ diffusion paradigm) with Flow-GRPO (:mod:`posttrain.flow`); ``rlir posttrain`` p
   :mod:`posttrain.lora`, :mod:`posttrain.config`, :mod:`posttrain.data`;
   the command is ``rlir posttrain`` (:mod:`rlir.commands.posttrain`).
 
-Modules are imported on use; they pull in torch.
+Public names load on first use (the modules pull in torch)::
+
+    from posttrain import load_config, train
+    train(load_config("run.yaml"))
 """
+
+from __future__ import annotations
+
+from worldmodels.runtime.exports import lazy_exports
+
+_EXPORTS = {
+    "train": "posttrain.loop",
+    "make_paradigm": "posttrain.loop",
+    "Paradigm": "posttrain.paradigm",
+    "GRPO": "posttrain.grpo.paradigm",
+    "FlowGRPO": "posttrain.flow.paradigm",
+    "PostTrainConfig": "posttrain.config",
+    "load_config": "posttrain.config",
+    "FlowPostTrainConfig": "posttrain.flow.config",
+    "load_flow_config": "posttrain.flow.config",
+    **{name: "posttrain.rewards" for name in ("IDMReward", "PixelReward", "RewardFn", "build_reward")},
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -26,6 +26,7 @@ from rlir_env.scenes import Scene, SceneSource, resolve_scenes
 from worldmodels.actions import get_domain
 from worldmodels.errors import ConfigError, FrameError
 from worldmodels.protocol import AutoregressiveModel, DiffusionModel, WorldModel
+from worldmodels.registry import REGISTRY
 
 
 class WorldModelVectorEnv(VectorEnv):
@@ -87,7 +88,6 @@ class WorldModelVectorEnv(VectorEnv):
         if model is not None and checkpoint is not None:
             raise ConfigError("pass exactly one of checkpoint= (a registry name or a path) or model= (a built model)")
         if model is None and checkpoint is None:  # e.g. gym.make("RLIR-NFD-v0"), which has no default model
-            from worldmodels.registry import REGISTRY
 
             raise ConfigError(
                 "no world model given: pass checkpoint= (a registered name: " + ", ".join(sorted(REGISTRY)) + "; or "

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-PACKAGES = ("worldmodels", "worldmodels.runtime", "rlir_env", "evaluation.idm", "leaderboard")
+PACKAGES = ("worldmodels", "worldmodels.runtime", "rlir_env", "evaluation", "evaluation.idm", "posttrain", "leaderboard")
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -23,6 +23,6 @@ def test_every_exported_name_resolves(package):
 
 
 def test_importing_the_packages_loads_no_torch():
-    code = "import sys, worldmodels, rlir_env, leaderboard, rlir; print('torch' in sys.modules)"
+    code = "import sys, worldmodels, rlir_env, evaluation, posttrain, leaderboard, rlir; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

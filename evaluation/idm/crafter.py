@@ -42,9 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodels.actions.crafter import N_ACTIONS
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.errors import CheckpointError, ConfigError, FrameError, IntegrityError, MissingFileError
 from worldmodels.hashing import sha256_file
+from worldmodels.runtime.files import atomic_output
+from worldmodels.weights import save_safetensors_file
 
 __all__ = ["CHECKPOINT_FORMAT", "CrafterIDM", "CrafterIDMConfig"]
 
@@ -265,8 +266,6 @@ class CrafterIDM(nn.Module):
 
         Returns the file's sha256, which also becomes :attr:`sha256`.
         """
-        from worldmodels.weights import save_safetensors_file
-
         path = Path(path)
         metadata = {
             "format": CHECKPOINT_FORMAT,

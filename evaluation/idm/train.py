@@ -48,9 +48,10 @@ from evaluation.idm.crafter import CrafterIDM, CrafterIDMConfig
 from evaluation.metrics.action import confusion_counts, metrics_from_confusion
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
 from worldmodels.actions.crafter import ACTION_NAMES, N_ACTIONS
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import ConfigError, DataError, NumericalError
+from worldmodels.runtime.files import atomic_output
+from worldmodels.training.report import open_reporter
 
 __all__ = [
     "SPLITS",
@@ -300,8 +301,6 @@ def train_crafter_idm(
     dirs = [data_dirs] if isinstance(data_dirs, (str, os.PathLike)) else list(data_dirs)
     if not dirs:
         raise ConfigError("train_crafter_idm needs at least one data directory")
-
-    from worldmodels.training.report import open_reporter
 
     started = time.perf_counter()
     log = _Logger(progress)

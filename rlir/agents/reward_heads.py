@@ -54,6 +54,7 @@ from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, NumericalError
 from worldmodels.hashing import sha256_file
 from worldmodels.registry import load_world_model
+from worldmodels.runtime.files import write_json
 from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     JsonlLogger,
@@ -67,7 +68,6 @@ from worldmodels.training.common import (
     split_episodes,
     step_rng,
     summary_path,
-    write_json,
 )
 from worldmodels.training.tokenizer import load_tokenizer
 

@@ -31,6 +31,7 @@ import torch
 from worldmodels.errors import CheckpointError, ConfigError, MissingFileError, UnsafePickleError, refused_pickle_reason
 from worldmodels.mineworld.config import MineWorldConfig, get_preset
 from worldmodels.mineworld.vq import load_vq_config
+from worldmodels.weights import save_safetensors_file
 
 SAFETENSORS_KIND = "rlir.mineworld"
 _SHOWN = 5
@@ -221,8 +222,6 @@ def _config_from_meta(meta: Mapping[str, str], path: Path) -> MineWorldConfig:
 def save_safetensors(model: MineWorldWeights, path: str | Path) -> Path:
     """Write ``model``'s weights and configs to ``path`` (safetensors; configs as JSON metadata), so that
     ``MineWorld.from_checkpoint(path)`` rebuilds it without any other file."""
-    from worldmodels.weights import save_safetensors_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_safetensors writes .safetensors files, got {path.name!r}")

@@ -34,11 +34,13 @@ import torch
 from torch import nn
 
 from worldmodels.errors import ActionError, CheckpointError, ConfigError, FrameError, MissingFileError, NumericalError
+from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
 from worldmodels.nfd.autoencoder import FrameAutoencoder
 from worldmodels.nfd.config import NFDConfig
 from worldmodels.nfd.sampling import FlowSolver, NFDSampling, choose_sampling
 from worldmodels.nfd.transformer import KVCache, NFDTransformer
 from worldmodels.protocol import ModelSpec
+from worldmodels.weights import save_safetensors_file
 
 SAFETENSORS_KIND = "rlir.nfd"
 
@@ -164,8 +166,6 @@ class NFD(nn.Module):
         **options: Any,
     ) -> NFD:
         """Load a ``.safetensors`` written by :func:`save_nfd` (configs from its metadata; strict key check)."""
-        from worldmodels.mineworld.checkpoint import read_safetensors
-
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"NFD checkpoint {str(path)!r} does not exist")
@@ -570,8 +570,6 @@ class NFD(nn.Module):
 
 def load_weights(model: NFD, state_dict: dict[str, torch.Tensor], *, source: str) -> None:
     """Strictly load ``state_dict`` into ``model``; raises CheckpointError with a readable key diff."""
-    from worldmodels.mineworld.checkpoint import state_dict_diff
-
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     diff = state_dict_diff(expected, state_dict)
     if diff:
@@ -587,8 +585,6 @@ def save_nfd(model: NFD, path: str | Path) -> Path:
     """Write ``model``'s weights and configs (JSON metadata: ``kind``, ``nfd_config``, ``ae_config``, ``sampling``) so
     that ``NFD.from_checkpoint(path)`` rebuilds it without any other file."""
     from dataclasses import asdict
-
-    from worldmodels.weights import save_safetensors_file
 
     path = Path(path)
     if path.suffix != ".safetensors":

@@ -48,7 +48,7 @@ from worldmodels.hashing import sha256_file, sha256_json
 from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
 from worldmodels.nfd import CRAFTER_AE_CONFIG, NFD, FrameAutoencoder, NFDConfig, NFDSampling, get_preset, save_nfd
 from worldmodels.runtime.distributed import Distributed
-from worldmodels.runtime.files import atomic_output
+from worldmodels.runtime.files import atomic_output, write_json
 from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
@@ -66,7 +66,6 @@ from worldmodels.training.common import (
     step_generator,
     step_rng,
     summary_path,
-    write_json,
 )
 from worldmodels.training.worldmodel import window_starts
 from worldmodels.weights import save_safetensors_file

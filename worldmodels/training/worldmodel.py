@@ -45,7 +45,7 @@ from worldmodels.mineworld.config import MineWorldConfig
 from worldmodels.mineworld.model import MineWorld
 from worldmodels.mineworld.transformer import Transformer
 from worldmodels.mineworld.vq import VQTokenizer
-from worldmodels.runtime.files import atomic_output
+from worldmodels.runtime.files import atomic_output, write_json
 from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
@@ -63,7 +63,6 @@ from worldmodels.training.common import (
     split_episodes,
     step_rng,
     summary_path,
-    write_json,
 )
 from worldmodels.training.tokenizer import read_tokenizer_file
 
