@@ -79,14 +79,14 @@ def test_a_model_saved_twice_has_one_identity_in_its_bundle(tmp_path):
 def test_output_files_honour_the_umask(tmp_path):
     """Suites, bundles, item records, videos and weights were created 0600 (mkstemp's mode) whatever the umask."""
     from evaluation.bundle import save_video
-    from evaluation.evaluator import _write_json_atomic
     from evaluation.suites import SuiteItem, make_suite, save_suite
+    from worldmodels.runtime.files import write_json
 
     old = os.umask(0o022)
     try:
         save_safetensors_file({"x": torch.zeros(2)}, tmp_path / "w.safetensors")
         save_video(np.zeros((2, 4, 4, 3), np.uint8), tmp_path / "bundle", "clip")
-        _write_json_atomic(tmp_path / "items" / "clip.json", {"id": "clip"})
+        write_json(tmp_path / "items" / "clip.json", {"id": "clip"}, indent=None, durable=True)  # the evaluator's records
         item = SuiteItem(id="i", context_frames=np.zeros((1, 4, 4, 3), np.uint8), context_actions=np.zeros((0,), np.int64),
                          actions=np.zeros((2,), np.int64), ground_truth=None)  # fmt: skip
         save_suite(make_suite("s", 1, "crafter", [item]), tmp_path / "suite")

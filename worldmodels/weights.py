@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from worldmodels.errors import ConfigError
+from worldmodels.runtime.files import atomic_output
 
 _DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -60,20 +60,13 @@ def save_safetensors_file(tensors: Mapping[str, torch.Tensor], path: str | os.Pa
         header["__metadata__"] = dict(metadata)
     text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # a plain new file: the umask decides its mode
-            f.write(len(text).to_bytes(8, "little"))
-            f.write(text)
-            for name in order:
-                f.write(_flat_bytes(tensors[name]))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "xb") as f:  # a plain new file: the umask decides its mode
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for name in order:
+            f.write(_flat_bytes(tensors[name]))
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 
