@@ -17,6 +17,8 @@ turns training frames into a labelling of every cell with a codebook index, anal
    projection.
 
 The table is built from the frames it is given and nothing else: pass training frames only, never evaluation frames.
+It is deterministic for given frames, seed and BLAS thread count; the projections (numpy matmuls) can differ in their
+last bits between thread counts, which moves the k-means codes slightly (one BLAS thread in ``scripts/build_embedded.sh``).
 """
 
 from __future__ import annotations
