@@ -28,15 +28,13 @@ from torch import nn
 
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
-from worldmodels.runtime.files import atomic_output, to_plain, write_json
-from worldmodels.runtime.progress import Progress
+from worldmodels.runtime.files import atomic_output, to_plain
 from worldmodels.training.report import check_report_to, open_reporter
 from worldmodels.weights import save_safetensors_file
 
 __all__ = [
     "CHECKPOINT_NAME",
     "JsonlLogger",
-    "Progress",
     "Stopwatch",
     "as_dirs",
     "cosine_with_warmup",
@@ -51,7 +49,6 @@ __all__ = [
     "step_generator",
     "step_rng",
     "summary_path",
-    "write_json",
 ]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"

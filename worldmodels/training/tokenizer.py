@@ -35,15 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from worldmodels.data.jsonl import atomic_output
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from worldmodels.hashing import sha256_file
 from worldmodels.mineworld.vq import VQTokenizer
+from worldmodels.runtime.files import atomic_output, write_json
+from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
-    Progress,
     Stopwatch,
     as_dirs,
     cosine_with_warmup,
@@ -58,7 +58,6 @@ from worldmodels.training.common import (
     step_generator,
     step_rng,
     summary_path,
-    write_json,
 )
 
 __all__ = [
@@ -179,6 +178,50 @@ def gather_frames(dataset: ShardDataset, episodes: np.ndarray, index: np.ndarray
         frames = dataset.episode(int(episodes[k])).frames
         out[where] = frames[rows[where] - offsets[k]]
     return out
+
+
+def load_frames(
+    data_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    frame_size: tuple[int, int],
+    seed: int,
+    val_fraction: float,
+    eval_dirs: Sequence[str | os.PathLike] | None,
+    eval_frames: int,
+) -> tuple[list[ShardDataset], np.ndarray, list[tuple[ShardDataset, np.ndarray]], np.ndarray]:
+    """``(datasets, training frames, evaluation parts, evaluation frames)``: every training frame in memory (uint8),
+    and ``eval_frames`` frames drawn without replacement from the held-out episodes of ``data_dirs`` (the split
+    ``val_fraction``/``seed``) or, when given, from every episode of ``eval_dirs``."""
+    datasets = [ShardDataset(d, max_cached_shards=1) for d in as_dirs(data_dirs)]
+    for dataset in datasets:
+        if tuple(dataset.frame_shape[:2]) != frame_size:
+            raise DataError(
+                f"{dataset.root} holds {tuple(dataset.frame_shape[:2])} frames but frame_size is {frame_size}; "
+                f"record at {frame_size[0]}x{frame_size[1]} or pass frame_size={tuple(dataset.frame_shape[:2])}"
+            )
+    if eval_dirs:
+        train_parts = [(d, np.arange(d.n_episodes)) for d in datasets]
+        eval_sets = [ShardDataset(e, max_cached_shards=1) for e in as_dirs(eval_dirs, "eval_dirs")]
+        eval_parts = [(d, np.arange(d.n_episodes)) for d in eval_sets]
+    else:
+        splits = [split_episodes(d.n_episodes, val_fraction, seed, _SPLIT_STREAM + i) for i, d in
+                  enumerate(datasets)]  # fmt: skip
+        train_parts = [(d, train) for d, (train, _) in zip(datasets, splits)]
+        eval_parts = [(d, val) for d, (_, val) in zip(datasets, splits)]
+    pool = np.concatenate([gather_frames(d, ids) for d, ids in train_parts])
+    eval_sizes = np.array([int(d.episode_lengths[ids].sum()) for d, ids in eval_parts])
+    if eval_sizes.sum() == 0:
+        raise DataError("no evaluation frames: pass eval_dirs or a val_fraction > 0")
+    chosen = np.sort(step_rng(seed, _EVAL_STREAM).choice(eval_sizes.sum(), min(eval_frames, eval_sizes.sum()),
+                                                          replace=False))  # fmt: skip
+    bounds = np.concatenate([[0], np.cumsum(eval_sizes)])
+    held_out = np.concatenate([
+        gather_frames(d, ids, chosen[(chosen >= lo) & (chosen < hi)] - lo)
+        for (d, ids), lo, hi in zip(eval_parts, bounds[:-1], bounds[1:])
+    ])  # fmt: skip
+    if len(pool) == 0:
+        raise DataError("no training frames; check data_dirs")
+    return datasets, pool, eval_parts, held_out
 
 
 def _frames_to_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -379,35 +422,9 @@ def train_tokenizer(
 
     # 1. data: training frames in memory, evaluation frames from held-out episodes (or other recordings)
     with watch("data"):
-        datasets = [ShardDataset(d, max_cached_shards=1) for d in as_dirs(data_dirs)]
-        for dataset in datasets:
-            if tuple(dataset.frame_shape[:2]) != frame_size:
-                raise DataError(
-                    f"{dataset.root} holds {tuple(dataset.frame_shape[:2])} frames but frame_size is {frame_size}; "
-                    f"record at {frame_size[0]}x{frame_size[1]} or pass frame_size={tuple(dataset.frame_shape[:2])}"
-                )
-        if eval_dirs:
-            train_parts = [(d, np.arange(d.n_episodes)) for d in datasets]
-            eval_sets = [ShardDataset(e, max_cached_shards=1) for e in as_dirs(eval_dirs, "eval_dirs")]
-            eval_parts = [(d, np.arange(d.n_episodes)) for d in eval_sets]
-        else:
-            splits = [split_episodes(d.n_episodes, val_fraction, seed, _SPLIT_STREAM + i) for i, d in
-                      enumerate(datasets)]  # fmt: skip
-            train_parts = [(d, train) for d, (train, _) in zip(datasets, splits)]
-            eval_parts = [(d, val) for d, (_, val) in zip(datasets, splits)]
-        pool = np.concatenate([gather_frames(d, ids) for d, ids in train_parts])
-        eval_sizes = np.array([int(d.episode_lengths[ids].sum()) for d, ids in eval_parts])
-        if eval_sizes.sum() == 0:
-            raise DataError("no evaluation frames: pass eval_dirs or a val_fraction > 0")
-        chosen = np.sort(step_rng(seed, _EVAL_STREAM).choice(eval_sizes.sum(), min(eval_frames, eval_sizes.sum()),
-                                                              replace=False))  # fmt: skip
-        bounds = np.concatenate([[0], np.cumsum(eval_sizes)])
-        held_out = np.concatenate([
-            gather_frames(d, ids, chosen[(chosen >= lo) & (chosen < hi)] - lo)
-            for (d, ids), lo, hi in zip(eval_parts, bounds[:-1], bounds[1:])
-        ])  # fmt: skip
-    if len(pool) == 0:
-        raise DataError("no training frames; check data_dirs")
+        datasets, pool, eval_parts, held_out = load_frames(data_dirs, frame_size=frame_size, seed=seed,
+                                                           val_fraction=val_fraction, eval_dirs=eval_dirs,
+                                                           eval_frames=eval_frames)  # fmt: skip
 
     # 2. model, optimiser, schedule (and the checkpoint, when resuming)
     tokenizer = VQTokenizer(vq_config, frame_size)
