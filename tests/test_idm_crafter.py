@@ -342,3 +342,11 @@ def test_action_report_matches_sklearn():
     expected_mean = np.mean([report["tasks"][t]["f1_macro"] for t in groups])
     assert report["mean_task_f1_macro"] == pytest.approx(expected_mean)
     assert np.sum(report["confusion"]) == 500 and np.trace(np.array(report["confusion"])) == np.sum(gt == pred)
+
+
+def test_command_line_choices_are_the_training_codes():
+    # the CLI spells them out so that `rlir --help` loads no torch; they must stay the ones training accepts
+    from evaluation.idm.train import CLASS_WEIGHTINGS, SPLITS
+    from rlir.commands.train import IDM_CLASS_WEIGHTINGS, IDM_SPLITS
+
+    assert (IDM_SPLITS, IDM_CLASS_WEIGHTINGS) == (SPLITS, CLASS_WEIGHTINGS)
