@@ -4,7 +4,6 @@ stable-baselines3 are imported when a command runs."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rlir.options import add_progress, add_report_to, resolve_out
