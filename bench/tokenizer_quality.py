@@ -28,6 +28,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,11 @@ from worldmodels.data.shards import ShardDataset  # noqa: E402
 from worldmodels.errors import CheckpointError, DataError  # noqa: E402
 from worldmodels.mineworld.vq import VQTokenizer  # noqa: E402
 from worldmodels.training.common import split_episodes  # noqa: E402
-from worldmodels.training.tokenizer import load_tokenizer  # noqa: E402
+from worldmodels.training.tokenizer import (  # noqa: E402
+    load_tokenizer,
+    score_tokenizer_frames,
+    summarize_tokenizer_scores,
+)
 
 DAY_THRESHOLD = 0.5
 GROUPS = ("day", "night", "asleep")
@@ -99,33 +104,14 @@ def bootstrap_mean(values: np.ndarray, owners: np.ndarray, seed: int, n: int = 1
     return [float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
 
 
-@torch.no_grad()
-def score(tokenizer: VQTokenizer, frames: np.ndarray, batch: int = 64) -> dict[str, np.ndarray]:
-    h, w = tokenizer.grid
-    out = {k: [] for k in ("psnr", "mae", "cells_exact", "stable_tokens", "stable_frame", "ids")}
-    counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
-    for start in range(0, len(frames), batch):
-        x = torch.as_tensor(frames[start : start + batch])
-        ids = tokenizer.tokenize(x)
-        rec = tokenizer.detokenize(ids)
-        again = tokenizer.tokenize(rec)
-        err = rec.float() - x.float()
-        mse = err.pow(2).mean(dim=(1, 2, 3))
-        out["psnr"].append(10 * torch.log10(255.0**2 / mse.clamp_min(1e-10)))
-        out["mae"].append(err.abs().mean(dim=(1, 2, 3)))
-        cell_err = err.abs().amax(dim=-1).reshape(len(x), h, x.shape[1] // h, w, x.shape[2] // w).amax(dim=(2, 4))
-        out["cells_exact"].append((cell_err <= 2).float().flatten(1).mean(dim=1))
-        same = (again == ids).flatten(1).float()
-        out["stable_tokens"].append(same.mean(dim=1))
-        out["stable_frame"].append(same.min(dim=1).values)
-        counts += torch.bincount(ids.flatten(), minlength=tokenizer.codebook_size)
-        out["ids"].append(ids.flatten(1))
-    result = {k: torch.cat(v).double().numpy() for k, v in out.items() if k != "ids"}
-    result["ids"] = torch.cat(out["ids"]).numpy()
-    p = counts.double() / counts.sum()
-    p = p[p > 0]
-    result["used_codes"] = int((counts > 0).sum())
-    result["perplexity"] = float(torch.exp(-(p * p.log()).sum()))
+def score(tokenizer: VQTokenizer, frames: np.ndarray) -> dict[str, Any]:
+    """Per-frame scores (``float64`` arrays, ``stable_frame`` per frame), ``ids`` and the codes' use."""
+    scores = score_tokenizer_frames(tokenizer, frames)
+    result = {k: scores[k].double().numpy() for k in ("psnr", "mae", "cells_exact", "stable_tokens")}
+    result["stable_frame"] = scores["stable_frames"].double().numpy()
+    result["ids"] = scores["ids"].numpy()
+    summary = summarize_tokenizer_scores(scores)
+    result["used_codes"], result["perplexity"] = summary["used_codes"], summary["perplexity"]
     return result
 
 

@@ -64,6 +64,7 @@ from worldmodels.training.common import (
     dataset_identity,
     machine_info,
     make_adamw,
+    require_positive_ints,
     seed_everything,
     split_episodes,
     step_rng,
@@ -467,9 +468,7 @@ def train_heads(
         The summary (also written as JSON): data, settings, loss curve, thresholds, held-out metrics, wall time.
     """
     watch = Stopwatch()
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    require_positive_ints(steps=steps, batch_size=batch_size)
     for name, value in (("rare_fraction", rare_fraction), ("reconstruct_fraction", reconstruct_fraction)):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must lie in [0, 1], got {value!r}")

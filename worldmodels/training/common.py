@@ -42,6 +42,7 @@ __all__ = [
     "load_checkpoint",
     "machine_info",
     "make_adamw",
+    "require_positive_ints",
     "run_dir_for",
     "save_checkpoint",
     "seed_everything",
@@ -170,6 +171,14 @@ def cosine_with_warmup(
 
 
 # -- logging ----------------------------------------------------------------------------------------------------------
+
+
+def require_positive_ints(**settings: Any) -> None:
+    """One clear error for the first setting that is not a positive integer (``steps=0`` -> ``steps must be a
+    positive integer, got 0``); bools are refused, numpy integers accepted."""
+    for name, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 class JsonlLogger:

@@ -51,6 +51,7 @@ from worldmodels.training.common import (
     load_checkpoint,
     machine_info,
     make_adamw,
+    require_positive_ints,
     run_dir_for,
     save_checkpoint,
     seed_everything,
@@ -64,10 +65,13 @@ __all__ = [
     "CRAFTER_VQ_CONFIG",
     "TOKENIZER_KIND",
     "evaluate_tokenizer",
+    "frames_to_input",
     "gather_frames",
     "load_tokenizer",
     "restart_dead_codes",
     "save_tokenizer",
+    "score_tokenizer_frames",
+    "summarize_tokenizer_scores",
     "train_tokenizer",
     "vq_forward",
 ]
@@ -224,7 +228,7 @@ def load_frames(
     return datasets, pool, eval_parts, held_out
 
 
-def _frames_to_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+def frames_to_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]`` in [-1, 1], exactly as ``VQTokenizer.tokenize``."""
     x = torch.as_tensor(frames).permute(0, 3, 1, 2).float() / 255.0
     return (x - 0.5) / 0.5
@@ -294,18 +298,21 @@ def _perplexity(counts: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def evaluate_tokenizer(tokenizer: VQTokenizer, frames: np.ndarray, *, batch_size: int = 64) -> dict[str, Any]:
-    """Score the inference path on ``frames uint8[N, H, W, 3]``.
+def score_tokenizer_frames(tokenizer: VQTokenizer, frames: np.ndarray, *, batch_size: int = 64) -> dict[str, Any]:
+    """Per-frame scores of the inference path on ``frames uint8[N, H, W, 3]`` (the tokenizer's mode is kept).
 
-    Returns ``psnr`` (mean over frames of ``10 log10(255^2 / MSE)``, MSE floored at 1e-10), ``mae`` (mean absolute
-    pixel error, 0..255), ``stable_frames`` / ``stable_tokens`` (share of frames / tokens for which
-    ``tokenize(detokenize(tokenize(x))) == tokenize(x)``), ``used_codes`` and ``perplexity`` (of the code histogram).
+    Returns ``float32[N]`` tensors ``psnr`` (``10 log10(255^2 / MSE)``, MSE floored at 1e-10), ``mae`` (mean absolute
+    pixel error, 0..255), ``cells_exact`` (share of the token grid's cells whose every pixel is within 2 levels),
+    ``stable_tokens`` / ``stable_frames`` (share of tokens / whether all tokens satisfy
+    ``tokenize(detokenize(tokenize(x))) == tokenize(x)``); ``ids`` ``int64[N, h*w]`` (the first tokenization) and
+    ``counts`` (the code histogram).
     """
     if len(frames) == 0:
-        raise DataError("evaluate_tokenizer needs at least one frame")
-    was_training = tokenizer.training
-    tokenizer.eval()
-    psnr, mae, stable_frames, stable_tokens = [], [], [], []
+        raise DataError("scoring a tokenizer needs at least one frame")
+    h, w = tokenizer.grid
+    scores: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("psnr", "mae", "cells_exact", "stable_tokens", "stable_frames", "ids")
+    }
     counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
     for start in range(0, len(frames), batch_size):
         x = torch.as_tensor(frames[start : start + batch_size])
@@ -314,22 +321,41 @@ def evaluate_tokenizer(tokenizer: VQTokenizer, frames: np.ndarray, *, batch_size
         again = tokenizer.tokenize(reconstruction)
         error = reconstruction.float() - x.float()
         mse = error.pow(2).mean(dim=(1, 2, 3))
-        psnr.append(10.0 * torch.log10(255.0**2 / mse.clamp_min(1e-10)))
-        mae.append(error.abs().mean(dim=(1, 2, 3)))
-        same = again == ids
-        stable_frames.append(same.flatten(1).all(dim=1).float())
-        stable_tokens.append(same.flatten(1).float().mean(dim=1))
+        scores["psnr"].append(10.0 * torch.log10(255.0**2 / mse.clamp_min(1e-10)))
+        scores["mae"].append(error.abs().mean(dim=(1, 2, 3)))
+        cell_error = error.abs().amax(dim=-1).reshape(len(x), h, x.shape[1] // h, w, x.shape[2] // w).amax(dim=(2, 4))
+        scores["cells_exact"].append((cell_error <= 2).float().flatten(1).mean(dim=1))
+        same = (again == ids).flatten(1)
+        scores["stable_tokens"].append(same.float().mean(dim=1))
+        scores["stable_frames"].append(same.all(dim=1).float())
+        scores["ids"].append(ids.flatten(1))
         counts += torch.bincount(ids.flatten(), minlength=tokenizer.codebook_size)
-    tokenizer.train(was_training)
+    return {**{k: torch.cat(v) for k, v in scores.items()}, "counts": counts}
+
+
+def summarize_tokenizer_scores(scores: dict[str, Any]) -> dict[str, Any]:
+    """The means of :func:`score_tokenizer_frames`' scores: ``psnr``, ``mae``, ``stable_frames``, ``stable_tokens``,
+    with ``frames``, ``used_codes`` and ``perplexity`` (of the code histogram)."""
     return {
-        "frames": int(len(frames)),
-        "psnr": float(torch.cat(psnr).mean()),
-        "mae": float(torch.cat(mae).mean()),
-        "stable_frames": float(torch.cat(stable_frames).mean()),
-        "stable_tokens": float(torch.cat(stable_tokens).mean()),
-        "used_codes": int((counts > 0).sum()),
-        "perplexity": _perplexity(counts),
+        "frames": int(len(scores["psnr"])),
+        **{k: float(scores[k].mean()) for k in ("psnr", "mae", "stable_frames", "stable_tokens")},
+        "used_codes": int((scores["counts"] > 0).sum()),
+        "perplexity": _perplexity(scores["counts"]),
     }
+
+
+def evaluate_tokenizer(tokenizer: VQTokenizer, frames: np.ndarray, *, batch_size: int = 64) -> dict[str, Any]:
+    """Score the inference path on ``frames uint8[N, H, W, 3]`` in eval mode (the tokenizer's mode is restored).
+
+    Returns ``psnr`` (mean over frames of ``10 log10(255^2 / MSE)``, MSE floored at 1e-10), ``mae`` (mean absolute
+    pixel error, 0..255), ``stable_frames`` / ``stable_tokens`` (share of frames / tokens for which
+    ``tokenize(detokenize(tokenize(x))) == tokenize(x)``), ``used_codes`` and ``perplexity`` (of the code histogram).
+    """
+    was_training = tokenizer.training
+    tokenizer.eval()
+    scores = score_tokenizer_frames(tokenizer, frames, batch_size=batch_size)
+    tokenizer.train(was_training)
+    return summarize_tokenizer_scores(scores)
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
@@ -403,9 +429,7 @@ def train_tokenizer(
     watch = Stopwatch()
     vq_config = dict(CRAFTER_VQ_CONFIG if vq_config is None else vq_config)
     frame_size = (int(frame_size[0]), int(frame_size[1]))
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_frames", eval_frames)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    require_positive_ints(steps=steps, batch_size=batch_size, eval_frames=eval_frames)
     if not 0.0 <= restart_until <= 1.0:
         raise ConfigError(f"restart_until must lie in [0, 1], got {restart_until!r}")
     if codebook_update not in ("ema", "gradient"):
@@ -474,7 +498,7 @@ def train_tokenizer(
         for step in range(start_step, stop):
             began = time.perf_counter()
             rng = step_rng(seed, _SAMPLE_STREAM, step)
-            x = _frames_to_input(pool[rng.integers(0, len(pool), batch_size)])
+            x = frames_to_input(pool[rng.integers(0, len(pool), batch_size)])
             reconstruction, vq_loss, codes, latents = vq_forward(vq, x)
             l1 = (reconstruction - x).abs().mean()
             mse = (reconstruction - x).pow(2).mean()

@@ -50,6 +50,7 @@ from worldmodels.training.common import (
     load_checkpoint,
     machine_info,
     make_adamw,
+    require_positive_ints,
     run_dir_for,
     save_checkpoint,
     seed_everything,
@@ -59,10 +60,11 @@ from worldmodels.training.common import (
 from worldmodels.training.tokenizer import (
     CRAFTER_VQ_CONFIG,
     TOKENIZER_KIND,
-    _frames_to_input,
-    evaluate_tokenizer,
+    frames_to_input,
     load_frames,
     save_tokenizer,
+    score_tokenizer_frames,
+    summarize_tokenizer_scores,
 )
 
 __all__ = ["pattern_losses", "train_pattern_tokenizer"]
@@ -109,12 +111,6 @@ def pattern_losses(
         cons = torch.zeros(())
     out.update(loss=loss, rec=rec, ce=ce, commit=commitment, cons=cons)
     return out
-
-
-def _check_positive(name: str, value: Any, *, integer: bool) -> None:
-    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or not np.isfinite(value):
-        raise ConfigError(f"{name} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
 def train_pattern_tokenizer(
@@ -166,9 +162,10 @@ def train_pattern_tokenizer(
     watch = Stopwatch()
     vq_config = dict(CRAFTER_VQ_CONFIG if vq_config is None else vq_config)
     frame_size = (int(frame_size[0]), int(frame_size[1]))
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_frames", eval_frames)):
-        _check_positive(name, value, integer=True)
-    _check_positive("tau", tau, integer=False)
+    require_positive_ints(steps=steps, batch_size=batch_size, eval_frames=eval_frames)
+    if isinstance(tau, bool) or not isinstance(tau, (int, float, np.integer, np.floating)) or not tau > 0 \
+            or not np.isfinite(tau):
+        raise ConfigError(f"tau must be a positive number, got {tau!r}")
     for name, value in (("commit", commit), ("consistency", consistency), ("merge_levels", merge_levels)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
             raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -234,10 +231,11 @@ def train_pattern_tokenizer(
                         run_config=run_config, extra_meta={"evaluations": evaluations})  # fmt: skip
 
     def evaluate() -> dict[str, Any]:
-        result = evaluate_tokenizer(tokenizer, held_out)
-        ids = tokenizer.tokenize(torch.from_numpy(held_out), chunk=64)
-        result["label_agreement"] = float((ids == held_out_labels).float().mean())
+        tokenizer.eval()
+        scores = score_tokenizer_frames(tokenizer, held_out)  # its ids are also what the labels are compared with
         vq.train()
+        result = summarize_tokenizer_scores(scores)
+        result["label_agreement"] = float((scores["ids"] == held_out_labels.reshape(len(held_out), -1)).float().mean())
         return result
 
     # 3. training loop
@@ -249,7 +247,7 @@ def train_pattern_tokenizer(
         for step in range(start_step, stop):
             began = time.perf_counter()
             rows = step_rng(seed, _SAMPLE_STREAM, step).integers(0, len(pool), batch_size)
-            x = _frames_to_input(pool[rows])
+            x = frames_to_input(pool[rows])
             y = torch.from_numpy(labels[rows].astype(np.int64))
             out = pattern_losses(vq, x, y, tau=tau, commit=commit,
                                  consistency=consistency if step >= consistency_step else 0.0)  # fmt: skip

@@ -57,6 +57,7 @@ from worldmodels.training.common import (
     load_checkpoint,
     machine_info,
     make_adamw,
+    require_positive_ints,
     run_dir_for,
     save_checkpoint,
     seed_everything,
@@ -383,9 +384,7 @@ def train_worldmodel(
     """
     watch = Stopwatch()
     config = CRAFTER_AR_CONFIG if config is None else config
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("val_windows", val_windows)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    require_positive_ints(steps=steps, batch_size=batch_size, val_windows=val_windows)
     largest = (config.max_position_embeddings + config.tokens_per_action) // config.tokens_per_pair
     window_frames = largest if window_frames is None else int(window_frames)
     if not 2 <= window_frames <= largest:
