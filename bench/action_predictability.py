@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluation.metrics.stats import cluster_bootstrap_mean  # noqa: E402
 from worldmodels.data.shards import ShardDataset  # noqa: E402
 from worldmodels.errors import DataError  # noqa: E402
 from worldmodels.training.common import split_episodes  # noqa: E402
@@ -79,17 +80,6 @@ def transitions(dataset: ShardDataset, episodes: np.ndarray, max_per_episode: in
     return (np.concatenate(feats), np.concatenate(prev_actions), np.concatenate(actions), np.concatenate(owners))
 
 
-def bootstrap(correct: np.ndarray, owners: np.ndarray, seed: int, n: int = 1000) -> tuple[float, float, float]:
-    """Accuracy and its 95% interval, resampling held-out episodes."""
-    ids, inverse = np.unique(owners, return_inverse=True)
-    hits = np.bincount(inverse, weights=correct.astype(np.float64))
-    counts = np.bincount(inverse)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(ids), size=(n, len(ids)))
-    accs = hits[draws].sum(axis=1) / counts[draws].sum(axis=1)
-    return float(correct.mean()), float(np.quantile(accs, 0.025)), float(np.quantile(accs, 0.975))
-
-
 def policy_stats(dataset: ShardDataset) -> dict:
     from rlir_env.crafter.env import ACHIEVEMENTS
 
@@ -131,12 +121,12 @@ def measure(root: str, *, val_fraction: float, seed: int, max_per_episode: int |
                     "heldout_episodes": int(len(val_ids)), "accuracy [mean, lo95, hi95]": {}}  # fmt: skip
     acc = result["accuracy [mean, lo95, hi95]"]
     majority = np.bincount(ytr, minlength=N_ACTIONS).argmax()
-    acc["majority"] = bootstrap(yva == majority, owners, seed)
+    acc["majority"] = cluster_bootstrap_mean(yva == majority, owners, seed=seed)
     acc["uniform chance"] = [1 / N_ACTIONS] * 3
-    acc["repeat a_{t-1}"] = bootstrap(yva == pva, owners, seed)
+    acc["repeat a_{t-1}"] = cluster_bootstrap_mean(yva == pva, owners, seed=seed)
     table = np.zeros((N_ACTIONS, N_ACTIONS))
     np.add.at(table, (ptr, ytr), 1)
-    acc["table a_{t-1}"] = bootstrap(table.argmax(axis=1)[pva] == yva, owners, seed)
+    acc["table a_{t-1}"] = cluster_bootstrap_mean(table.argmax(axis=1)[pva] == yva, owners, seed=seed)
     onehot = np.eye(N_ACTIONS, dtype=np.float32)
     for name, (a, b) in {
         "logreg frames": (xtr, xva),
@@ -144,7 +134,7 @@ def measure(root: str, *, val_fraction: float, seed: int, max_per_episode: int |
     }.items():
         scaler = StandardScaler().fit(a)
         model = LogisticRegression(max_iter=500, C=1.0).fit(scaler.transform(a), ytr)
-        acc[name] = bootstrap(model.predict(scaler.transform(b)) == yva, owners, seed)
+        acc[name] = cluster_bootstrap_mean(model.predict(scaler.transform(b)) == yva, owners, seed=seed)
     result["policy"] = policy_stats(dataset)
     result["policy_config"] = {k: dataset.config.get(k) for k in ("policy", "policy_kwargs", "seed", "n_frames")}
     return result

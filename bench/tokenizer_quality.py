@@ -35,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from evaluation.metrics.stats import cluster_bootstrap_mean  # noqa: E402
 from worldmodels.data.shards import ShardDataset  # noqa: E402
 from worldmodels.errors import CheckpointError, DataError  # noqa: E402
 from worldmodels.mineworld.vq import VQTokenizer  # noqa: E402
@@ -95,15 +96,6 @@ def pick_frames(data: str, n_frames: int, seed: int, heldout_of_training: bool, 
     return np.concatenate(frames), np.concatenate(groups), np.concatenate(owners), episodes
 
 
-def bootstrap_mean(values: np.ndarray, owners: np.ndarray, seed: int, n: int = 1000) -> list[float]:
-    """Mean and 95% interval, resampling episodes."""
-    ids, inverse = np.unique(owners, return_inverse=True)
-    sums, counts = np.bincount(inverse, weights=values), np.bincount(inverse)
-    draws = np.random.default_rng(seed).integers(0, len(ids), size=(n, len(ids)))
-    means = sums[draws].sum(axis=1) / np.maximum(counts[draws].sum(axis=1), 1)
-    return [float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
-
-
 def score(tokenizer: VQTokenizer, frames: np.ndarray) -> dict[str, Any]:
     """Per-frame scores (``float64`` arrays, ``stable_frame`` per frame), ``ids`` and the codes' use."""
     scores = score_tokenizer_frames(tokenizer, frames)
@@ -145,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         others = np.unique(scores["ids"][~mask]) if name != "all" else np.array([], dtype=codes.dtype)
         result["groups"][name] = {"frames": int(mask.sum()), "used_codes": int(len(codes)),
                                   "codes_only_here": int(len(np.setdiff1d(codes, others))), **{
-            k: bootstrap_mean(scores[k][mask], owners[mask], args.seed) for k in
+            k: list(cluster_bootstrap_mean(scores[k][mask], owners[mask], seed=args.seed)) for k in
             ("psnr", "mae", "cells_exact", "stable_tokens", "stable_frame")}}  # fmt: skip
     result["seconds"] = round(time.perf_counter() - began, 1)
     text = json.dumps(result, indent=1)

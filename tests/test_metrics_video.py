@@ -12,7 +12,7 @@ import torch
 
 from evaluation.metrics import psnr, ssim, summarize_per_frame
 from evaluation.metrics.video import gaussian_kernel_1d
-from worldmodels.errors import FrameError
+from worldmodels.errors import DataError, FrameError
 
 
 def official_load(videos: np.ndarray) -> torch.Tensor:
@@ -123,3 +123,16 @@ def test_frame_errors(videos):
         ssim(a[:, :, :10], b[:, :, :10])
     with pytest.raises(FrameError, match="numpy array or torch tensor"):
         psnr(a.tolist(), b)
+
+
+def test_cluster_bootstrap_resamples_whole_clusters():
+    from evaluation.metrics.stats import cluster_bootstrap_mean
+
+    values = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    # one cluster of ones, one of zeros: a resample holds 0, 1 or 2 copies of each, so its mean is 0, 1/2 or 1
+    mean, low, high = cluster_bootstrap_mean(values, np.array([7, 7, 7, 9, 9, 9]), n_resamples=400, seed=3)
+    assert (mean, low, high) == (0.5, 0.0, 1.0)
+    # values without spread leave an interval without width
+    assert cluster_bootstrap_mean(np.full(6, 0.25), np.arange(6)) == (0.25, 0.25, 0.25)
+    with pytest.raises(DataError, match="one cluster id each"):
+        cluster_bootstrap_mean(values, np.zeros(5))

@@ -94,6 +94,22 @@ def bootstrap_mean_ci(
     return bootstrap_ci(len(v), mean, n_resamples=n_resamples, confidence=confidence, seed=seed, vectorized=True)
 
 
+def cluster_bootstrap_mean(
+    values: ArrayLike, clusters: ArrayLike, *, n_resamples: int = 1000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of per-item ``values`` and its 95% interval, resampling whole ``clusters`` (e.g. the episodes frames come
+    from, whose frames are not independent): each resample's mean is its drawn clusters' value sum over their item
+    count."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or np.shape(clusters) != v.shape or len(v) == 0:
+        raise DataError(f"need 1-D values with one cluster id each, got shapes {v.shape} and {np.shape(clusters)}")
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    sums, counts = np.bincount(inverse, weights=v), np.bincount(inverse)
+    draws = np.random.default_rng(seed).integers(0, len(ids), size=(n_resamples, len(ids)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    return float(v.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
 def resampled_task_means(
     confusions: ArrayLike, indices: np.ndarray, taxonomy: Taxonomy = MINECRAFT_TAXONOMY, metric: str = "f1_macro"
 ) -> np.ndarray:
