@@ -44,11 +44,13 @@ def test_frame_features_find_a_one_cell_shift():
 
 
 def test_bootstrap_brackets_the_mean_and_resamples_episodes():
+    # the benches' interval (both score through evaluation.metrics.stats.cluster_bootstrap_mean)
+    assert predictability.cluster_bootstrap_mean is quality.cluster_bootstrap_mean
     correct = np.array([1, 1, 1, 0, 0, 0, 1, 0], dtype=float)
     owners = np.array([0, 0, 0, 1, 1, 1, 2, 2])
-    mean, lo, hi = predictability.bootstrap(correct, owners, seed=0)
+    mean, lo, hi = predictability.cluster_bootstrap_mean(correct, owners, seed=0)
     assert mean == 0.5 and 0.0 <= lo <= mean <= hi <= 1.0 and hi - lo > 0.2
-    assert quality.bootstrap_mean(np.full(6, 3.0), np.arange(6), seed=0) == [3.0, 3.0, 3.0]
+    assert quality.cluster_bootstrap_mean(np.full(6, 3.0), np.arange(6), seed=0) == (3.0, 3.0, 3.0)
 
 
 def _recording(root: Path, *, daylight: bool = True) -> None:
