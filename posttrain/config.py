@@ -30,6 +30,15 @@ from worldmodels.training.report import REPORT_TO
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DECODINGS = ("naive", "speculative", "diagonal")
 REWARDS = ("idm", "pixel")
+REWARD_FORMS: dict[str, str] = {
+    "agreement": "the fraction of the taxonomy's tasks whose IDM class is the commanded one (the default; a Crafter "
+                 "frame scores 0.6, 0.8 or 1.0 because its 'none' columns match almost always)",
+    "exact": "1 if the IDM reads every task as commanded, else 0 (the paper's 1[a_hat = a])",
+    "soft": "the IDM's probability of the commanded action (the Crafter IDMs, whose log_probs score every action)",
+    "task-weighted": "each task's match weighted by 1 / the frequency of its commanded class among the training "
+                     "prompts, so a frame's reward is about its action's task rather than its many 'none' columns",
+}
+"""The per-frame forms of RLIR's inverse reward (``reward.form``); an ensemble averages its members' values."""
 
 
 @dataclass
@@ -108,10 +117,14 @@ class OptimConfig:
 class RewardConfig:
     kind: str = "idm"
     """``idm`` (RLIR's inverse reward) or ``pixel`` (RLVR-World's -(L1 + perceptual) against ground truth)."""
-    idm: str | None = None
-    """IDM name or file; default: ``vpt-4x-idm`` for Minecraft, ``crafter-idm-reward`` for Crafter."""
+    idm: list[str] = field(default_factory=list)
+    """IDM names or files (several: an ensemble whose members' rewards are averaged, e.g. ``--idm a,b,c``); default:
+    ``vpt-4x-idm`` for Minecraft, ``crafter-idm-reward`` for Crafter."""
     include_camera: bool = True
-    exact: bool = False
+    form: str = "agreement"
+    """The per-frame form of the IDM reward, one of :data:`REWARD_FORMS`: ``agreement`` (fraction of
+    tasks matched), ``exact`` (all tasks, the paper's 1[a_hat = a]), ``soft`` (the IDM's probability of the commanded
+    action; Crafter), ``task-weighted`` (matches weighted by the rarity of the commanded class)."""
     lpips_backbone: str | None = None
     lpips_linear: str | None = None
     l1_weight: float = 1.0
@@ -127,7 +140,11 @@ class LoggingConfig:
     """Write sample videos (``videos/iter_*.mp4``) every this many iterations and at the last one (0: never)."""
     videos: int = 2
     eval_every: int = 0
-    """Score ``data.eval_suite`` every this many iterations (0: never)."""
+    """Probe ``data.eval_suite`` every this many iterations and before the first (0: never): the training reward, the
+    ``probe_idm`` rewards and PSNR with standard errors, on fixed items and seeds (:mod:`posttrain.probe`)."""
+    probe_idm: list[str] = field(default_factory=list)
+    """IDMs that read the probe's videos in the training reward's form but are never optimised (e.g. the held-out
+    IDM: does a gain in the reward IDM's eyes hold in another's?)."""
     samples: bool = False
     """Also write every rollout's reward and advantage to ``samples.jsonl`` (one line per iteration)."""
     progress: bool = True
@@ -225,6 +242,7 @@ def shared_section_problems(config: Any) -> list[str]:
         (d.eval_items >= 1, f"data.eval_items must be >= 1, got {d.eval_items}"),
         (d.n_frames is None or d.n_frames >= 1, f"data.n_frames must be >= 1, got {d.n_frames}"),
         (w.kind in REWARDS, f"reward.kind must be one of {REWARDS}, got {w.kind!r}"),
+        (w.form in REWARD_FORMS, f"reward.form must be one of {list(REWARD_FORMS)}, got {w.form!r}"),
         ((w.lpips_backbone is None) == (w.lpips_linear is None),
          "reward.lpips_backbone and reward.lpips_linear go together"),
         (w.l1_weight >= 0 and w.perceptual_weight >= 0, "reward.l1_weight and reward.perceptual_weight must be >= 0"),

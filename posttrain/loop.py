@@ -12,7 +12,8 @@
    when ``beta > 0``;
 5. **update**: per optimizer step, the clipped loss of each micro-batch (``paradigm.loss``), gradients summed over
    ranks, clipped, AdamW step, cosine schedule;
-6. **log** (jsonl + TensorBoard), sample videos, evaluation, atomic **checkpoint**.
+6. **log** (jsonl + TensorBoard), sample videos, the fixed-seed probe (:mod:`posttrain.probe`: rewards, probe IDMs
+   and PSNR with their standard errors), atomic **checkpoint**.
 
 What depends on how a model generates a frame is the paradigm's (:class:`~posttrain.paradigm.Paradigm`:
 :class:`~posttrain.grpo.paradigm.GRPO`, :class:`~posttrain.flow.paradigm.FlowGRPO`). Everything random is drawn
@@ -41,6 +42,7 @@ from posttrain.grpo.core import LossStats
 from posttrain.grpo.paradigm import GRPO
 from posttrain.metrics import RunLogger, loss_metrics, peak_memory_mib, reward_metrics, speed_metrics
 from posttrain.paradigm import Paradigm
+from posttrain.probe import score_probe
 from posttrain.rewards import compute_rewards, reward_name
 from posttrain.run import OUTPUT_NAME, load_data, open_run
 from posttrain.update import make_train_state, optimizer_step, plan_update, skip_step
@@ -76,7 +78,8 @@ def train(
         suite: the training suite; default: load ``config.data.suite``.
         reward_fn: a per-frame reward ``(frames, actions[, items=]) -> float[B, F]``; default: built from
             ``config.reward``.
-        eval_suite: held-out suite scored every ``logging.eval_every`` iterations; default: ``config.data.eval_suite``.
+        eval_suite: suite probed every ``logging.eval_every`` iterations (:mod:`posttrain.probe`); default:
+            ``config.data.eval_suite``.
 
     Returns:
         The run summary (also written to ``<out>/summary.json``).
@@ -98,7 +101,8 @@ def train(
     with Progress(config.iterations, paradigm.title, enabled=config.logging.progress and dist.main,
                   completed=start) as progress:  # fmt: skip
         if evaluating and start == 0:
-            logger.log(-1, paradigm.evaluate(data.eval_suite, data.reward_fn))
+            logger.log(-1, score_probe(*paradigm.probe_videos(data.eval_suite), data.eval_suite, data.reward_fn,
+                                       data.probe_rewards))  # fmt: skip
         for iteration in range(start, config.iterations):
             watch = Stopwatch()
             lr = state.optimizer.param_groups[0]["lr"]
@@ -158,7 +162,8 @@ def train(
                 logger.write_videos(iteration, videos, per_frame, batch, data.reward_fn, paradigm.policy.spec.fps)
             done = iteration + 1
             if evaluating and (done % config.logging.eval_every == 0 or done == config.iterations):
-                record.update(paradigm.evaluate(data.eval_suite, data.reward_fn))
+                record.update(score_probe(*paradigm.probe_videos(data.eval_suite), data.eval_suite, data.reward_fn,
+                                          data.probe_rewards))  # fmt: skip
             logger.log(iteration, record)
             last = record
             checkpoint_if_due(run, state, data.sampler, done, off_policy=paradigm.off_policy)

@@ -97,8 +97,9 @@ class Paradigm(Protocol):
         """The iteration's work: the rollout, and the replay of ``trained`` kept samples."""
         ...
 
-    def evaluate(self, suite: Any, reward_fn: Any) -> dict[str, Any]:
-        """``eval_reward_mean`` and ``eval_reward_per_frame`` of one rollout per item, with fixed seeds."""
+    def probe_videos(self, suite: Any) -> tuple[np.ndarray, Prompts]:
+        """One rollout per item of ``suite`` (its first ``data.eval_items``) with fixed seeds: the videos
+        ``uint8[N, F + 1, H, W, 3]`` (context frame first) and their prompts, for :func:`posttrain.probe.score_probe`."""
         ...
 
     def save(self, path: Path) -> None:

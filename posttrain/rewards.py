@@ -23,7 +23,16 @@ import numpy as np
 
 from evaluation.idm.registry import load_idm
 from evaluation.metrics.taxonomy import Taxonomy
-from evaluation.scoring import commanded_labels, frame_agreement, score_frames, taxonomy_for
+from evaluation.scoring import (
+    commanded_labels,
+    frame_agreement,
+    idm_input,
+    label_actions,
+    score_frames,
+    target_actions,
+    taxonomy_for,
+)
+from posttrain.config import REWARD_FORMS
 from worldmodels.errors import ConfigError, DataError, NumericalError
 
 
@@ -75,41 +84,83 @@ def compute_rewards(
     return rewards
 
 
+def task_class_weights(commanded: np.ndarray, taxonomy: Taxonomy) -> np.ndarray:
+    """``float64[n_tasks, n_classes]`` weights of the ``task-weighted`` form: ``1 / frequency`` of each task's class
+    among ``commanded`` labels ``int[..., n_tasks]`` (the training prompts' actions); a class never commanded gets the
+    weight of one occurrence, so a reading of it still counts."""
+    labels = taxonomy.check_labels(commanded, "commanded labels").reshape(-1, len(taxonomy.tasks))
+    if len(labels) == 0:
+        raise DataError("task weights need at least one commanded frame")
+    counts = np.stack([np.bincount(labels[:, t], minlength=taxonomy.max_classes) for t in range(labels.shape[1])])
+    return len(labels) / np.maximum(counts, 1).astype(np.float64)
+
+
 class IDMReward:
-    """RLIR's inverse reward: per generated frame, the agreement between the commanded action and the action an
-    inverse dynamics model reads back from the video (:func:`evaluation.scoring.frame_agreement`: the fraction of
-    the taxonomy's tasks whose classes match, or all-or-nothing with ``exact=True``).
+    """RLIR's inverse reward: per generated frame, how well the action one or more inverse dynamics models read back
+    from the video agrees with the commanded action (:data:`REWARD_FORMS`; the ``agreement`` form is
+    :func:`evaluation.scoring.frame_agreement`, the benchmark's own per-frame score).
 
     The frames go through the benchmark's scoring path (:func:`evaluation.scoring.score_frames`), so a video's reward
-    comes from the very labels the evaluator would record for it. The IDM sees
+    comes from the very labels the evaluator would record for it. Each IDM sees
     ``frames[:, 1 - idm.context_frames:]``: the generated frames alone for the VPT IDM (``context_frames = 0``,
     MineWorld's protocol), the real context frame plus the generated ones for transition-aligned IDMs
     (``context_frames = 1``, the Crafter IDMs). The commanded labels come from the suite's recorded env actions when
     the suite keeps them (Minecraft, as :func:`evaluation.scoring.target_actions`), otherwise from the compact
-    actions the model was conditioned on.
+    actions the model was conditioned on. An ensemble's reward is the mean of its members' rewards: a frame pays only
+    as far as independently trained IDMs agree, not for one IDM's quirks.
 
     Args:
-        idm: an :class:`~evaluation.idm.base.InverseDynamicsModel`.
+        idms: an :class:`~evaluation.idm.base.InverseDynamicsModel`, or a non-empty sequence of them (one domain).
         taxonomy: the domain's tasks (``evaluation.scoring.taxonomy_for(suite)``).
         include_camera: also score camera tasks (Minecraft: the paper's 9 classes).
-        exact: 1 only if every scored task matches.
+        form: one of :data:`REWARD_FORMS`.
+        class_weights: the ``task-weighted`` form's :func:`task_class_weights` (required by it, refused otherwise).
+
+    Raises:
+        ConfigError: an empty ensemble, IDMs of different domains, an IDM needing more than one real frame, an unknown
+            form, ``soft`` with an IDM that does not score every compact action (not a Crafter IDM), or
+            ``task-weighted`` without class weights.
     """
 
-    def __init__(self, idm: Any, taxonomy: Taxonomy, *, include_camera: bool = True, exact: bool = False):
-        if idm.context_frames not in (0, 1):
-            raise ConfigError(
-                f"IDM {idm.name!r} wants {idm.context_frames} real frames before the generated ones; a rollout has "
-                "one context frame, so only IDMs with context_frames 0 or 1 can score it"
-            )
-        self.idm = idm
+    def __init__(self, idms: Any, taxonomy: Taxonomy, *, include_camera: bool = True, form: str = "agreement",
+                 class_weights: np.ndarray | None = None):  # fmt: skip
+        idms = list(idms) if isinstance(idms, (list, tuple)) else [idms]
+        if not idms:
+            raise ConfigError("the reward's IDM ensemble is empty: pass at least one IDM (reward.idm)")
+        if form not in REWARD_FORMS:
+            raise ConfigError(f"unknown reward form {form!r}; choose one of {sorted(REWARD_FORMS)}")
+        domains = sorted({idm.domain for idm in idms})
+        if len(domains) > 1:
+            raise ConfigError(f"the reward's IDMs read different action domains {domains}; an ensemble needs one")
+        for idm in idms:
+            if idm.context_frames not in (0, 1):
+                raise ConfigError(
+                    f"IDM {idm.name!r} wants {idm.context_frames} real frames before the generated ones; a rollout "
+                    "has one context frame, so only IDMs with context_frames 0 or 1 can score it"
+                )
+            if form == "soft" and (idm.domain != "crafter" or not callable(getattr(idm, "log_probs", None))):
+                raise ConfigError(f"reward form 'soft' needs IDMs that give one probability per compact action (the "
+                                  f"Crafter IDMs' log_probs); {idm.name!r} does not: use form 'exact' or "
+                                  "'agreement'")  # fmt: skip
+        if (form == "task-weighted") != (class_weights is not None):
+            raise ConfigError("reward form 'task-weighted' needs class_weights (posttrain.rewards.task_class_weights "
+                              "of the training prompts), and the other forms take none")  # fmt: skip
+        self.idms = idms
         self.taxonomy = taxonomy
         self.include_camera = include_camera
-        self.exact = exact
-        self.name = f"idm:{idm.name}"
+        self.form = form
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+        names = "+".join(idm.name for idm in idms)
+        self.name = f"idm:{names}" if form == "agreement" else f"idm:{names}:{form}"
         self.last_labels: tuple[np.ndarray, np.ndarray] | None = None
-        """``(commanded, recovered)`` labels ``int64[B, F, n_tasks]`` of the last call (for sample logs)."""
+        """``(commanded, recovered)`` labels ``int64[B, F, n_tasks]`` of the last call, by the first IDM."""
         self.last_actions: tuple[np.ndarray, Any] | None = None
-        """``(commanded compact actions, the IDM's predictions)`` of the last call."""
+        """``(commanded compact actions, the first IDM's predictions)`` of the last call."""
+
+    @property
+    def idm(self) -> Any:
+        """The first (for one IDM: the) IDM of the ensemble."""
+        return self.idms[0]
 
     def commanded_labels(self, actions: np.ndarray, items: Sequence[Any] | None) -> np.ndarray:
         """``int64[B, F, n_tasks]`` labels of the commanded actions (:func:`evaluation.scoring.commanded_labels`)."""
@@ -118,15 +169,31 @@ class IDMReward:
     def __call__(self, frames: np.ndarray, actions: np.ndarray, items: Sequence[Any] | None = None) -> np.ndarray:
         actions = np.asarray(actions)
         commanded = self.commanded_labels(actions, items)
-        scores = score_frames(self.idm, self.taxonomy, frames[:, :1], frames[:, 1:], commanded)
-        self.last_labels = (scores.commanded, scores.recovered)
-        self.last_actions = (actions, scores.predicted)
-        return frame_agreement(
-            scores.commanded, scores.recovered, self.taxonomy, include_camera=self.include_camera, exact=self.exact
-        )
+        rewards = []
+        for idm in self.idms:
+            scores = score_frames(idm, self.taxonomy, frames[:, :1], frames[:, 1:], commanded)
+            if idm is self.idm:
+                self.last_labels = (scores.commanded, scores.recovered)
+                self.last_actions = (actions, scores.predicted)
+            rewards.append(self._form(idm, frames, actions, scores.commanded, scores.recovered))
+        return np.mean(rewards, axis=0)
+
+    def _form(self, idm: Any, frames: np.ndarray, actions: np.ndarray, commanded: np.ndarray,
+              recovered: np.ndarray) -> np.ndarray:  # fmt: skip
+        if self.form in ("agreement", "exact"):
+            return frame_agreement(commanded, recovered, self.taxonomy, include_camera=self.include_camera,
+                                   exact=self.form == "exact")  # fmt: skip
+        if self.form == "soft":
+            log_probs = idm.log_probs(idm_input(idm, frames[:, :1], frames[:, 1:])).cpu().numpy().astype(np.float64)
+            taken = label_actions(actions, idm.domain).astype(np.int64)
+            return np.exp(np.take_along_axis(log_probs, taken[..., None], axis=-1)[..., 0])
+        columns = self.taxonomy.scored_indices(self.include_camera)
+        weights = self.class_weights[columns, commanded[..., columns]]
+        match = commanded[..., columns] == recovered[..., columns]
+        return (weights * match).sum(axis=-1) / weights.sum(axis=-1)
 
     def describe(self, sample: int) -> list[dict[str, Any]]:
-        """Per frame of ``sample`` in the last call: commanded and recovered labels by task name."""
+        """Per frame of ``sample`` in the last call: commanded and recovered labels (first IDM) by task name."""
         if self.last_labels is None:
             return []
         commanded, recovered = self.last_labels
@@ -214,7 +281,8 @@ def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
     """The reward a :class:`~posttrain.config.RewardConfig` describes, for ``suite``'s domain.
 
     Raises:
-        ConfigError: a pixel reward for a suite without ground truth, or an IDM of another domain.
+        ConfigError: a pixel reward for a suite without ground truth, an IDM of another domain, or an impossible
+            form (:class:`IDMReward`).
     """
     if config.kind == "pixel":
         if not suite.has_ground_truth:
@@ -227,10 +295,18 @@ def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
         )  # fmt: skip
     if config.kind != "idm":
         raise ConfigError(f"unknown reward kind {config.kind!r}; use idm or pixel")
-    name = config.idm or DEFAULT_IDMS.get(suite.domain)
-    if name is None:
+    names = list(config.idm) or [DEFAULT_IDMS.get(suite.domain)]
+    if names == [None]:
         raise ConfigError(f"no default IDM for domain {suite.domain!r}; pass reward.idm (--idm)")
-    idm = load_idm(name, device=device)
-    if idm.domain != suite.domain:
-        raise ConfigError(f"IDM {idm.name!r} reads {idm.domain!r} actions, suite {suite.name!r} is {suite.domain!r}")
-    return IDMReward(idm, taxonomy_for(suite), include_camera=config.include_camera, exact=config.exact)
+    idms = [load_idm(name, device=device) for name in names]
+    for idm in idms:
+        if idm.domain != suite.domain:
+            raise ConfigError(f"IDM {idm.name!r} reads {idm.domain!r} actions, suite {suite.name!r} is "
+                              f"{suite.domain!r}")  # fmt: skip
+    taxonomy = taxonomy_for(suite)
+    class_weights = None
+    if config.form == "task-weighted":
+        prompts = [taxonomy.labels(target_actions(suite[i], suite.domain)) for i in range(len(suite))]
+        class_weights = task_class_weights(np.concatenate(prompts), taxonomy)
+    return IDMReward(idms, taxonomy, include_camera=config.include_camera, form=config.form,
+                     class_weights=class_weights)  # fmt: skip

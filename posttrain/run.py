@@ -3,6 +3,7 @@ the run directory, load the model, the suites, the reward and the prompt sampler
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class RunData:
     """Frames generated per rollout."""
     reward_fn: Any
     """Per-frame reward ``(frames, actions[, items=]) -> float[B, F]``."""
+    probe_rewards: list[Any]
+    """The reward read by each IDM of ``logging.probe_idm``, scored on the probe but never optimised."""
     sampler: PromptSampler
     """This rank's prompts of every iteration."""
 
@@ -86,6 +89,12 @@ def load_data(run: Run, policy: nn.Module, *, suite=None, eval_suite=None, rewar
         raise ConfigError(f"data.n_frames={n_frames} exceeds the {suite.n_frames} actions of suite {suite.name!r}")
     if reward_fn is None:
         reward_fn = build_reward(config.reward, suite, device=str(policy.device))
+    probe_rewards = []
+    if config.logging.probe_idm and eval_suite is not None:
+        # the training reward's form (and class weights, from the training prompts), read by each watching IDM
+        kind = config.reward if config.reward.kind == "idm" else dataclasses.replace(config.reward, kind="idm")
+        probe_rewards = [build_reward(dataclasses.replace(kind, idm=[name]), suite, device=str(policy.device))
+                         for name in config.logging.probe_idm]  # fmt: skip
     sampler = PromptSampler(len(suite), config.rollout.prompts_per_iter, config.seed, world_size=run.dist.world,
                             rank=run.dist.rank, shuffle=config.data.shuffle)  # fmt: skip
-    return RunData(suite, eval_suite, n_frames, reward_fn, sampler)
+    return RunData(suite, eval_suite, n_frames, reward_fn, probe_rewards, sampler)

@@ -120,6 +120,7 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     assert before["step"] == -1 and [r["step"] for r in iterations] == [0, 1, 2]
     # fixed evaluation seeds before and after 3 updates: the policy learned to emit even tokens
     assert iterations[-1]["eval_reward_mean"] > before["eval_reward_mean"] + 0.08
+    assert before["eval_reward_sem"] > 0 and 0 < before["eval_psnr_mean"] <= 100  # the probe's error bar and PSNR
     for record in iterations:
         assert record["ratio_first_microstep_min"] == 1.0 and record["ratio_first_microstep_max"] == 1.0
         assert record["logp_sampler_replay_max_abs_diff"] < 1e-4

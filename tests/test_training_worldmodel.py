@@ -11,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from rlir_env.crafter.record import record
 from worldmodels.data.shards import ShardDataset
-from worldmodels.errors import ConfigError
+from worldmodels.errors import ConfigError, DataError
 from worldmodels.mineworld import MineWorld, MineWorldConfig
 from worldmodels.mineworld.vq import VQTokenizer
 from worldmodels.training.tokenizer import save_tokenizer
 from worldmodels.training.worldmodel import (
     build_sequences,
+    draw_learning_curves,
     evaluate_windows,
     image_token_loss,
     token_cache_path,
@@ -118,6 +120,10 @@ def test_training_learns_and_the_output_loads_and_generates(data, tokenizer_file
     log = [json.loads(line) for line in (tmp_path / "wm.run" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r and "val" not in r]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5
+    curves = np.asarray(Image.open(summary["curves"]).convert("RGB"))
+    assert curves.shape == (840, 720, 3)  # two panels: loss, then token accuracy against the copy baseline
+    blue = (curves[..., 2] > 200) & (curves[..., 0] < 120)
+    assert blue[:420].sum() > 50 and blue[420:].sum() == 0  # the training loss is drawn in the loss panel only
 
     model = MineWorld.from_checkpoint(out)
     assert model.config == CONFIG
@@ -213,3 +219,10 @@ def test_cli_trains_a_world_model(data, tokenizer_file, tmp_path):
         bad = parser.parse_args(["train", "worldmodel", "--data", str(data), "--tokenizer", str(tokenizer_file),
                                  "--out", str(out), "--size", "huge"])  # fmt: skip
         bad.func(bad)
+
+
+def test_learning_curves_need_a_validation(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    with pytest.raises(DataError, match="no validation record"):
+        draw_learning_curves(log, tmp_path / "curves.png")

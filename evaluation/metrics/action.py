@@ -403,9 +403,7 @@ def rlir_frame_reward(
     pred = taxonomy.check_labels(pred_labels, "pred labels")
     if gt.shape != pred.shape:
         raise DataError(f"gt labels {gt.shape} and pred labels {pred.shape} must have the same shape")
-    columns = taxonomy.discrete_indices
-    if include_camera:
-        columns = np.sort(np.concatenate([columns, taxonomy.camera_indices]))
+    columns = taxonomy.scored_indices(include_camera)
     if columns.size == 0:
         raise DataError(f"taxonomy {taxonomy.name!r} has no tasks to score with include_camera={include_camera}")
     match = gt[..., columns] == pred[..., columns]

@@ -109,6 +109,13 @@ class Taxonomy:
         """Column indices of the ``"camera"`` tasks."""
         return np.array([i for i, t in enumerate(self.tasks) if t.kind == "camera"], dtype=np.int64)
 
+    def scored_indices(self, include_camera: bool = True) -> np.ndarray:
+        """Column indices of the tasks RLIR's per-frame reward scores: the discrete ones, and the camera ones unless
+        ``include_camera`` is False."""
+        if not include_camera:
+            return self.discrete_indices
+        return np.sort(np.concatenate([self.discrete_indices, self.camera_indices]))
+
     def labels(self, actions: Any) -> np.ndarray:
         """Actions -> ``int64[..., n_tasks]`` class labels (leading shape = the actions' batch shape)."""
         labels = np.asarray(self.label_fn(actions))

@@ -32,7 +32,6 @@ from posttrain.flow.rollout import FlowRolloutBatch, FlowSampling, decode_videos
 from posttrain.flow.sde import gaussian_mean_kl
 from posttrain.grpo.core import LossStats, grpo_loss
 from posttrain.paradigm import OldLogprobs, Throughput
-from posttrain.rewards import compute_rewards
 from worldmodels.errors import ConfigError
 from worldmodels.nfd import NFD, NFDSampling, save_nfd
 
@@ -110,8 +109,8 @@ class FlowGRPO:
         return Throughput(rollout_tokens=frames * hw * self.sampling.steps,
                           replay_tokens=2 * trained * self.loss_units(batch) * hw, rollout_frames=frames)  # fmt: skip
 
-    def evaluate(self, suite: Any, reward_fn: Any) -> dict[str, Any]:
-        return evaluate_flow_reward(self.policy, suite, reward_fn, self.config)
+    def probe_videos(self, suite: Any) -> tuple[np.ndarray, Prompts]:
+        return probe_flow_videos(self.policy, suite, self.config)
 
     def save(self, path: Path) -> None:
         save_nfd(self.policy, path)
@@ -127,9 +126,10 @@ class FlowGRPO:
 
 
 @torch.no_grad()
-def evaluate_flow_reward(policy: NFD, suite: Any, reward_fn: Any, config: FlowPostTrainConfig) -> dict[str, Any]:
-    """Mean reward of one ODE rollout (``rollout.eval_sampler`` with ``rollout.eval_steps``) per item of ``suite``
-    (its first ``data.eval_items``), with seeds that do not change during training."""
+def probe_flow_videos(policy: NFD, suite: Any, config: FlowPostTrainConfig) -> tuple[np.ndarray, Prompts]:
+    """One ODE rollout (``rollout.eval_sampler`` with ``rollout.eval_steps``) per item of ``suite`` (its first
+    ``data.eval_items``), with seeds that do not change during training; the videos (context frame first) and
+    prompts."""
     n = min(config.data.eval_items, len(suite))
     n_frames = min(config.data.n_frames or suite.n_frames, suite.n_frames)
     prompts = prompts_from_suite(suite, range(n), n_frames)
@@ -144,5 +144,4 @@ def evaluate_flow_reward(policy: NFD, suite: Any, reward_fn: Any, config: FlowPo
         state = policy.start(context, prompts.context_actions[begin : rows.stop], generators, sampling=sampling)
         frames = [policy.step(state, prompts.actions[begin : rows.stop, k]).cpu().numpy() for k in range(n_frames)]
         videos.append(np.concatenate([prompts.context_frames[begin : rows.stop, -1:], np.stack(frames, 1)], 1))
-    rewards = compute_rewards(reward_fn, np.concatenate(videos), prompts.actions, [suite[i] for i in range(n)])
-    return {"eval_reward_mean": float(rewards.mean()), "eval_reward_per_frame": rewards.mean(axis=0).tolist()}
+    return np.concatenate(videos), prompts

@@ -30,7 +30,6 @@ from posttrain.grpo.replay import replay_logprobs, replay_mode
 from posttrain.grpo.rollout import RolloutBatch, decode_videos, rollout
 from posttrain.lora import add_lora, lora_disabled, merged_copy
 from posttrain.paradigm import OldLogprobs, Throughput
-from posttrain.rewards import compute_rewards
 from worldmodels.errors import ConfigError
 from worldmodels.mineworld import MineWorld, save_safetensors
 from worldmodels.mineworld.sampling import SamplingConfig
@@ -140,8 +139,8 @@ class GRPO:
         tokens = self.loss_units(batch)  # per sample: every generated token
         return Throughput(rollout_tokens=batch.n_samples * tokens, replay_tokens=2 * trained * tokens)
 
-    def evaluate(self, suite: Any, reward_fn: Any) -> dict[str, Any]:
-        return evaluate_reward(self.policy, suite, reward_fn, self.config)
+    def probe_videos(self, suite: Any) -> tuple[np.ndarray, Prompts]:
+        return probe_videos(self.policy, suite, self.config)
 
     def save(self, path: Path) -> None:
         save_safetensors(merged_copy(self.policy), path)
@@ -150,14 +149,12 @@ class GRPO:
         return {"reference": self.reference_kind}
 
 
-def evaluate_reward(policy: MineWorld, suite: Any, reward_fn: Any, config: PostTrainConfig) -> dict[str, Any]:
-    """Mean reward of one rollout per item of ``suite`` (its first ``data.eval_items``), with seeds that do not
-    change during training, so evaluations at different iterations compare like with like."""
+def probe_videos(policy: MineWorld, suite: Any, config: PostTrainConfig) -> tuple[np.ndarray, Prompts]:
+    """One rollout per item of ``suite`` (its first ``data.eval_items``) with seeds that do not change during training,
+    so probes at different iterations compare like with like; returns the videos (context frame first) and prompts."""
     n = min(config.data.eval_items, len(suite))
     n_frames = min(config.data.n_frames or suite.n_frames, suite.n_frames)
     prompts = prompts_from_suite(suite, range(n), n_frames)
     batch = rollout(policy, prompts, group_size=1, sampling=token_sampling(config), seed=config.seed, iteration=0,
                     stream=EVAL_STREAM, prompts_per_state=config.rollout.prompts_per_state)  # fmt: skip
-    videos = decode_videos(policy, batch, prompts)
-    rewards = compute_rewards(reward_fn, videos, prompts.actions, [suite[int(i)] for i in prompts.items])
-    return {"eval_reward_mean": float(rewards.mean()), "eval_reward_per_frame": rewards.mean(axis=0).tolist()}
+    return decode_videos(policy, batch, prompts), prompts

@@ -5,6 +5,8 @@
 * :func:`atomic_output`, :func:`write_json` (:mod:`worldmodels.runtime.files`): a file is either its old or its new
   content, never half written (a killed run leaves nothing to mistake for a result).
 * :class:`Progress` (:mod:`worldmodels.runtime.progress`): the one rich progress bar of every long command.
+* :func:`~worldmodels.runtime.charts.line_chart` (:mod:`worldmodels.runtime.charts`): the learning curves every
+  trainer draws from its JSON Lines log (Pillow only).
 
 Names load on first use (PEP 562), so that light modules (JSON Lines IO, the leaderboard store) can write files
 atomically without importing torch.

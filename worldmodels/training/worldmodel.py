@@ -45,6 +45,7 @@ from worldmodels.mineworld.config import MineWorldConfig
 from worldmodels.mineworld.model import MineWorld
 from worldmodels.mineworld.transformer import Transformer
 from worldmodels.mineworld.vq import VQTokenizer
+from worldmodels.runtime.charts import Series, line_chart, log_records, save_panels
 from worldmodels.runtime.files import atomic_output, write_json
 from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
@@ -74,6 +75,7 @@ __all__ = [
     "TokenData",
     "build_sequences",
     "crafter_ar_config",
+    "draw_learning_curves",
     "evaluate_windows",
     "image_token_loss",
     "image_token_nll",
@@ -323,6 +325,37 @@ def _gather_windows(data: TokenData, starts: np.ndarray, window_frames: int, con
 # -- training ---------------------------------------------------------------------------------------------------------
 
 
+def draw_learning_curves(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
+    """Draw a world-model run's ``log.jsonl`` to ``png_path``: the training and validation loss over steps, and the
+    validation next-frame token accuracy against the copy-the-last-frame baseline.
+
+    Raises:
+        DataError: the log holds no validation.
+    """
+    train_loss, val_loss, val_acc, copy_acc = [], [], [], []
+    for record in log_records(log_path):
+        step = record.get("step")
+        if not isinstance(step, int):
+            continue
+        if isinstance(record.get("loss"), (int, float)):
+            train_loss.append((step, float(record["loss"])))
+        val = record.get("val")
+        if isinstance(val, dict) and {"loss_next", "acc_next", "copy_acc"} <= val.keys():
+            val_loss.append((step, float(val["loss_next"])))
+            val_acc.append((step, float(val["acc_next"])))
+            copy_acc.append((step, float(val["copy_acc"])))
+    if not val_loss:
+        raise DataError(f"{log_path} holds no validation record; train with eval_every > 0 or let the run finish")
+    blue, red, grey = (66, 133, 244), (234, 67, 53), (120, 120, 120)
+    return save_panels([
+        line_chart([Series("training loss", blue, train_loss), Series("validation loss (next frames)", red, val_loss)],
+                   title="world model: next-token cross-entropy", x_label="step"),
+        line_chart([Series("validation token accuracy (next frames)", red, val_acc),
+                    Series("copy the last frame", grey, copy_acc)],
+                   title="world model: next-frame token accuracy", x_label="step"),
+    ], png_path)  # fmt: skip
+
+
 def train_worldmodel(
     data_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     tokenizer_path: str | os.PathLike,
@@ -355,7 +388,8 @@ def train_worldmodel(
         data_dirs: trajectory-shard directories (``rlir record crafter``).
         tokenizer_path: a tokenizer written by ``rlir train tokenizer`` (frozen here, stored in the output).
         out_path: the MineWorld ``.safetensors`` to write (transformer + tokenizer + configs); the run directory
-            ``<stem>.run/`` next to it holds the checkpoint and (by default) the log, ``<stem>.tokens.npz`` the tokens.
+            ``<stem>.run/`` next to it holds the checkpoint, (by default) the log and the learning curves
+            (``curves.png``, :func:`draw_learning_curves`), ``<stem>.tokens.npz`` the tokens.
         config: the architecture; default :data:`CRAFTER_AR_CONFIG`. Its frame size, grid and image vocabulary must
             match the tokenizer, its action domain the recording.
         steps: optimiser steps.
@@ -526,5 +560,6 @@ def train_worldmodel(
         model.eval()
         save_safetensors(model, out_path)
         summary["sha256"] = sha256_file(out_path)
+        summary["curves"] = str(draw_learning_curves(log_path, run_dir / "curves.png"))
         write_json(summary_path(out_path), summary)
     return summary

@@ -1,0 +1,41 @@
+"""The post-training probe: the training reward, watching IDMs and PSNR with standard errors over items, on real
+Crafter frames (the bundled suite's ground truth, blurred by noise) with the bundled IDMs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.idm.registry import HELDOUT_IDM, REWARD_IDM, load_idm
+from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
+from evaluation.metrics.video import psnr_per_frame
+from evaluation.suites import CRAFTER_SUITE, load_suite
+from posttrain.data import prompts_from_suite
+from posttrain.probe import probe_key, score_probe
+from posttrain.rewards import IDMReward, compute_rewards
+
+
+def test_the_probe_reports_each_number_with_its_standard_error():
+    suite = load_suite(CRAFTER_SUITE)
+    prompts = prompts_from_suite(suite, range(6), 4)
+    items = [suite[i] for i in range(6)]
+    rng = np.random.default_rng(0)
+    truth = np.stack([item.ground_truth[:4] for item in items])
+    noisy = np.clip(truth.astype(int) + rng.integers(-20, 21, truth.shape), 0, 255).astype(np.uint8)
+    videos = np.concatenate([prompts.context_frames[:, -1:], noisy], axis=1)
+    reward = IDMReward(load_idm(REWARD_IDM), CRAFTER_TAXONOMY)
+    watcher = IDMReward(load_idm(HELDOUT_IDM), CRAFTER_TAXONOMY, form="exact")
+    result = score_probe(videos, prompts, suite, reward, [watcher])
+
+    per_item = compute_rewards(reward, videos, prompts.actions, items).mean(axis=1)
+    assert result["eval_reward_mean"] == pytest.approx(per_item.mean())
+    assert result["eval_reward_sem"] == pytest.approx(per_item.std(ddof=1) / np.sqrt(6))
+    assert len(result["eval_reward_per_frame"]) == 4
+    key = probe_key(watcher)
+    assert key == "eval_reward_crafter_idm_heldout"
+    watched = compute_rewards(watcher, videos, prompts.actions, items).mean(axis=1)
+    assert result[f"{key}_mean"] == pytest.approx(watched.mean())
+    assert result[f"{key}_sem"] == pytest.approx(watched.std(ddof=1) / np.sqrt(6))
+    psnr = psnr_per_frame(noisy, truth).mean(axis=1)
+    assert result["eval_psnr_mean"] == pytest.approx(psnr.mean()) and 20 < result["eval_psnr_mean"] < 40
+    assert result["eval_psnr_sem"] == pytest.approx(psnr.std(ddof=1) / np.sqrt(6))

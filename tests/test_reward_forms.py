@@ -1,0 +1,138 @@
+"""The forms of RLIR's inverse reward (agreement, exact, soft, task-weighted) and IDM ensembles, checked on real
+Crafter frames (the bundled suite's ground truth) with the two bundled Crafter IDMs, against their definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.idm.registry import HELDOUT_IDM, REWARD_IDM, load_idm
+from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
+from evaluation.scoring import frame_agreement, score_frames, taxonomy_for
+from evaluation.suites import CRAFTER_SUITE, load_suite
+from posttrain.config import REWARD_FORMS, load_config
+from posttrain.rewards import IDMReward, build_reward, compute_rewards, task_class_weights
+from worldmodels.actions.crafter import ACTION_NAMES
+from worldmodels.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return load_suite(CRAFTER_SUITE)
+
+
+@pytest.fixture(scope="module")
+def idms():
+    return [load_idm(REWARD_IDM), load_idm(HELDOUT_IDM)]
+
+
+@pytest.fixture(scope="module")
+def batch(suite):
+    items = [suite[i] for i in range(8)]
+    frames = np.stack([np.concatenate([item.context_frames[-1:], item.ground_truth]) for item in items])
+    return frames, np.stack([item.actions for item in items]), items
+
+
+def test_an_ensemble_pays_the_mean_of_its_members(idms, batch):
+    frames, actions, items = batch
+    singles = [compute_rewards(IDMReward(idm, CRAFTER_TAXONOMY), frames, actions, items) for idm in idms]
+    ensemble = IDMReward(idms, CRAFTER_TAXONOMY)
+    assert ensemble.name == f"idm:{REWARD_IDM}+{HELDOUT_IDM}" and ensemble.idm is idms[0]
+    assert np.array_equal(compute_rewards(ensemble, frames, actions, items), (singles[0] + singles[1]) / 2)
+    assert not np.array_equal(singles[0], singles[1])  # two IDMs that read real frames differently somewhere
+    assert ensemble.describe(0)[0]["commanded_action"] == ACTION_NAMES[actions[0, 0]]
+
+
+def test_exact_is_all_tasks_matched(idms, batch):
+    frames, actions, items = batch
+    scores = score_frames(idms[0], CRAFTER_TAXONOMY, frames[:, :1], frames[:, 1:], IDMReward(
+        idms[0], CRAFTER_TAXONOMY).commanded_labels(actions, items))  # fmt: skip
+    exact = compute_rewards(IDMReward(idms[0], CRAFTER_TAXONOMY, form="exact"), frames, actions, items)
+    assert np.array_equal(exact, (scores.predicted == actions).astype(float))  # one action = one label row
+    assert np.array_equal(exact, frame_agreement(scores.commanded, scores.recovered, CRAFTER_TAXONOMY, exact=True))
+    assert 0 < exact.mean() < 1
+
+
+def test_soft_is_the_probability_of_the_commanded_action(idms, batch):
+    frames, actions, items = batch
+    soft = compute_rewards(IDMReward(idms[0], CRAFTER_TAXONOMY, form="soft"), frames, actions, items)
+    logits = idms[0].logits(frames).numpy().astype(np.float64)
+    probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    expected = np.take_along_axis(probabilities, actions[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(soft, expected, rtol=1e-5, atol=1e-7)
+    # the probability of the action the IDM picks is at least that of any other
+    exact = compute_rewards(IDMReward(idms[0], CRAFTER_TAXONOMY, form="exact"), frames, actions, items)
+    assert soft[exact == 1].min() >= 1 / 17 and soft[exact == 0].max() <= 0.5 + 1e-9
+
+
+def test_task_weights_are_inverse_class_frequencies():
+    taxonomy = CRAFTER_TAXONOMY
+    commanded = taxonomy.labels(np.array([0, 0, 0, 1]))  # three no-ops and one move
+    weights = task_class_weights(commanded, taxonomy)
+    assert weights.shape == (len(taxonomy.tasks), taxonomy.max_classes)
+    moving = taxonomy.labels(np.array([1]))[0]
+    resting = taxonomy.labels(np.array([0]))[0]
+    for task, (rest, move) in enumerate(zip(resting, moving)):
+        if rest == move:  # a task both actions leave alone: its class was commanded 4 times in 4
+            assert weights[task, rest] == 1.0
+        else:
+            assert weights[task, rest] == 4 / 3 and weights[task, move] == 4.0
+    with pytest.raises(DataError, match="at least one commanded frame"):
+        task_class_weights(commanded[:0], taxonomy)
+
+
+def test_task_weighted_reward_by_hand():
+    taxonomy = CRAFTER_TAXONOMY
+    weights = task_class_weights(taxonomy.labels(np.array([0, 0, 0, 1])), taxonomy)
+
+    class ReadsNoop:  # an IDM that reads every transition as a no-op
+        name, domain, context_frames = "noop-reader", "crafter", 1
+
+        def predict_actions(self, frames):
+            return np.zeros((frames.shape[0], frames.shape[1] - 1), dtype=np.int64)
+
+    reward = IDMReward(ReadsNoop(), taxonomy, form="task-weighted", class_weights=weights)
+    frames = np.zeros((1, 3, 72, 72, 3), dtype=np.uint8)
+    values = compute_rewards(reward, frames, np.array([[0, 1]]))
+    commanded = taxonomy.labels(np.array([0, 1]))
+    recovered = taxonomy.labels(np.array([0, 0]))
+    match = commanded == recovered
+    w = weights[np.arange(len(taxonomy.tasks)), commanded]
+    assert values[0, 0] == 1.0  # the no-op was read as commanded
+    assert values[0, 1] == pytest.approx((w[1] * match[1]).sum() / w[1].sum())
+    # the missed move costs more than under the agreement form, which its unmoved 'none' columns prop up
+    agreement = compute_rewards(IDMReward(ReadsNoop(), taxonomy), frames, np.array([[0, 1]]))
+    assert values[0, 1] < agreement[0, 1]
+
+
+def test_bad_ensembles_and_forms_are_refused(idms):
+    class MinecraftIDM:
+        name, domain, context_frames = "vpt-like", "minecraft", 0
+
+    with pytest.raises(ConfigError, match="ensemble is empty"):
+        IDMReward([], CRAFTER_TAXONOMY)
+    with pytest.raises(ConfigError, match="different action domains"):
+        IDMReward([idms[0], MinecraftIDM()], CRAFTER_TAXONOMY)
+    with pytest.raises(ConfigError, match="unknown reward form 'fuzzy'"):
+        IDMReward(idms[0], CRAFTER_TAXONOMY, form="fuzzy")
+    with pytest.raises(ConfigError, match="'soft' needs IDMs that give one probability per compact action"):
+        IDMReward(MinecraftIDM(), CRAFTER_TAXONOMY, form="soft")
+    with pytest.raises(ConfigError, match="'task-weighted' needs class_weights"):
+        IDMReward(idms[0], CRAFTER_TAXONOMY, form="task-weighted")
+
+
+def test_the_config_names_the_form_and_the_ensemble(suite):
+    config = load_config(None, ["reward.form=task-weighted"],
+                         values={"reward.idm": f"{REWARD_IDM},{HELDOUT_IDM}", "model.path": "m", "data.suite": "s",
+                                 "out": "o"}).validate()  # fmt: skip
+    assert config.reward.idm == [REWARD_IDM, HELDOUT_IDM] and config.reward.form == "task-weighted"
+    reward = build_reward(config.reward, suite)
+    assert [idm.name for idm in reward.idms] == [REWARD_IDM, HELDOUT_IDM]
+    prompts = np.concatenate([taxonomy_for(suite).labels(suite[i].actions) for i in range(len(suite))])
+    assert np.array_equal(reward.class_weights, task_class_weights(prompts, CRAFTER_TAXONOMY))
+    with pytest.raises(ConfigError, match="reward.form must be one of"):
+        load_config(None, ["reward.form=fuzzy"], values={"model.path": "m", "data.suite": "s", "out": "o"}).validate()
+    with pytest.raises(ConfigError, match=r"unknown config keys \['reward.exact'\].*'form'"):
+        load_config(None, ["reward.exact=true"])
+    assert set(REWARD_FORMS) == {"agreement", "exact", "soft", "task-weighted"}
