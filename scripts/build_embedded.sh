@@ -52,23 +52,31 @@ $PY bench/tokenizer_quality.py "$MODELS/crafter-vq-v2p.safetensors" --data "$WOR
 
 # 3. The world model (one thread) next to the two IDMs (one thread each, one after the other): the 2 cores stay busy
 #    without OpenMP threads of different jobs waiting on each other.
+#    v1 (bundled as crafter-mineworld-v1, the baseline of docs/benchmarks.md): 100k frames, tokenizer v1.
 $RLIR train worldmodel --data "$WORK/data" --tokenizer "$MODELS/crafter-vq.safetensors" \
-  --out "$MODELS/crafter-mineworld.safetensors" --seed 0 --threads 1 --no-progress &
+  --out "$MODELS/crafter-mineworld-v1.safetensors" --seed 0 --threads 1 --no-progress &
 wm=$!
 $RLIR train idm --data "$WORK/data" --split train --width 48 --seed 1 --threads 1 --eval-data "$WORK/heldout" \
   --out "$MODELS/crafter-idm-reward.safetensors" --name crafter-idm-reward
 $RLIR train idm --data "$WORK/heldout" --width 64 --seed 2 --threads 1 --eval-data "$WORK/data" \
   --out "$MODELS/crafter-idm-heldout.safetensors" --name crafter-idm-heldout
 wait $wm
+# 3b. World model v2 (issue 14; bundled as crafter-mineworld): the same architecture on the 500k-frame v2 data in the
+#     tokens of tokenizer v2, both cores: 3,000 steps of 8 windows of 8 frames (16.1M tokens; resumable).
+$RLIR train worldmodel --data "$WORK/data-v2" --tokenizer "$MODELS/crafter-vq-v2p.safetensors" \
+  --out "$MODELS/crafter-mineworld.safetensors" --size small --steps 3000 --batch-size 8 --lr 1.5e-3 --warmup 150 \
+  --eval-every 500 --seed 0 --threads 2 --no-progress --resume auto
 
 # 4. The learned reward and termination heads of RLIR-CrafterDream-v0, trained on real frames and on frames passed
 #    through the world model's tokenizer (what they see in the dream env), next to the NFD model of the diffusion
-#    paradigm (its own autoencoder; one thread each).
+#    paradigm (its own autoencoder; one thread each). The shipped heads learnt from tokenizer v1's reconstructions
+#    (crafter-mineworld-v1); tokenizer v2's are closer to the real frames they also learn from.
 $RLIR train nfd --data "$WORK/data" --out "$MODELS/crafter-nfd.safetensors" --size nfd-crafter-small --seed 0 \
   --threads 1 --no-progress &
 nfd=$!
-$RLIR train reward-head --data "$WORK/data" --heldout "$WORK/heldout" --tokenizer "$MODELS/crafter-mineworld.safetensors" \
-  --out rlir_env/dream/crafter_heads.safetensors --steps 2500 --threads 1
+$RLIR train reward-head --data "$WORK/data" --heldout "$WORK/heldout" \
+  --tokenizer "$MODELS/crafter-mineworld-v1.safetensors" --out rlir_env/dream/crafter_heads.safetensors --steps 2500 \
+  --threads 1
 wait $nfd
 
 # 5. Start scenes for RLIR-Crafter-v0 (from the held-out recording) and the suite (its own seeds; pinned in
@@ -77,19 +85,21 @@ $RLIR record scenes "$WORK/heldout" rlir_env/crafter/start_scenes.npz --scenes 2
 $RLIR suite build-crafter evaluation/suite_data/crafter-af-v1 --items 256 --seed 33
 
 # 6. Install the weights with their summaries and pins.
-cp "$MODELS"/crafter-{mineworld,nfd}.{safetensors,json} worldmodels/bundled/
+cp "$MODELS"/crafter-{mineworld,mineworld-v1,nfd}.{safetensors,json} worldmodels/bundled/
+cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png
 cp "$MODELS/crafter-vq-v2p.safetensors" worldmodels/bundled/crafter-vq-v2.safetensors
 cp "$MODELS/crafter-vq-v2p.json" worldmodels/bundled/crafter-vq-v2.json
 cp "$MODELS"/crafter-idm-{reward,heldout}.{safetensors,json} evaluation/idm/bundled/
-(cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors crafter-nfd.safetensors crafter-vq-v2.safetensors \
-  > SHA256SUMS)
+(cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors crafter-mineworld-v1.safetensors \
+  crafter-nfd.safetensors crafter-vq-v2.safetensors > SHA256SUMS)
 (cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors > SHA256SUMS)
 $RLIR suite info crafter-af-v1
 
 # 7. The leaderboard's seed bundles (they pin the weights' sha256, so they follow every rebuild).
 $RLIR demo --out "$WORK/demo" --no-leaderboard
 $RLIR demo --model crafter-nfd --out "$WORK/demo" --no-leaderboard
-for name in crafter-mineworld crafter-nfd ground-truth; do
+$RLIR demo --model crafter-mineworld-v1 --out "$WORK/demo" --no-leaderboard
+for name in crafter-mineworld crafter-mineworld-v1 crafter-nfd ground-truth; do
   cp "$WORK/demo/$name/bundle.json" "leaderboard/seed_bundles/$name.json"
 done
 echo "bundled files rebuilt; run 'make demo' to evaluate them"

@@ -46,7 +46,7 @@ def test_every_bundled_weight_file_is_pinned_and_matches():
     from rlir_env.dream.heads import resolve_heads_path
 
     sizes = [p.stat().st_size for p in [*model_files, *(BUNDLED_IDMS[n][0] for n in BUNDLED_IDMS), resolve_heads_path(None)]]
-    assert sum(sizes) <= 50 * 2**20  # the issue's budget for all bundled weights
+    assert sum(sizes) <= 100 * 2**20  # the budget for all bundled weights (raised from 50 MB by issue 14)
 
 
 def test_a_tampered_bundled_file_is_refused(tmp_path, monkeypatch):

@@ -241,7 +241,10 @@ CRAFTER_MODEL_NAME = "crafter-mineworld"
 CRAFTER_MODEL_FILE = "crafter-mineworld.safetensors"
 CRAFTER_NFD_NAME = "crafter-nfd"
 BUNDLED_MODELS: dict[str, tuple[str, str]] = {
-    CRAFTER_MODEL_NAME: (CRAFTER_MODEL_FILE, "MineWorld architecture trained on real Crafter, 72x72, 17 actions"),
+    CRAFTER_MODEL_NAME: (CRAFTER_MODEL_FILE, "MineWorld architecture trained on real Crafter (500k frames, one token "
+                                             "per 8x8 cell, 1,024 codes), 72x72, 17 actions"),
+    "crafter-mineworld-v1": ("crafter-mineworld-v1.safetensors", "the first crafter-mineworld (100k frames, 512 "
+                             "codes, 43 CPU-minutes), kept as the baseline v2 is measured against"),
     CRAFTER_NFD_NAME: ("crafter-nfd.safetensors", "NFD (next-frame diffusion) trained on real Crafter, 72x72, 17 actions"),
 }
 """Name -> (file in ``worldmodels/bundled/``, description); ``worldmodels/bundled/MODEL_CARD.md`` describes them."""
