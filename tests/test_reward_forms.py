@@ -136,3 +136,17 @@ def test_the_config_names_the_form_and_the_ensemble(suite):
     with pytest.raises(ConfigError, match=r"unknown config keys \['reward.exact'\].*'form'"):
         load_config(None, ["reward.exact=true"])
     assert set(REWARD_FORMS) == {"agreement", "exact", "soft", "task-weighted"}
+
+
+def test_the_command_line_offers_every_form_and_an_ensemble():
+    import argparse
+
+    from rlir.commands.posttrain import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    choices = next(a.choices for a in parser._actions if a.dest == "reward_form")
+    assert tuple(choices) == tuple(REWARD_FORMS)  # the CLI spells them out so that `rlir --help` loads no torch
+    args = parser.parse_args(["--model", "m", "--data", "s", "--out", "o", "--idm", "a,b", "--reward-form", "soft"])
+    config = config_from_args(args)
+    assert config.reward.idm == ["a", "b"] and config.reward.form == "soft"
