@@ -90,10 +90,11 @@ def load_data(run: Run, policy: nn.Module, *, suite=None, eval_suite=None, rewar
     if reward_fn is None:
         reward_fn = build_reward(config.reward, suite, device=str(policy.device))
     probe_rewards = []
-    if config.logging.probe_idm and eval_suite is not None:
-        # the training reward's form (and class weights, from the training prompts), read by each watching IDM
-        kind = config.reward if config.reward.kind == "idm" else dataclasses.replace(config.reward, kind="idm")
-        probe_rewards = [build_reward(dataclasses.replace(kind, idm=[name]), suite, device=str(policy.device))
+    if config.logging.eval_every and eval_suite is not None:
+        # each watching IDM reads the probe in the training reward's form (and class weights, from the training
+        # prompts); an idm reward even when the run trains on pixels
+        watching = dataclasses.replace(config.reward, kind="idm")
+        probe_rewards = [build_reward(dataclasses.replace(watching, idm=[name]), suite, device=str(policy.device))
                          for name in config.logging.probe_idm]  # fmt: skip
     sampler = PromptSampler(len(suite), config.rollout.prompts_per_iter, config.seed, world_size=run.dist.world,
                             rank=run.dist.rank, shuffle=config.data.shuffle)  # fmt: skip

@@ -23,9 +23,8 @@ from evaluation.suites import load_suite
 _TITLE = 16  # pixels above each strip for the model's name
 
 
-def strip(bundle_dir: str, suite, item_id: str | None, frames: int) -> tuple[np.ndarray, str]:
-    bundle = load_bundle(bundle_dir)
-    record = next(r for r in bundle.items if item_id in (None, r.id))
+def strip(bundle_dir: str, bundle, suite, item_id: str, frames: int) -> tuple[np.ndarray, str]:
+    record = next(r for r in bundle.items if r.id == item_id)
     item = suite[suite.index_of(record.id)]
     generated = load_video(bundle_dir, bundle.videos[record.id])
     drawn = preview_frames(generated, item.ground_truth, np.asarray(record.gt_labels), np.asarray(record.pred_labels),
@@ -42,8 +41,9 @@ def main() -> None:
     parser.add_argument("--out", default="docs/preview_strip.png")
     args = parser.parse_args()
     suite = load_suite(args.suite)
-    item_id = args.item or load_bundle(args.bundles[0]).items[0].id
-    strips = [strip(b, suite, item_id, args.frames) for b in args.bundles]
+    bundles = [load_bundle(b) for b in args.bundles]
+    item_id = args.item or bundles[0].items[0].id
+    strips = [strip(d, b, suite, item_id, args.frames) for d, b in zip(args.bundles, bundles)]
     if len(strips) == 1:
         image = Image.fromarray(strips[0][0])
     else:
@@ -56,7 +56,7 @@ def main() -> None:
             image.paste(Image.fromarray(pixels), (x, _TITLE))
             x += pixels.shape[1] + gap
     image.save(args.out, optimize=True)
-    print(f"wrote {args.out} ({item_id}: {', '.join(load_bundle(b).model.name for b in args.bundles)})")
+    print(f"wrote {args.out} ({item_id}: {', '.join(b.model.name for b in bundles)})")
 
 
 if __name__ == "__main__":
