@@ -3,8 +3,10 @@ IDM (RLIR) and with the pixel reward (RLVR-World's baseline), scored on ``crafte
 
 For each reward and seed, ``rlir posttrain`` trains on the ``crafter-train`` prompts (``rlir suite build-crafter
 --name crafter-train --items 512 --seed 77``: other worlds than the benchmark's seed 33), then ``rlir eval`` scores
-the result with that seed; the base model is scored with the same seeds. The table reports the mean over seeds and
-a 95% t-interval over seeds (n = 3: t = 4.30), next to the mean of the per-run bootstrap intervals over clips.
+the result with that seed (or with each of ``--eval-seeds``); the base model is scored with the same seeds. The table
+reports each arm's mean over its scored runs and a 95% t-interval over them, next to the mean of the per-run bootstrap
+intervals over clips, then every run's paired difference from the base on the same clips and scoring seed
+(:func:`evaluation.compare.compare_bundles`).
 
     .venv/bin/python -m bench.posttrain_demo                  # everything (skips what is done)
     .venv/bin/python -m bench.posttrain_demo --arms base idm --seeds 0  # a part
@@ -29,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+from evaluation.bundle import load_bundle
+from evaluation.compare import compare_bundles
+
 RLIR = [sys.executable, "-m", "rlir"]
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}  # two-sided 95% t quantiles by degrees of freedom
 
@@ -47,23 +52,28 @@ def posttrain(args, reward: str, seed: int) -> Path:
     run_dir = args.out / f"{reward}-s{seed}"
     model = run_dir / "model.safetensors"
     if not model.is_file():
-        run(RLIR + ["posttrain", "--model", args.model, "--data", args.train_suite, "--reward", reward,
+        reward_args = ["--idm", args.reward_idm, "--reward-form", args.reward_form] if reward == "idm" else []
+        probe = ([f"data.eval_suite={args.probe_suite}", f"logging.eval_every={args.probe_every}",
+                  f"logging.probe_idm={args.idm}"] if args.probe_suite else [])  # fmt: skip
+        run(RLIR + ["posttrain", "--model", args.model, "--data", args.train_suite, "--reward", reward, *reward_args,
                     "--out", str(run_dir), "--resume", "auto", f"seed={seed}", f"iterations={args.iterations}",
                     f"rollout.group_size={args.group}", f"rollout.prompts_per_iter={args.prompts}",
                     f"data.n_frames={args.frames}", f"optim.lr={args.lr}", f"optim.warmup={args.warmup}",
-                    f"algo.micro_batch={args.micro_batch}", "logging.progress=false", "checkpoint.every=10"],
+                    f"optim.min_lr_ratio={args.min_lr_ratio}", f"algo.beta={args.beta}",
+                    f"algo.micro_batch={args.micro_batch}", f"model.compile={str(args.compile).lower()}", *probe,
+                    "logging.progress=false", "checkpoint.every=10"],
             run_dir.with_suffix(".log"))  # fmt: skip
     return model
 
 
 def evaluate(args, model: str, name: str, seed: int) -> dict:
-    out = args.out / "eval" / f"{name}-s{seed}"
+    out = args.out / "eval" / f"{name}-eval{seed}"
     if not (out / "bundle.json").is_file():
         run(RLIR + ["eval", "--model", model, "--model-name", name, "--suite", args.suite, "--idm", args.idm,
                     "--out", str(out), "--seed", str(seed), "--num-envs", str(args.num_envs), "--no-videos"],
             out.with_suffix(".log"))  # fmt: skip
     m = json.loads((out / "bundle.json").read_text())["metrics"]
-    return {"f1": m["primary"]["value"], "ci": m["primary"]["ci95"], "psnr": m["psnr"]["mean"],
+    return {"bundle": str(out), "eval_seed": seed, "f1": m["primary"]["value"], "ci": m["primary"]["ci95"], "psnr": m["psnr"]["mean"],
             "ssim": m["ssim"]["mean"], "reward": m["reward_mean"],
             "tasks": {t: v["f1_macro"] for t, v in m["tasks"].items()}}  # fmt: skip
 
@@ -89,6 +99,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4, help="generated frames per training rollout")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--min-lr-ratio", type=float, default=0.0)
+    parser.add_argument("--beta", type=float, default=0.0, help="k3 KL weight to the base model")
+    parser.add_argument("--reward-idm", default="crafter-idm-reward", help="the idm arm's reward IDM(s) (--idm of "
+                        "rlir posttrain; e.g. crafter-idm-ensemble)")
+    parser.add_argument("--reward-form", default="agreement", help="the idm arm's reward form")
+    parser.add_argument("--probe-suite", default=None, help="suite of the fixed-seed probe (never the benchmark's)")
+    parser.add_argument("--probe-every", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="sample rollouts with the compiled decode step")
+    parser.add_argument("--eval-seeds", nargs="+", type=int, default=None,
+                        help="scoring seeds of every model (default: --seeds); each run is scored with each")
     parser.add_argument("--micro-batch", type=int, default=16)
     parser.add_argument("--num-envs", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("runs/posttrain_demo"))
@@ -96,14 +116,16 @@ def main() -> None:
 
     results: dict[str, list[dict]] = {}
     for arm in args.arms:
-        for seed in args.seeds:
+        for seed in [0] if arm == "base" else args.seeds:
             print(f"{arm}, seed {seed}", flush=True)
             model = args.model if arm == "base" else str(posttrain(args, arm, seed))
-            results.setdefault(arm, []).append(evaluate(args, model, f"{arm}", seed))
+            for eval_seed in args.eval_seeds or ([seed] if arm != "base" else args.seeds):
+                name = arm if arm == "base" else f"{arm}-s{seed}"
+                results.setdefault(arm, []).append(evaluate(args, model, name, eval_seed))
     (args.out / "summary.json").write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()},
                                                        "results": results}, indent=1))  # fmt: skip
 
-    print(f"\n| arm | mean macro-F1 (95% CI over {len(args.seeds)} seeds) | mean per-run clip CI | PSNR | SSIM | "
+    print("\n| arm | mean macro-F1 (95% t-interval over its scored runs) | mean per-run clip CI | PSNR | SSIM | "
           "RLIR reward (held-out IDM) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
     for arm, runs in results.items():
@@ -114,6 +136,19 @@ def main() -> None:
         reward, _ = interval([r["reward"] for r in runs])
         print(f"| {arm} | {f1:.4f} ± {f1_half:.4f} | ± {width:.4f} | {psnr:.2f} ± {psnr_half:.2f} | "
               f"{ssim:.4f} ± {ssim_half:.4f} | {reward:.4f} |")  # fmt: skip
+    if "base" in results:
+        print("\nPaired with the base model on the same clips and scoring seed (`rlir eval compare`, 1,000 resamples):\n")
+        print("| run | scoring seed | mean macro-F1 - base [95% CI] | PSNR - base [95% CI] |")
+        print("|---|---:|---:|---:|")
+        base = {r["eval_seed"]: load_bundle(r["bundle"]) for r in results["base"]}
+        for arm, runs in results.items():
+            for r in runs:
+                if arm == "base" or r["eval_seed"] not in base:
+                    continue
+                rows = {row.metric: row for row in compare_bundles(base[r["eval_seed"]], load_bundle(r["bundle"]))}
+                f1, psnr = rows["mean_macro_f1"], rows["psnr"]
+                print(f"| {Path(r['bundle']).name} | {r['eval_seed']} | {f1.difference:+.4f} [{f1.ci95[0]:+.4f}, "
+                      f"{f1.ci95[1]:+.4f}] | {psnr.difference:+.2f} [{psnr.ci95[0]:+.2f}, {psnr.ci95[1]:+.2f}] |")  # fmt: skip
     tasks = list(next(iter(results.values()))[0]["tasks"])
     print("\n| arm | " + " | ".join(tasks) + " |")
     print("|---|" + "---:|" * len(tasks))

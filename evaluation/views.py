@@ -44,3 +44,17 @@ def print_bundle_summary(bundle: ResultBundle, console: Console | None = None, *
     if m.throughput is not None:
         extras.append(f"{m.throughput.frames_per_second:.1f} frames/s ({m.throughput.device}, {m.throughput.num_envs} envs)")
     console.print(" | ".join(extras))
+
+
+def print_comparison(rows: list, names: tuple[str, str], console: Console | None = None) -> None:
+    """A table of :func:`evaluation.compare.compare_bundles` rows: A, B, ``B - A`` and its paired 95% interval."""
+    console = console or Console()
+    table = Table(title="B - A, paired bootstrap over the same items",
+                  caption=f"A = {names[0]}, B = {names[1]}; * the interval excludes 0")
+    for header in ("metric", "A", "B", "B - A", "95% CI", ""):
+        table.add_column(header, justify="left" if header == "metric" else "right")
+    for row in rows:
+        digits = 2 if row.metric == "psnr" else 4
+        table.add_row(row.metric, f"{row.a:.{digits}f}", f"{row.b:.{digits}f}", f"{row.difference:+.{digits}f}",
+                      f"[{row.ci95[0]:+.{digits}f}, {row.ci95[1]:+.{digits}f}]", "*" if row.significant else "")  # fmt: skip
+    console.print(table)

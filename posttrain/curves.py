@@ -1,5 +1,6 @@
-"""The post-training curve a person looks at first: reward per iteration (and the held-out reward when the run
-scores an evaluation suite), drawn from ``log.jsonl`` into ``curves.png`` at the end of every run.
+"""The post-training curves a person looks at first, drawn from ``log.jsonl`` into ``curves.png`` at the end of every
+run: the reward per iteration and, when the run probes a suite (:mod:`posttrain.probe`), the probe's training reward
+and each watching IDM's reading of it; below, the probe's PSNR (a gain bought with noisier frames shows there).
 
 Drawn by :func:`worldmodels.runtime.charts.line_chart`, as the world model's learning curves are.
 """
@@ -14,26 +15,43 @@ from worldmodels.runtime.charts import Series, line_chart, log_records, save_pan
 __all__ = ["CURVES", "draw_curves", "read_curves"]
 
 CURVES = (("reward_mean", "reward (training rollouts)", (66, 133, 244)),
-          ("eval_reward_mean", "reward (held-out suite)", (234, 67, 53)))  # fmt: skip
-"""Log key, legend, colour of each curve drawn."""
+          ("eval_reward_mean", "reward (probe: fixed items, seeds)", (234, 67, 53)))  # fmt: skip
+"""Log key, legend, colour of the reward curves; every ``eval_reward_<idm>_mean`` of a watching IDM is drawn too."""
+WATCHER_COLOURS = ((52, 168, 83), (251, 188, 5), (171, 71, 188))
+PSNR = ("eval_psnr_mean", "PSNR of the probe (dB)", (96, 96, 96))
+
+
+def _watchers(record: dict) -> list[str]:
+    return sorted(key for key in record if key.startswith("eval_reward_") and key.endswith("_mean")
+                  and key != "eval_reward_mean")  # fmt: skip
 
 
 def read_curves(log_path: str | Path) -> dict[str, list[tuple[int, float]]]:
-    """``key -> [(step, value), ...]`` for the keys in :data:`CURVES` that the log has (finite values only)."""
-    curves: dict[str, list[tuple[int, float]]] = {key: [] for key, _, _ in CURVES}
+    """``key -> [(step, value), ...]`` of the drawn keys that the log has (finite values only)."""
+    curves: dict[str, list[tuple[int, float]]] = {}
     for record in log_records(log_path):
-        for key in curves:
+        if not isinstance(record.get("step"), int):
+            continue
+        for key in [key for key, _, _ in CURVES] + _watchers(record) + [PSNR[0]]:
             value = record.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value) and isinstance(record.get("step"), int):
-                curves[key].append((record["step"], float(value)))
-    return {key: points for key, points in curves.items() if points}
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                curves.setdefault(key, []).append((record["step"], float(value)))
+    return curves
 
 
 def draw_curves(log_path: str | Path, png_path: str | Path, *, title: str = "RLIR post-training",
                 size: tuple[int, int] = (720, 420)) -> Path | None:  # fmt: skip
-    """Draw the reward curves of ``log_path`` to ``png_path``; returns the path, or None when nothing was logged."""
+    """Draw the curves of ``log_path`` to ``png_path``; returns the path, or None when nothing was logged."""
     curves = read_curves(log_path)
     if not curves:
         return None
-    series = [Series(label, colour, curves[key]) for key, label, colour in CURVES if key in curves]
-    return save_panels([line_chart(series, title=title, x_label="iteration", size=size)], png_path)
+    rewards = [Series(label, colour, curves[key]) for key, label, colour in CURVES if key in curves]
+    watchers = sorted(key for key in curves if key not in {k for k, _, _ in CURVES} | {PSNR[0]})
+    for key, colour in zip(watchers, WATCHER_COLOURS * len(watchers)):
+        name = key.removeprefix("eval_reward_").removesuffix("_mean").replace("_", "-")
+        rewards.append(Series(f"probe, {name} (watching)", colour, curves[key]))
+    panels = [line_chart(rewards, title=title, x_label="iteration", size=size)] if rewards else []
+    if PSNR[0] in curves:
+        panels.append(line_chart([Series(PSNR[1], PSNR[2], curves[PSNR[0]])], title="probe PSNR", x_label="iteration",
+                                 size=(size[0], size[1] * 2 // 3)))  # fmt: skip
+    return save_panels(panels, png_path) if panels else None

@@ -42,7 +42,7 @@ from posttrain.grpo.core import LossStats
 from posttrain.grpo.paradigm import GRPO
 from posttrain.metrics import RunLogger, loss_metrics, peak_memory_mib, reward_metrics, speed_metrics
 from posttrain.paradigm import Paradigm
-from posttrain.probe import score_probe
+from posttrain.probe import probe_values, summarize_probe
 from posttrain.rewards import compute_rewards, reward_name
 from posttrain.run import OUTPUT_NAME, load_data, open_run
 from posttrain.update import make_train_state, optimizer_step, plan_update, skip_step
@@ -100,9 +100,14 @@ def train(
     last: dict[str, Any] = {}
     with Progress(config.iterations, paradigm.title, enabled=config.logging.progress and dist.main,
                   completed=start) as progress:  # fmt: skip
+        def probe() -> dict[str, np.ndarray]:
+            return probe_values(*paradigm.probe_videos(data.eval_suite), data.eval_suite, data.reward_fn,
+                                data.probe_rewards)  # fmt: skip
+
+        first_probe = None  # the per-item values before any update: later probes report their paired change
         if evaluating and start == 0:
-            logger.log(-1, score_probe(*paradigm.probe_videos(data.eval_suite), data.eval_suite, data.reward_fn,
-                                       data.probe_rewards))  # fmt: skip
+            first_probe = probe()
+            logger.log(-1, summarize_probe(first_probe))
         for iteration in range(start, config.iterations):
             watch = Stopwatch()
             lr = state.optimizer.param_groups[0]["lr"]
@@ -162,8 +167,7 @@ def train(
                 logger.write_videos(iteration, videos, per_frame, batch, data.reward_fn, paradigm.policy.spec.fps)
             done = iteration + 1
             if evaluating and (done % config.logging.eval_every == 0 or done == config.iterations):
-                record.update(score_probe(*paradigm.probe_videos(data.eval_suite), data.eval_suite, data.reward_fn,
-                                          data.probe_rewards))  # fmt: skip
+                record.update(summarize_probe(probe(), first_probe))
             logger.log(iteration, record)
             last = record
             checkpoint_if_due(run, state, data.sampler, done, off_policy=paradigm.off_policy)

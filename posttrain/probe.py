@@ -8,7 +8,10 @@ its standard error over the items, because a reward curve is only read as rising
 * ``eval_reward_<idm>_mean`` / ``_sem``: the reward in the same form read by each IDM of ``logging.probe_idm``, which
   watch but are never optimised (e.g. the held-out IDM: does a gain in the reward IDM's eyes hold in another's?);
 * ``eval_psnr_mean`` / ``_sem``: PSNR against the suite's ground truth (when it has some): a gain bought with noisier
-  frames shows here.
+  frames shows here;
+* ``<each of the above>_change`` / ``_change_sem``: the change since the run's first probe (before any update), paired
+  item by item, with the standard error of the paired differences: much smaller than the ``_sem`` of either probe,
+  because each item's difficulty cancels. (A resumed run logs them only if it started in the same process.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from evaluation.metrics.video import psnr_per_frame
 from posttrain.data import Prompts
 from posttrain.rewards import compute_rewards
 
-__all__ = ["probe_key", "score_probe"]
+__all__ = ["probe_key", "probe_values", "score_probe", "summarize_probe"]
 
 
 def probe_key(reward_fn: Any) -> str:
@@ -37,22 +40,37 @@ def _mean_and_sem(per_item: np.ndarray) -> tuple[float, float]:
     return float(per_item.mean()), float(sem)
 
 
-def score_probe(videos: np.ndarray, prompts: Prompts, suite: Any, reward_fn: Any,
-                probe_rewards: Sequence[Any] = ()) -> dict[str, Any]:  # fmt: skip
-    """The probe's metrics (module docstring) of ``videos uint8[N, F + 1, H, W, 3]`` (the real context frame first)
-    generated from ``prompts`` of ``suite``."""
+def probe_values(videos: np.ndarray, prompts: Prompts, suite: Any, reward_fn: Any,
+                 probe_rewards: Sequence[Any] = ()) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per-item values ``float64[N]`` of every probe metric of ``videos uint8[N, F + 1, H, W, 3]`` (the real context
+    frame first) generated from ``prompts`` of ``suite``, by log-key prefix (``eval_reward``, ``eval_reward_<idm>``,
+    ``eval_psnr``), and ``eval_reward_per_frame`` (``float64[F]``, the training reward by frame)."""
     items = [suite[int(i)] for i in prompts.items]
     rewards = compute_rewards(reward_fn, videos, prompts.actions, items)
-    mean, sem = _mean_and_sem(rewards.mean(axis=1))
-    result: dict[str, Any] = {"eval_reward_mean": mean, "eval_reward_sem": sem,
-                              "eval_reward_per_frame": rewards.mean(axis=0).tolist()}  # fmt: skip
+    values = {"eval_reward": rewards.mean(axis=1), "eval_reward_per_frame": rewards.mean(axis=0)}
     for probe in probe_rewards:
-        key = probe_key(probe)
-        result[f"{key}_mean"], result[f"{key}_sem"] = _mean_and_sem(
-            compute_rewards(probe, videos, prompts.actions, items).mean(axis=1)
-        )
+        values[probe_key(probe)] = compute_rewards(probe, videos, prompts.actions, items).mean(axis=1)
     if all(getattr(item, "ground_truth", None) is not None for item in items):
         generated = videos[:, 1:]
         truth = np.stack([item.ground_truth[: generated.shape[1]] for item in items])
-        result["eval_psnr_mean"], result["eval_psnr_sem"] = _mean_and_sem(psnr_per_frame(generated, truth).mean(1))
+        values["eval_psnr"] = psnr_per_frame(generated, truth).mean(axis=1)
+    return values
+
+
+def summarize_probe(values: dict[str, np.ndarray], baseline: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """The log record of :func:`probe_values`: each metric's mean and standard error over items, and with a
+    ``baseline`` (the first probe's values) the paired change since then and its standard error."""
+    result: dict[str, Any] = {"eval_reward_per_frame": values["eval_reward_per_frame"].tolist()}
+    for prefix, per_item in values.items():
+        if prefix == "eval_reward_per_frame":
+            continue
+        result[f"{prefix}_mean"], result[f"{prefix}_sem"] = _mean_and_sem(per_item)
+        if baseline is not None and prefix in baseline:
+            result[f"{prefix}_change"], result[f"{prefix}_change_sem"] = _mean_and_sem(per_item - baseline[prefix])
     return result
+
+
+def score_probe(videos: np.ndarray, prompts: Prompts, suite: Any, reward_fn: Any,
+                probe_rewards: Sequence[Any] = (), baseline: dict[str, np.ndarray] | None = None) -> dict[str, Any]:  # fmt: skip
+    """:func:`summarize_probe` of :func:`probe_values` (the module docstring lists the keys)."""
+    return summarize_probe(probe_values(videos, prompts, suite, reward_fn, probe_rewards), baseline)

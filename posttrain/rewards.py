@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from evaluation.idm.registry import load_idm
+from evaluation.idm.registry import expand_idm_names, load_idm
 from evaluation.metrics.taxonomy import Taxonomy
 from evaluation.scoring import (
     commanded_labels,
@@ -295,7 +295,7 @@ def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
         )  # fmt: skip
     if config.kind != "idm":
         raise ConfigError(f"unknown reward kind {config.kind!r}; use idm or pixel")
-    names = list(config.idm) or [DEFAULT_IDMS.get(suite.domain)]
+    names = expand_idm_names(list(config.idm)) or [DEFAULT_IDMS.get(suite.domain)]
     if names == [None]:
         raise ConfigError(f"no default IDM for domain {suite.domain!r}; pass reward.idm (--idm)")
     idms = [load_idm(name, device=device) for name in names]

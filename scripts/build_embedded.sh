@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild every bundled file of the embedded Crafter world from seeds, on a CPU:
 #   recordings -> VQ tokenizer -> world model, the two IDMs, the NFD model, the dream env's reward heads, the
-#   start-scene pool, the suite, the post-training prompts, their SHA256SUMS and the leaderboard's seed bundles.
+#   start-scene pool, the suite, the post-training prompts, the post-trained model, their SHA256SUMS and the
+#   leaderboard's seed bundles.
 # Usage: scripts/build_embedded.sh [WORK_DIR]   (default runs/embedded; `make embedded` runs it)
 # The model card (worldmodels/bundled/MODEL_CARD.md) records what one run of this script measured.
 set -euo pipefail
@@ -26,6 +27,9 @@ mkdir -p "$MODELS"
 # Post-training prompts (bench/posttrain_demo.py): other worlds than the benchmark's.
 [ -f "$WORK/train-suite/manifest.json" ] || $RLIR suite build-crafter "$WORK/train-suite" --name crafter-train \
   --items 512 --seed 77
+# ... and the post-training probe's (logging.eval_every; seed 78): neither the training prompts nor the benchmark.
+[ -f "$WORK/val-suite/manifest.json" ] || $RLIR suite build-crafter "$WORK/val-suite" --name crafter-val \
+  --items 64 --seed 78
 
 # 2. The VQ tokenizer (72x72 -> 9x9 tokens, 512 codes).
 $RLIR train tokenizer --data "$WORK/data" --out "$MODELS/crafter-vq.safetensors" --steps 5000 --eval-every 2500 --seed 0 \
@@ -67,6 +71,22 @@ $RLIR train worldmodel --data "$WORK/data-v2" --tokenizer "$MODELS/crafter-vq-v2
   --out "$MODELS/crafter-mineworld.safetensors" --size small --steps 3000 --batch-size 8 --lr 1.5e-3 --warmup 150 \
   --eval-every 500 --seed 0 --threads 2 --no-progress --resume auto
 
+# 3c. The reward IDM ensemble of post-training (issue 15; `crafter-idm-ensemble`): three IDMs, each trained on its own
+#     100,000-frame recording of the v2 policy (seeds 201, 202, 203: disjoint from each other, from the world model's
+#     data and from the held-out IDM's), one thread each, side by side.
+for seed in 201 202 203; do
+  [ -f "$WORK/idm-v2-s$seed/manifest.json" ] || $RLIR record crafter "$WORK/idm-v2-s$seed" --frames 100000 --seed $seed \
+    --policy decorrelated --workers 2 --resume auto --no-progress
+done
+train_reward_idm() {  # letter, recording seed
+  $RLIR train idm --data "$WORK/idm-v2-s$2" --width 48 --seed $2 --threads 1 --eval-data "$WORK/tok-eval-v2" \
+    --out "$MODELS/crafter-idm-reward-$1.safetensors" --name "crafter-idm-reward-$1" --no-progress
+}
+train_reward_idm a 201 & ida=$!
+train_reward_idm b 202 & idb=$!
+train_reward_idm c 203
+wait $ida $idb
+
 # 4. The learned reward and termination heads of RLIR-CrafterDream-v0, trained on real frames and on frames passed
 #    through the world model's tokenizer (what they see in the dream env), next to the NFD model of the diffusion
 #    paradigm (its own autoencoder; one thread each). The shipped heads learnt from tokenizer v1's reconstructions
@@ -89,17 +109,32 @@ cp "$MODELS"/crafter-{mineworld,mineworld-v1,nfd}.{safetensors,json} worldmodels
 cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png
 cp "$MODELS/crafter-vq-v2p.safetensors" worldmodels/bundled/crafter-vq-v2.safetensors
 cp "$MODELS/crafter-vq-v2p.json" worldmodels/bundled/crafter-vq-v2.json
-cp "$MODELS"/crafter-idm-{reward,heldout}.{safetensors,json} evaluation/idm/bundled/
-(cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors crafter-mineworld-v1.safetensors \
-  crafter-nfd.safetensors crafter-vq-v2.safetensors > SHA256SUMS)
-(cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors > SHA256SUMS)
+cp "$MODELS"/crafter-idm-{reward,heldout,reward-a,reward-b,reward-c}.{safetensors,json} evaluation/idm/bundled/
+(cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors \
+  crafter-idm-reward-{a,b,c}.safetensors > SHA256SUMS)
+pin_models() {
+  (cd worldmodels/bundled && sha256sum crafter-mineworld.safetensors crafter-mineworld-v1.safetensors \
+    $(ls crafter-mineworld-rlir.safetensors 2>/dev/null) crafter-nfd.safetensors crafter-vq-v2.safetensors > SHA256SUMS)
+}
+rm -f worldmodels/bundled/crafter-mineworld-rlir.safetensors  # its base changed: post-train it again (6b)
+pin_models
 $RLIR suite info crafter-af-v1
+
+# 6b. crafter-mineworld-rlir (issue 15): RLIR post-training of the installed crafter-mineworld with the reward IDM
+#     ensemble on the crafter-train prompts, probed on crafter-val (scripts/crafter-mineworld-rlir.yaml; ~25 min on 2
+#     cores; resumable).
+$RLIR posttrain --config scripts/crafter-mineworld-rlir.yaml --data "$WORK/train-suite" --suite "$WORK/val-suite" \
+  --out "$WORK/rlir" --resume auto --no-progress
+cp "$WORK/rlir/model.safetensors" worldmodels/bundled/crafter-mineworld-rlir.safetensors
+cp "$WORK/rlir/curves.png" docs/crafter-mineworld-rlir-curves.png
+pin_models
 
 # 7. The leaderboard's seed bundles (they pin the weights' sha256, so they follow every rebuild).
 $RLIR demo --out "$WORK/demo" --no-leaderboard
 $RLIR demo --model crafter-nfd --out "$WORK/demo" --no-leaderboard
 $RLIR demo --model crafter-mineworld-v1 --out "$WORK/demo" --no-leaderboard
-for name in crafter-mineworld crafter-mineworld-v1 crafter-nfd ground-truth; do
+$RLIR demo --model crafter-mineworld-rlir --out "$WORK/demo" --no-leaderboard
+for name in crafter-mineworld crafter-mineworld-v1 crafter-mineworld-rlir crafter-nfd ground-truth; do
   cp "$WORK/demo/$name/bundle.json" "leaderboard/seed_bundles/$name.json"
 done
 echo "bundled files rebuilt; run 'make demo' to evaluate them"

@@ -8,10 +8,11 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 import rlir_env  # noqa: F401  (registers the ids)
-from evaluation.idm.registry import BUNDLED_IDMS, HELDOUT_IDM, REWARD_IDM, load_idm
+from evaluation.idm.registry import BUNDLED_IDMS, HELDOUT_IDM, IDM_ENSEMBLES, REWARD_ENSEMBLE, REWARD_IDM, load_idm
 from evaluation.suites import CRAFTER_SUITE, load_suite, suite_from_crafter
 from worldmodels.bundled import bundled_dir, pin_of, read_pins
 from worldmodels.errors import DataError, IntegrityError
@@ -39,10 +40,11 @@ def test_every_bundled_weight_file_is_pinned_and_matches():
     model_files = [bundled_dir() / file for file, _ in BUNDLED_MODELS.values()]
     for name, path in zip(BUNDLED_MODELS, model_files):
         assert pin_of(path) is not None and resolve_files(name)["checkpoint"] == path  # resolve_files checks the pin
-    for name in (REWARD_IDM, HELDOUT_IDM):
+    idm_names = (REWARD_IDM, HELDOUT_IDM, *IDM_ENSEMBLES[REWARD_ENSEMBLE])
+    for name in idm_names:
         path, sha256 = BUNDLED_IDMS[name]
         assert sha256 is not None and load_idm(name).sha256 == sha256
-    assert load_idm(REWARD_IDM).sha256 != load_idm(HELDOUT_IDM).sha256
+    assert len({load_idm(name).sha256 for name in idm_names}) == len(idm_names)
     from rlir_env.dream.heads import resolve_heads_path
 
     sizes = [p.stat().st_size for p in [*model_files, *(BUNDLED_IDMS[n][0] for n in BUNDLED_IDMS), resolve_heads_path(None)]]
@@ -62,6 +64,27 @@ def test_a_tampered_bundled_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.REGISTRY, CRAFTER_MODEL_NAME, type(entry)(**{**entry.__dict__, "root": tmp_path}))
     with pytest.raises(IntegrityError, match="sha256"):
         load_world_model(CRAFTER_MODEL_NAME)
+
+
+def test_every_bundled_model_has_a_seed_bundle_of_its_own_weights():
+    import json
+
+    from evaluation.evaluator import model_info_for
+    from leaderboard.seed import SEED_BUNDLES_DIR
+
+    for name in BUNDLED_MODELS:
+        bundle = json.loads((SEED_BUNDLES_DIR / f"{name}.json").read_text())
+        info = model_info_for(load_world_model(name), name, resolve_files(name)["checkpoint"])
+        assert bundle["model"]["name"] == name and bundle["model"]["weights_sha256"] == info.weights_sha256, name
+
+
+def test_the_post_trained_model_is_its_base_with_other_weights():
+    base, tuned = load_world_model(CRAFTER_MODEL_NAME), load_world_model("crafter-mineworld-rlir")
+    assert tuned.config == base.config and tuned.spec.frame_size == base.spec.frame_size
+    base_state, tuned_state = base.state_dict(), tuned.state_dict()
+    assert base_state.keys() == tuned_state.keys()
+    changed = [key for key in base_state if not torch.equal(base_state[key], tuned_state[key])]
+    assert changed and all(key.startswith("transformer.") for key in changed)  # post-training leaves the tokenizer
 
 
 def test_pin_file_reads_both_sha256sum_modes(tmp_path):

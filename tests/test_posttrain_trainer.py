@@ -120,6 +120,11 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     assert before["step"] == -1 and [r["step"] for r in iterations] == [0, 1, 2]
     # fixed evaluation seeds before and after 3 updates: the policy learned to emit even tokens
     assert iterations[-1]["eval_reward_mean"] > before["eval_reward_mean"] + 0.08
+    # ... and the probe pairs it item by item with the first probe
+    assert iterations[-1]["eval_reward_change"] == pytest.approx(iterations[-1]["eval_reward_mean"]
+                                                                 - before["eval_reward_mean"])  # fmt: skip
+    assert iterations[-1]["eval_reward_change"] > 2 * iterations[-1]["eval_reward_change_sem"]
+    assert "eval_reward_change" not in before
     assert before["eval_reward_sem"] > 0 and 0 < before["eval_psnr_mean"] <= 100  # the probe's error bar and PSNR
     for record in iterations:
         assert record["ratio_first_microstep_min"] == 1.0 and record["ratio_first_microstep_max"] == 1.0

@@ -63,3 +63,20 @@ def test_curves_png_draws_training_and_held_out_reward(tmp_path):
     assert blue > 50 and _reddish(image) > 10
     (tmp_path / "empty.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
     assert draw_curves(tmp_path / "empty.jsonl", tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_curves_png_adds_the_watching_idm_and_a_psnr_panel(tmp_path):
+    from posttrain.curves import read_curves
+
+    log = tmp_path / "log.jsonl"
+    probe = {"eval_reward_mean": 0.4, "eval_reward_crafter_idm_heldout_mean": 0.5, "eval_psnr_mean": 21.0}
+    lines = [{"step": -1, **probe}] + [{"step": s, "reward_mean": 0.5} for s in range(4)]
+    lines[-1].update({"eval_reward_mean": 0.45, "eval_reward_crafter_idm_heldout_mean": 0.6, "eval_psnr_mean": 20.5})
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    curves = read_curves(log)
+    assert curves["eval_reward_crafter_idm_heldout_mean"] == [(-1, 0.5), (3, 0.6)]
+    assert curves["eval_psnr_mean"] == [(-1, 21.0), (3, 20.5)] and len(curves["reward_mean"]) == 4
+    image = np.asarray(Image.open(draw_curves(log, tmp_path / "curves.png")).convert("RGB"))
+    assert image.shape == (420 + 280, 720, 3)  # the reward panel and the PSNR panel below it
+    green = ((image[..., 1] > 140) & (image[..., 0] < 100) & (image[..., 2] < 120)).sum()
+    assert green > 20  # the watching IDM's curve

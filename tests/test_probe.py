@@ -11,7 +11,7 @@ from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
 from evaluation.metrics.video import psnr_per_frame
 from evaluation.suites import CRAFTER_SUITE, load_suite
 from posttrain.data import prompts_from_suite
-from posttrain.probe import probe_key, score_probe
+from posttrain.probe import probe_key, probe_values, score_probe, summarize_probe
 from posttrain.rewards import IDMReward, compute_rewards
 
 
@@ -39,3 +39,30 @@ def test_the_probe_reports_each_number_with_its_standard_error():
     psnr = psnr_per_frame(noisy, truth).mean(axis=1)
     assert result["eval_psnr_mean"] == pytest.approx(psnr.mean()) and 20 < result["eval_psnr_mean"] < 40
     assert result["eval_psnr_sem"] == pytest.approx(psnr.std(ddof=1) / np.sqrt(6))
+
+
+def test_later_probes_report_their_paired_change_since_the_first():
+    suite = load_suite(CRAFTER_SUITE)
+    prompts = prompts_from_suite(suite, range(6), 4)
+    items = [suite[i] for i in range(6)]
+    rng = np.random.default_rng(1)
+    truth = np.stack([item.ground_truth[:4] for item in items])
+
+    def videos(noise: int) -> np.ndarray:
+        noisy = np.clip(truth.astype(int) + rng.integers(-noise, noise + 1, truth.shape), 0, 255).astype(np.uint8)
+        return np.concatenate([prompts.context_frames[:, -1:], noisy], axis=1)
+
+    reward = IDMReward(load_idm(REWARD_IDM), CRAFTER_TAXONOMY, form="soft")
+    first = probe_values(videos(10), prompts, suite, reward)
+    assert summarize_probe(first).keys().isdisjoint({"eval_reward_change", "eval_psnr_change"})  # nothing to pair
+    later_values = probe_values(videos(40), prompts, suite, reward)
+    later = summarize_probe(later_values, first)
+    difference = later_values["eval_psnr"] - first["eval_psnr"]
+    assert later["eval_psnr_change"] == pytest.approx(difference.mean()) and later["eval_psnr_change"] < -3
+    assert later["eval_psnr_change_sem"] == pytest.approx(difference.std(ddof=1) / np.sqrt(6))
+    change = later_values["eval_reward"] - first["eval_reward"]
+    assert later["eval_reward_change"] == pytest.approx(change.mean())
+    assert later["eval_reward_mean"] == pytest.approx(later_values["eval_reward"].mean())
+    again = score_probe(prompts=prompts, suite=suite, reward_fn=reward, baseline=first,
+                        videos=np.concatenate([prompts.context_frames[:, -1:], videos(40)[:, 1:]], axis=1))
+    assert set(again) == set(later)

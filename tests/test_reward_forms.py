@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.idm.registry import HELDOUT_IDM, REWARD_IDM, load_idm
+from evaluation.idm.registry import HELDOUT_IDM, IDM_ENSEMBLES, REWARD_ENSEMBLE, REWARD_IDM, load_idm
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
 from evaluation.scoring import frame_agreement, score_frames, taxonomy_for
 from evaluation.suites import CRAFTER_SUITE, load_suite
@@ -150,3 +150,14 @@ def test_the_command_line_offers_every_form_and_an_ensemble():
     args = parser.parse_args(["--model", "m", "--data", "s", "--out", "o", "--idm", "a,b", "--reward-form", "soft"])
     config = config_from_args(args)
     assert config.reward.idm == ["a", "b"] and config.reward.form == "soft"
+
+
+def test_an_ensemble_name_stands_for_its_members(suite):
+    members = list(IDM_ENSEMBLES[REWARD_ENSEMBLE])
+    config = load_config(None, [], values={"reward.idm": f"{REWARD_ENSEMBLE},{HELDOUT_IDM}", "model.path": "m",
+                                           "data.suite": "s", "out": "o"}).validate()  # fmt: skip
+    reward = build_reward(config.reward, suite)
+    assert [idm.name for idm in reward.idms] == [*members, HELDOUT_IDM]
+    assert reward.name == "idm:" + "+".join([*members, HELDOUT_IDM])
+    with pytest.raises(ConfigError, match=f"'{REWARD_ENSEMBLE}' names an ensemble of 3 IDMs"):
+        load_idm(REWARD_ENSEMBLE)

@@ -28,12 +28,24 @@ REWARD_IDM = "crafter-idm-reward"
 """The GRPO reward of the embedded world (trained on the first half of the training recording)."""
 HELDOUT_IDM = "crafter-idm-heldout"
 """Every reported Crafter score (another recording, seed and width than the reward IDM)."""
+REWARD_ENSEMBLE = "crafter-idm-ensemble"
+"""Three reward IDMs, each trained on its own recording of the v2 behaviour policy (seeds 201, 202, 203): data and
+seeds disjoint from each other and from the held-out IDM's. As a reward IDM name it stands for all three."""
+IDM_ENSEMBLES: dict[str, tuple[str, ...]] = {
+    REWARD_ENSEMBLE: ("crafter-idm-reward-a", "crafter-idm-reward-b", "crafter-idm-reward-c"),
+}
+"""Ensemble name -> its member IDMs' names (:func:`expand_idm_names`)."""
 
 
 def _register_bundled_idms() -> None:
     pins = read_pins(BUNDLED_IDM_DIR)
-    for name in (REWARD_IDM, HELDOUT_IDM):
+    for name in (REWARD_IDM, HELDOUT_IDM, *IDM_ENSEMBLES[REWARD_ENSEMBLE]):
         register_bundled_idm(name, BUNDLED_IDM_DIR / f"{name}.safetensors", pins.get(f"{name}.safetensors"))
+
+
+def expand_idm_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """``names`` with every ensemble name (:data:`IDM_ENSEMBLES`) replaced by its members, in order."""
+    return [member for name in names for member in IDM_ENSEMBLES.get(str(name), (name,))]
 
 
 _register_bundled_idms()
@@ -67,8 +79,13 @@ def load_idm(name_or_path: str | Path, *, device: str | torch.device = "cpu", dt
         from evaluation.idm.crafter import CrafterIDM
 
         return CrafterIDM.load(path, device=device)
+    if text in IDM_ENSEMBLES:
+        raise ConfigError(f"{text!r} names an ensemble of {len(IDM_ENSEMBLES[text])} IDMs "
+                          f"({', '.join(IDM_ENSEMBLES[text])}); load them one by one (expand_idm_names), or pass it as "
+                          "a reward IDM (reward.idm), which averages them")  # fmt: skip
     known = ["vpt-4x-idm", *sorted(BUNDLED_IDMS)]
-    raise ConfigError(f"unknown IDM {text!r}: use one of {known}, a VPT .weights file, or a Crafter IDM .safetensors")
+    raise ConfigError(f"unknown IDM {text!r}: use one of {known}, a VPT .weights file, or a Crafter IDM "
+                      f".safetensors (reward ensembles: {sorted(IDM_ENSEMBLES)})")  # fmt: skip
 
 
 def _load_vpt(weights: Path, device, dtype):

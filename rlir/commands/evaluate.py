@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_progress(parser)
     parser.set_defaults(func=run, eval_command=None)
 
-    modes = parser.add_subparsers(dest="eval_command", metavar="[score-videos]")
+    modes = parser.add_subparsers(dest="eval_command", metavar="[score-videos | compare]")
     videos = modes.add_parser("score-videos", help="score videos generated elsewhere (no model needed)",
                               description="rlir eval score-videos DIR --suite SUITE --idm IDM --out DIR: reads "
                                           "DIR/<item id>.mp4 for every suite item (MineWorld's layout)")  # fmt: skip
@@ -61,6 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     videos.add_argument("--model-name", help="name recorded in the bundle (default: the directory name)")
     _common(videos)
     videos.set_defaults(func=run)
+    compare = modes.add_parser("compare", help="paired comparison of two bundles of the same suite and IDM",
+                               description="rlir eval compare A B: B - A for mean macro-F1, each task, PSNR and SSIM, "
+                                           "with 95% intervals from a paired bootstrap over the suite's items "
+                                           "(the same items resampled for both)")  # fmt: skip
+    compare.add_argument("bundles", nargs=2, metavar="BUNDLE", help="bundle directories (or bundle.json files): A B")
+    compare.add_argument("--resamples", type=int, default=1000)
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    compare.set_defaults(func=_compare)
 
 
 DEFAULT_PREVIEWS = 8
@@ -124,6 +132,19 @@ def run(args: argparse.Namespace) -> int:
     if bundle is not None:
         print_bundle_summary(bundle, console)
         console.print(f"bundle written to {Path(args.out) / 'bundle.json'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from evaluation.bundle import load_bundle
+    from evaluation.compare import compare_bundles
+    from evaluation.views import print_comparison
+
+    if args.resamples < 100:
+        raise ConfigError(f"--resamples {args.resamples} is too few for a 95% interval; use at least 100 (default 1000)")
+    a, b = (load_bundle(path) for path in args.bundles)
+    rows = compare_bundles(a, b, n_resamples=args.resamples, seed=args.seed)
+    print_comparison(rows, (a.model.name, b.model.name))
     return 0
 
 
