@@ -10,8 +10,9 @@ its standard error over the items, because a reward curve is only read as rising
 * ``eval_psnr_mean`` / ``_sem``: PSNR against the suite's ground truth (when it has some): a gain bought with noisier
   frames shows here;
 * ``<each of the above>_change`` / ``_change_sem``: the change since the run's first probe (before any update), paired
-  item by item, with the standard error of the paired differences: much smaller than the ``_sem`` of either probe,
-  because each item's difficulty cancels. (A resumed run logs them only if it started in the same process.)
+  item by item, with the standard error of the paired differences (smaller than either probe's ``_sem`` when the
+  items differ in difficulty, which cancels in each pair). A resumed run logs them only if it started in the same
+  process.
 """
 
 from __future__ import annotations

@@ -15,14 +15,26 @@ from posttrain.probe import probe_key, probe_values, score_probe, summarize_prob
 from posttrain.rewards import IDMReward, compute_rewards
 
 
-def test_the_probe_reports_each_number_with_its_standard_error():
+def _probe_inputs(seed: int):
+    """Six suite prompts of 4 frames, their items, and ``videos(noise)``: the real context frame followed by the
+    ground truth with uniform noise of +-``noise`` levels."""
     suite = load_suite(CRAFTER_SUITE)
     prompts = prompts_from_suite(suite, range(6), 4)
     items = [suite[i] for i in range(6)]
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     truth = np.stack([item.ground_truth[:4] for item in items])
-    noisy = np.clip(truth.astype(int) + rng.integers(-20, 21, truth.shape), 0, 255).astype(np.uint8)
-    videos = np.concatenate([prompts.context_frames[:, -1:], noisy], axis=1)
+
+    def videos(noise: int) -> np.ndarray:
+        noisy = np.clip(truth.astype(int) + rng.integers(-noise, noise + 1, truth.shape), 0, 255).astype(np.uint8)
+        return np.concatenate([prompts.context_frames[:, -1:], noisy], axis=1)
+
+    return suite, prompts, items, truth, videos
+
+
+def test_the_probe_reports_each_number_with_its_standard_error():
+    suite, prompts, items, truth, make_videos = _probe_inputs(0)
+    videos = make_videos(20)
+    noisy = videos[:, 1:]
     reward = IDMReward(load_idm(REWARD_IDM), CRAFTER_TAXONOMY)
     watcher = IDMReward(load_idm(HELDOUT_IDM), CRAFTER_TAXONOMY, form="exact")
     result = score_probe(videos, prompts, suite, reward, [watcher])
@@ -42,16 +54,7 @@ def test_the_probe_reports_each_number_with_its_standard_error():
 
 
 def test_later_probes_report_their_paired_change_since_the_first():
-    suite = load_suite(CRAFTER_SUITE)
-    prompts = prompts_from_suite(suite, range(6), 4)
-    items = [suite[i] for i in range(6)]
-    rng = np.random.default_rng(1)
-    truth = np.stack([item.ground_truth[:4] for item in items])
-
-    def videos(noise: int) -> np.ndarray:
-        noisy = np.clip(truth.astype(int) + rng.integers(-noise, noise + 1, truth.shape), 0, 255).astype(np.uint8)
-        return np.concatenate([prompts.context_frames[:, -1:], noisy], axis=1)
-
+    suite, prompts, _, _, videos = _probe_inputs(1)
     reward = IDMReward(load_idm(REWARD_IDM), CRAFTER_TAXONOMY, form="soft")
     first = probe_values(videos(10), prompts, suite, reward)
     assert summarize_probe(first).keys().isdisjoint({"eval_reward_change", "eval_psnr_change"})  # nothing to pair
@@ -63,6 +66,4 @@ def test_later_probes_report_their_paired_change_since_the_first():
     change = later_values["eval_reward"] - first["eval_reward"]
     assert later["eval_reward_change"] == pytest.approx(change.mean())
     assert later["eval_reward_mean"] == pytest.approx(later_values["eval_reward"].mean())
-    again = score_probe(prompts=prompts, suite=suite, reward_fn=reward, baseline=first,
-                        videos=np.concatenate([prompts.context_frames[:, -1:], videos(40)[:, 1:]], axis=1))
-    assert set(again) == set(later)
+    assert set(score_probe(videos(40), prompts, suite, reward, baseline=first)) == set(later)
