@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.bundle import ResultBundle
-from evaluation.metrics.action import classification_scores, confusion_counts
-from evaluation.metrics.stats import resample_counts, resample_indices
+from evaluation.metrics.action import confusion_counts
+from evaluation.metrics.stats import resample_counts, resample_indices, resampled_task_scores
 from evaluation.metrics.taxonomy import get_taxonomy
 from worldmodels.errors import DataError
 
@@ -69,17 +69,13 @@ def compare_bundles(
     by_id = {item.id: item for item in b.items}
     pairs = [(item, by_id[item.id]) for item in a.items]
     n = len(pairs)
-    draws = resample_counts(resample_indices(n, n_resamples=n_resamples, seed=seed), n)
-    full = np.ones((1, n))
+    draws = resample_indices(n, n_resamples=n_resamples, seed=seed)
 
     def task_f1(side: int) -> tuple[np.ndarray, np.ndarray]:
         """Macro-F1 per discrete task of the full bundle ``[T]`` and of every resample ``[R, T]``."""
         conf = np.stack([confusion_counts(np.asarray(p[side].gt_labels)[None], np.asarray(p[side].pred_labels)[None],
-                                          taxonomy)[0] for p in pairs])[:, taxonomy.discrete_indices]  # fmt: skip
-        flat = conf.reshape(n, -1)
-        scores = [classification_scores(np.rint(w @ flat).astype(np.int64).reshape((len(w),) + conf.shape[1:]))
-                  ["f1_macro"] for w in (full, draws)]  # fmt: skip
-        return scores[0][0], scores[1]
+                                          taxonomy)[0] for p in pairs])  # fmt: skip
+        return resampled_task_scores(conf, np.arange(n)[None], taxonomy)[0], resampled_task_scores(conf, draws, taxonomy)
 
     (full_a, boot_a), (full_b, boot_b) = task_f1(0), task_f1(1)
     rows = [_row("mean_macro_f1", full_a.mean(), full_b.mean(), boot_b.mean(1) - boot_a.mean(1))]
@@ -89,7 +85,7 @@ def compare_bundles(
         if any(getattr(p[side], name) is None for p in pairs for side in (0, 1)):
             continue
         per_item = np.array([[np.mean(getattr(p[side], name)) for side in (0, 1)] for p in pairs])
-        boot = draws @ per_item / n
+        boot = resample_counts(draws, n) @ per_item / n
         rows.append(_row(name, per_item[:, 0].mean(), per_item[:, 1].mean(), boot[:, 1] - boot[:, 0]))
     return rows
 

@@ -118,6 +118,13 @@ def resampled_task_means(
     Each resample's confusion counts are the count-weighted sum of the per-item counts, so this equals
     ``metrics_from_confusion(confusions[row].sum(0))["metric_mean_on_task"][metric]`` for every row of ``indices``.
     """
+    return resampled_task_scores(confusions, indices, taxonomy, metric).mean(axis=-1)
+
+
+def resampled_task_scores(
+    confusions: ArrayLike, indices: np.ndarray, taxonomy: Taxonomy = MINECRAFT_TAXONOMY, metric: str = "f1_macro"
+) -> np.ndarray:
+    """``metric`` of each discrete task (``taxonomy.discrete_indices`` order), for every resample: ``float64[R, T]``."""
     if metric not in METRIC_NAMES:
         raise ConfigError(f"unknown metric {metric!r}; choose one of {list(METRIC_NAMES)}")
     conf = as_item_confusions(confusions, taxonomy)
@@ -125,7 +132,7 @@ def resampled_task_means(
     weights = resample_counts(indices, len(conf))
     summed = np.rint(weights @ discrete.reshape(len(conf), -1)).astype(np.int64)
     summed = summed.reshape((len(weights),) + discrete.shape[1:])
-    return classification_scores(summed)[metric].mean(axis=-1)
+    return classification_scores(summed)[metric]
 
 
 def bootstrap_confusion_ci(
