@@ -9,6 +9,10 @@ bytes of KV cache each decode step must read). Prints markdown for docs/benchmar
 
     .venv/bin/python bench/bench_speed.py                        # bundled model, 1/4/16/64/256 envs, 2 threads
     .venv/bin/python bench/bench_speed.py --threads 1 --batch 1 --batch 64
+    .venv/bin/python bench/bench_speed.py --batch 1 --batch 4 --speculative   # + compiled speculative decoding
+
+``--speculative`` adds compiled speculative decoding (the copy draft; the same distribution as naive, other tokens
+for the same seed) as a third arm, with its forwards per frame and acceptance rate.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import time
 import torch
 
 import rlir_env  # noqa: F401  (registers the ids)
-from bench_env import time_real_crafter, time_vector_env, time_world_model  # run as a script: bench/ is on sys.path
+from bench_env import scenes_for, time_real_crafter, time_vector_env, time_world_model  # run as a script: bench/ is on sys.path
+from rlir_env.vector import WorldModelVectorEnv
 from worldmodels.registry import load_world_model
 
 
@@ -64,6 +69,18 @@ def frame_costs(model) -> tuple[float, float]:
     return flops_per_token * tokens, kv_bytes_per_token * tokens
 
 
+def decode_stats(model, num_envs: int, steps: int = 8):
+    """Speculative decoding's forwards per frame and acceptance over ``steps`` random steps of ``num_envs`` envs."""
+    env = WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding="speculative")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(steps):
+        env.step(env.action_space.sample())
+    stats = env.decode_stats
+    env.close()
+    return stats
+
+
 def time_dream(model, num_envs: int, steps: int) -> float:
     """Env steps/s of ``RLIR-CrafterDream-v0``'s vector env (world model + learned reward and termination heads)."""
     from rlir_env.dream.env import make_dream_vector_env
@@ -78,32 +95,38 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2, both cores)")
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds per arm (default: 2)")
     parser.add_argument("--frames", type=int, default=64, help="frames generated per timed run (default: 64)")
+    parser.add_argument("--speculative", action="store_true", help="also time compiled speculative decoding")
     parser.add_argument("--dream-envs", type=int, default=16,
                         help="RLIR-CrafterDream-v0 row with this many envs (0: skip; default 16, as in docs §5)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = args.batch or [1, 4, 16, 64, 256]
-    arms = {"eager": load_world_model(args.model), "compiled": load_world_model(args.model, compile=True)}
+    compiled_model = load_world_model(args.model, compile=True)
+    arms = {"eager": (load_world_model(args.model), "naive"), "compiled": (compiled_model, "naive")}
+    if args.speculative:
+        arms["speculative"] = (compiled_model, "speculative")
 
-    fps: dict[tuple[str, int], list[float]] = {}
+    fps: dict[tuple[str, int | str], list[float]] = {}
     compile_seconds: dict[int, float] = {}
     for b in batches:  # compile once per batch size before anything is timed
         start = time.perf_counter()
-        time_world_model(arms["compiled"], b, 1, "naive")
+        time_world_model(compiled_model, b, 1, "naive")
         compile_seconds[b] = time.perf_counter() - start
+        if args.speculative:  # a dynamic width compiles one graph on each side of the fused-loop threshold
+            time_world_model(compiled_model, b, 3, "speculative")
     real = []
     for _ in range(args.rounds):
         for b in batches:
             steps = max(2, args.frames // b)
-            for name, model in arms.items():
-                fps.setdefault((name, b), []).append(time_world_model(model, b, steps, "naive"))
+            for name, (model, decoding) in arms.items():
+                fps.setdefault((name, b), []).append(time_world_model(model, b, steps, decoding))
         real.append(time_real_crafter(300))
         if args.dream_envs:
-            for name, model in arms.items():
-                fps.setdefault((name, "dream"), []).append(time_dream(model, args.dream_envs, 2))
+            for name in ("eager", "compiled"):
+                fps.setdefault((name, "dream"), []).append(time_dream(arms[name][0], args.dream_envs, 2))
 
     peak, bandwidth = gemm_peak(), stream_bandwidth()
-    flops, kv_bytes = frame_costs(arms["eager"])
+    flops, kv_bytes = frame_costs(compiled_model)
     real_fps = statistics.median(real)
     print(f"\n{args.model}: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, fp32, "
           f"torch {torch.__version__}; GEMM peak {peak:.1f} GFLOP/s (1024^3), read bandwidth {bandwidth:.1f} GB/s; "
@@ -120,6 +143,16 @@ def main() -> None:
         eager, compiled = statistics.median(fps[("eager", "dream")]), statistics.median(fps[("compiled", "dream")])
         print(f"| RLIR-CrafterDream-v0, {args.dream_envs} envs (env steps/s) | {eager:.1f} | {compiled:.1f} | "
               f"{compiled / eager:.2f}x | | {compiled / real_fps:.3f} | | |")
+    if args.speculative:
+        print("\n| envs | eager naive frames/s | compiled speculative frames/s | ratio to eager naive | ratio to compiled "
+              "naive | forwards per frame | draft acceptance | compiled speculative / real game |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for b in batches:
+            eager, naive = statistics.median(fps[("eager", b)]), statistics.median(fps[("compiled", b)])
+            speculative = statistics.median(fps[("speculative", b)])
+            stats = decode_stats(compiled_model, b)
+            print(f"| {b} | {eager:.1f} | {speculative:.1f} | {speculative / eager:.2f}x | {speculative / naive:.2f}x | "
+                  f"{stats.forwards_per_frame:.1f} | {stats.acceptance_rate:.2f} | {speculative / real_fps:.3f} |")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def posttrain(args, reward: str, seed: int) -> Path:
     run_dir = args.out / f"{reward}-s{seed}"
     model = run_dir / "model.safetensors"
     if not model.is_file():
-        reward_args = ["--idm", args.reward_idm, "--reward-form", args.reward_form] if reward == "idm" else []
+        reward_args = ["--idm", args.reward_idm, "--reward-form", args.reward_form] if "idm" in reward else []
+        if reward == "idm+pixel":
+            reward_args += ["--pixel-weight", str(args.pixel_weight)]
         probe = ([f"data.eval_suite={args.probe_suite}", f"logging.eval_every={args.probe_every}",
                   f"logging.probe_idm={args.idm}"] if args.probe_suite else [])  # fmt: skip
         run(RLIR + ["posttrain", "--model", args.model, "--data", args.train_suite, "--reward", reward, *reward_args,
@@ -91,7 +93,7 @@ def main() -> None:
     parser.add_argument("--train-suite", default="runs/embedded/train-suite")
     parser.add_argument("--suite", default="crafter-af-v1")
     parser.add_argument("--idm", default="crafter-idm-heldout")
-    parser.add_argument("--arms", nargs="+", default=["base", "idm", "pixel"])
+    parser.add_argument("--arms", nargs="+", default=["base", "idm", "pixel"], help="base, idm, pixel, idm+pixel")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--group", type=int, default=8)
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--reward-idm", default="crafter-idm-reward", help="the idm arm's reward IDM(s) (--idm of "
                         "rlir posttrain; e.g. crafter-idm-ensemble)")
     parser.add_argument("--reward-form", default="agreement", help="the idm arm's reward form")
+    parser.add_argument("--pixel-weight", type=float, default=1.0, help="the pixel term's weight in an idm+pixel arm")
     parser.add_argument("--probe-suite", default=None, help="suite of the fixed-seed probe (never the benchmark's)")
     parser.add_argument("--probe-every", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="sample rollouts with the compiled decode step")
@@ -141,14 +144,24 @@ def main() -> None:
         print("| run | scoring seed | mean macro-F1 - base [95% CI] | PSNR - base [95% CI] |")
         print("|---|---:|---:|---:|")
         base = {r["eval_seed"]: load_bundle(r["bundle"]) for r in results["base"]}
+        differences: dict[str, list[tuple[float, float]]] = {}
         for arm, runs in results.items():
             for r in runs:
                 if arm == "base" or r["eval_seed"] not in base:
                     continue
                 rows = {row.metric: row for row in compare_bundles(base[r["eval_seed"]], load_bundle(r["bundle"]))}
                 f1, psnr = rows["mean_macro_f1"], rows["psnr"]
+                differences.setdefault(arm, []).append((f1.difference, psnr.difference))
                 print(f"| {Path(r['bundle']).name} | {r['eval_seed']} | {f1.difference:+.4f} [{f1.ci95[0]:+.4f}, "
                       f"{f1.ci95[1]:+.4f}] | {psnr.difference:+.2f} [{psnr.ci95[0]:+.2f}, {psnr.ci95[1]:+.2f}] |")  # fmt: skip
+        print("\nPer arm, the mean of its runs' paired differences with a 95% t-interval over the runs (training and "
+              "scoring seeds both vary, so this interval holds the seed-to-seed spread the per-run ones do not):\n")
+        print("| arm | runs | mean macro-F1 - base | PSNR - base |")
+        print("|---|---:|---:|---:|")
+        for arm, pairs in differences.items():
+            f1, f1_half = interval([f for f, _ in pairs])
+            psnr, psnr_half = interval([p for _, p in pairs])
+            print(f"| {arm} | {len(pairs)} | {f1:+.4f} ± {f1_half:.4f} | {psnr:+.2f} ± {psnr_half:.2f} |")
     tasks = list(next(iter(results.values()))[0]["tasks"])
     print("\n| arm | " + " | ".join(tasks) + " |")
     print("|---|" + "---:|" * len(tasks))

@@ -50,6 +50,7 @@ __all__ = [
     "frame_agreement",
     "idm_input",
     "label_actions",
+    "pair_predictions",
     "score_frames",
     "score_item",
     "target_actions",
@@ -188,7 +189,16 @@ def score_frames(
     Raises:
         DataError: the IDM labelled another number of frames than were commanded.
     """
-    predicted = idm.predict_actions(idm_input(idm, context, generated))
+    return pair_predictions(idm, taxonomy, idm.predict_actions(idm_input(idm, context, generated)), commanded)
+
+
+def pair_predictions(idm: InverseDynamicsModel, taxonomy: Taxonomy, predicted: Any, commanded: np.ndarray) -> FrameScores:
+    """Pair the actions ``idm`` already predicted for a batch (its ``predict_actions`` output, or what a caller that
+    also needs the IDM's probabilities derived from the same forward) with ``commanded``; see :func:`score_frames`.
+
+    Raises:
+        DataError: the IDM labelled another number of frames than were commanded.
+    """
     recovered = taxonomy.labels(predicted)
     if recovered.shape != commanded.shape:
         raise DataError(

@@ -16,6 +16,7 @@ posttrain`` picks it when the model is an NFD checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,12 +30,12 @@ from worldmodels.training.report import REPORT_TO
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 DECODINGS = ("naive", "speculative", "diagonal")
-REWARDS = ("idm", "pixel")
+REWARDS = ("idm", "pixel", "idm+pixel")
 REWARD_FORMS: dict[str, str] = {
     "agreement": "the fraction of the taxonomy's tasks whose IDM class is the commanded one (the default; a Crafter "
                  "frame scores 0.6, 0.8 or 1.0 because its 'none' columns match almost always)",
     "exact": "1 if the IDM reads every task as commanded, else 0 (the paper's 1[a_hat = a])",
-    "soft": "the IDM's probability of the commanded action (the Crafter IDMs, whose log_probs score every action)",
+    "soft": "the IDM's probability of the commanded action (the Crafter IDMs, whose logits score every action)",
     "task-weighted": "each task's match weighted by 1 / the frequency of its commanded class among the training "
                      "prompts, so a frame's reward is about its action's task rather than its many 'none' columns",
 }
@@ -116,7 +117,8 @@ class OptimConfig:
 @dataclass
 class RewardConfig:
     kind: str = "idm"
-    """``idm`` (RLIR's inverse reward) or ``pixel`` (RLVR-World's -(L1 + perceptual) against ground truth)."""
+    """``idm`` (RLIR's inverse reward), ``pixel`` (RLVR-World's -(L1 + perceptual) against ground truth), or
+    ``idm+pixel``: per frame, the idm reward plus ``pixel_weight`` x the pixel reward (as TRL's ``reward_weights``)."""
     idm: list[str] = field(default_factory=list)
     """IDM names or files (several: an ensemble whose members' rewards are averaged, e.g. ``--idm a,b,c``); default:
     ``vpt-4x-idm`` for Minecraft, ``crafter-idm-reward`` for Crafter."""
@@ -129,6 +131,8 @@ class RewardConfig:
     lpips_linear: str | None = None
     l1_weight: float = 1.0
     perceptual_weight: float = 1.0
+    pixel_weight: float = 1.0
+    """The pixel term's weight in ``kind: idm+pixel`` (the idm term's is 1); only that kind reads it."""
 
 
 @dataclass
@@ -246,6 +250,8 @@ def shared_section_problems(config: Any) -> list[str]:
         ((w.lpips_backbone is None) == (w.lpips_linear is None),
          "reward.lpips_backbone and reward.lpips_linear go together"),
         (w.l1_weight >= 0 and w.perceptual_weight >= 0, "reward.l1_weight and reward.perceptual_weight must be >= 0"),
+        (math.isfinite(w.pixel_weight) and w.pixel_weight > 0,
+         f"reward.pixel_weight must be a finite number > 0, got {w.pixel_weight}"),
         (lg.video_every >= 0 and lg.eval_every >= 0, "logging.video_every and logging.eval_every must be >= 0"),
         (lg.videos >= 1, f"logging.videos must be >= 1, got {lg.videos}"),
         (lg.report_to in REPORT_TO, f"logging.report_to must be one of {list(REPORT_TO)}, got {lg.report_to!r}"),

@@ -40,7 +40,14 @@ from posttrain.flow.config import FlowPostTrainConfig
 from posttrain.flow.paradigm import FlowGRPO
 from posttrain.grpo.core import LossStats
 from posttrain.grpo.paradigm import GRPO
-from posttrain.metrics import RunLogger, loss_metrics, peak_memory_mib, reward_metrics, speed_metrics
+from posttrain.metrics import (
+    RunLogger,
+    loss_metrics,
+    peak_memory_mib,
+    reward_metrics,
+    reward_term_metrics,
+    speed_metrics,
+)
 from posttrain.paradigm import Paradigm
 from posttrain.probe import probe_values, summarize_probe
 from posttrain.rewards import compute_rewards, reward_name
@@ -157,6 +164,7 @@ def train(
             record = {
                 "lr": lr,
                 **reward_metrics(plan, grad_norms, dist),
+                **reward_term_metrics(data.reward_fn, dist),
                 **loss_metrics(stats, first_ratio, sampler_gap, dist),
                 **speed_metrics(watch, paradigm.throughput(batch, len(plan.samples))),
                 "peak_memory_mib": peak_memory_mib(paradigm.policy.device),

@@ -92,6 +92,12 @@ def reward_metrics(plan: UpdatePlan, grad_norms: list[float], dist: Distributed)
     }
 
 
+def reward_term_metrics(reward_fn: Any, dist: Distributed) -> dict[str, float]:
+    """``reward_mean_<label>``: each term's mean of the iteration (over ranks) when the reward is a sum of terms
+    (:class:`~posttrain.rewards.WeightedRewardSum`, e.g. ``reward_mean_idm`` and ``reward_mean_pixel``)."""
+    return {f"reward_mean_{label}": dist.mean(mean) for label, mean in getattr(reward_fn, "last_terms", {}).items()}
+
+
 def loss_metrics(
     stats: LossStats, first_ratio: tuple[float, float] | None, sampler_gap: torch.Tensor, dist: Distributed
 ) -> dict[str, Any]:

@@ -14,12 +14,14 @@ A reward is any callable ``reward_fn(frames, actions) -> float[B, F]`` (optional
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from evaluation.idm.registry import expand_idm_names, load_idm
 from evaluation.metrics.taxonomy import Taxonomy
@@ -28,11 +30,12 @@ from evaluation.scoring import (
     frame_agreement,
     idm_input,
     label_actions,
+    pair_predictions,
     score_frames,
     target_actions,
     taxonomy_for,
 )
-from posttrain.config import REWARD_FORMS
+from posttrain.config import REWARD_FORMS, REWARDS
 from worldmodels.errors import ConfigError, DataError, NumericalError
 
 
@@ -138,9 +141,9 @@ class IDMReward:
                     f"IDM {idm.name!r} wants {idm.context_frames} real frames before the generated ones; a rollout "
                     "has one context frame, so only IDMs with context_frames 0 or 1 can score it"
                 )
-            if form == "soft" and (idm.domain != "crafter" or not callable(getattr(idm, "log_probs", None))):
+            if form == "soft" and (idm.domain != "crafter" or not callable(getattr(idm, "logits", None))):
                 raise ConfigError(f"reward form 'soft' needs IDMs that give one probability per compact action (the "
-                                  f"Crafter IDMs' log_probs); {idm.name!r} does not: use form 'exact' or "
+                                  f"Crafter IDMs' logits); {idm.name!r} does not: use form 'exact' or "
                                   "'agreement'")  # fmt: skip
         if (form == "task-weighted") != (class_weights is not None):
             raise ConfigError("reward form 'task-weighted' needs class_weights (posttrain.rewards.task_class_weights "
@@ -171,22 +174,25 @@ class IDMReward:
         commanded = self.commanded_labels(actions, items)
         rewards = []
         for idm in self.idms:
-            scores = score_frames(idm, self.taxonomy, frames[:, :1], frames[:, 1:], commanded)
+            if self.form == "soft":  # one IDM forward gives both the probabilities and the predicted actions
+                logits = idm.logits(idm_input(idm, frames[:, :1], frames[:, 1:]))
+                predicted = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)  # = idm.predict_actions
+                scores = pair_predictions(idm, self.taxonomy, predicted, commanded)
+                log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
+                taken = label_actions(actions, idm.domain).astype(np.int64)
+                rewards.append(np.exp(np.take_along_axis(log_probs, taken[..., None], axis=-1)[..., 0]))
+            else:
+                scores = score_frames(idm, self.taxonomy, frames[:, :1], frames[:, 1:], commanded)
+                rewards.append(self._label_form(scores.commanded, scores.recovered))
             if idm is self.idm:
                 self.last_labels = (scores.commanded, scores.recovered)
                 self.last_actions = (actions, scores.predicted)
-            rewards.append(self._form(idm, frames, actions, scores.commanded, scores.recovered))
         return np.mean(rewards, axis=0)
 
-    def _form(self, idm: Any, frames: np.ndarray, actions: np.ndarray, commanded: np.ndarray,
-              recovered: np.ndarray) -> np.ndarray:  # fmt: skip
+    def _label_form(self, commanded: np.ndarray, recovered: np.ndarray) -> np.ndarray:
         if self.form in ("agreement", "exact"):
             return frame_agreement(commanded, recovered, self.taxonomy, include_camera=self.include_camera,
                                    exact=self.form == "exact")  # fmt: skip
-        if self.form == "soft":
-            log_probs = idm.log_probs(idm_input(idm, frames[:, :1], frames[:, 1:])).cpu().numpy().astype(np.float64)
-            taken = label_actions(actions, idm.domain).astype(np.int64)
-            return np.exp(np.take_along_axis(log_probs, taken[..., None], axis=-1)[..., 0])
         columns = self.taxonomy.scored_indices(self.include_camera)
         weights = self.class_weights[columns, commanded[..., columns]]
         match = commanded[..., columns] == recovered[..., columns]
@@ -272,6 +278,46 @@ class PixelReward:
         return -(self.l1_weight * l1.astype(np.float64) + self.perceptual_weight * distance)
 
 
+class WeightedRewardSum:
+    """Per frame, ``sum_k weights[k] * rewards[k](frames, actions)``: several rewards in one trajectory reward, as
+    TRL's ``reward_weights`` combine its ``reward_funcs`` (e.g. RLIR's inverse reward plus a little of the pixel
+    reward, to pay for action-following without paying with visual quality). Each term goes through
+    :func:`compute_rewards` (shape and finiteness checked, naming the term); :attr:`last_terms` keeps each term's
+    mean of the last call, by ``labels`` (default: the terms' names), for the logs.
+
+    Raises:
+        ConfigError: no rewards, a weight count that does not match, a weight that is not a finite number, or two
+            terms with one label.
+    """
+
+    def __init__(self, rewards: Sequence[Any], weights: Sequence[float], labels: Sequence[str] | None = None):
+        rewards, weights = list(rewards), [float(w) for w in weights]
+        if not rewards or len(rewards) != len(weights):
+            raise ConfigError(f"a weighted reward sum needs one weight per reward, got {len(rewards)} rewards and "
+                              f"{len(weights)} weights")  # fmt: skip
+        if not all(np.isfinite(weights)):
+            raise ConfigError(f"reward weights must be finite numbers, got {weights}")
+        self.rewards = rewards
+        self.weights = weights
+        self.labels = [reward_name(r) for r in rewards] if labels is None else list(labels)
+        if len(set(self.labels)) != len(rewards):
+            raise ConfigError(f"a weighted reward sum needs one distinct label per reward, got {self.labels}")
+        self.name = " + ".join(f"{w:g}*{reward_name(r)}" for r, w in zip(rewards, weights))
+        self.last_terms: dict[str, float] = {}
+
+    def __call__(self, frames: np.ndarray, actions: np.ndarray, items: Sequence[Any] | None = None) -> np.ndarray:
+        terms = [compute_rewards(reward, frames, actions, items) for reward in self.rewards]
+        self.last_terms = {label: float(term.mean()) for label, term in zip(self.labels, terms)}
+        return sum(w * t for w, t in zip(self.weights, terms))
+
+    def describe(self, sample: int) -> list[dict[str, Any]]:
+        """What the first term that describes its frames says of ``sample`` (the IDM's labels, for ``idm+pixel``)."""
+        for reward in self.rewards:
+            if hasattr(reward, "describe"):
+                return reward.describe(sample)
+        return []
+
+
 DEFAULT_IDMS = {"minecraft": "vpt-4x-idm", "crafter": "crafter-idm-reward"}
 """The IDM a domain's reward uses unless ``reward.idm`` names another. For Crafter the reward IDM is kept apart from
 the held-out IDM that scores the leaderboard (``crafter-idm-heldout``), so post-training cannot overfit the judge."""
@@ -284,17 +330,19 @@ def build_reward(config: Any, suite: Any, *, device: str = "cpu") -> Any:
         ConfigError: a pixel reward for a suite without ground truth, an IDM of another domain, or an impossible
             form (:class:`IDMReward`).
     """
+    if config.kind not in REWARDS:
+        raise ConfigError(f"unknown reward kind {config.kind!r}; use one of {list(REWARDS)}")
+    if "pixel" in config.kind and not suite.has_ground_truth:
+        raise ConfigError(f"reward.kind={config.kind} needs ground-truth frames, and suite {suite.name!r} has none; "
+                          "use reward.kind=idm")  # fmt: skip
+    if config.kind == "idm+pixel":
+        terms = [build_reward(dataclasses.replace(config, kind=kind), suite, device=device) for kind in ("idm", "pixel")]
+        return WeightedRewardSum(terms, [1.0, config.pixel_weight], labels=["idm", "pixel"])
     if config.kind == "pixel":
-        if not suite.has_ground_truth:
-            raise ConfigError(
-                f"reward.kind=pixel needs ground-truth frames, and suite {suite.name!r} has none; use reward.kind=idm"
-            )
         return PixelReward(
             lpips_backbone=config.lpips_backbone, lpips_linear=config.lpips_linear, l1_weight=config.l1_weight,
             perceptual_weight=config.perceptual_weight, device=device,
         )  # fmt: skip
-    if config.kind != "idm":
-        raise ConfigError(f"unknown reward kind {config.kind!r}; use idm or pixel")
     names = expand_idm_names(list(config.idm)) or [DEFAULT_IDMS.get(suite.domain)]
     if names == [None]:
         raise ConfigError(f"no default IDM for domain {suite.domain!r}; pass reward.idm (--idm)")

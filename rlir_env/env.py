@@ -42,6 +42,11 @@ class WorldModelEnv(gym.Env):
     def model(self):
         return self.vector_env.model
 
+    @property
+    def decode_stats(self) -> Any:
+        """The world model's decoding counters (see :attr:`WorldModelVectorEnv.decode_stats`)."""
+        return self.vector_env.decode_stats
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if options is not None and "frames" in options:

@@ -312,6 +312,13 @@ class WorldModelVectorEnv(VectorEnv):
             return None
         return tuple(self._frames.cpu().numpy())
 
+    @property
+    def decode_stats(self) -> Any:
+        """The world model's decoding counters since the first reset (autoregressive models: forwards per frame and
+        speculative acceptance, :class:`~worldmodels.mineworld.decoding.DecodeStats`); ``None`` before the first
+        reset, after ``close`` and for models that keep none."""
+        return getattr(self._state, "decode_stats", None)
+
     def close_extras(self, **kwargs: Any) -> None:
         self._state = None
 

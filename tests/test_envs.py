@@ -253,3 +253,27 @@ def test_a_step_validates_its_action_once_and_encodes_it_once(model, scenes, mon
         env.step(np.array([10, 10, 0, 3, 0, 0, 0, 0, 0]))
     with pytest.raises(ActionError, match=r"shape \[1, 9\]"):
         env.vector_env.step(np.zeros((2, 9), dtype=np.int64))
+
+
+def test_decode_stats_count_the_forwards_of_each_decoding(model, scenes):
+    actions = np.zeros((2, 9), dtype=np.int64)
+    naive = WorldModelVectorEnv(2, model=model, scenes=scenes)
+    assert naive.decode_stats is None
+    naive.reset(seed=0)
+    for _ in range(3):
+        naive.step(actions)
+    grid = model.config.tokens_per_frame
+    assert (naive.decode_stats.calls, naive.decode_stats.frames) == (3, 6)
+    assert naive.decode_stats.forwards_per_frame == grid and naive.decode_stats.acceptance_rate == 0
+    speculative = WorldModelVectorEnv(2, model=model, scenes=scenes, decoding="speculative")
+    speculative.reset(seed=0)
+    for _ in range(3):
+        speculative.step(actions)
+    stats = speculative.decode_stats
+    assert stats.tokens == 6 * grid and stats.accepted > 0 and stats.forwards_per_frame <= grid  # random weights: few drafts kept
+    speculative.close()
+    assert speculative.decode_stats is None
+    single = WorldModelEnv(model=model, scenes=scenes, decoding="speculative")
+    single.reset(seed=0)
+    single.step(actions[0])
+    assert single.decode_stats.frames == 1 and single.decode_stats.tokens == grid

@@ -22,6 +22,7 @@ from rlir.cli import main as rlir_main
 from rlir.commands.posttrain import add_arguments, config_from_args
 from posttrain.config import PostTrainConfig, load_config, save_config
 from posttrain.loop import train
+from posttrain.rewards import PixelReward, WeightedRewardSum
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.mineworld import MineWorld, save_safetensors
@@ -142,6 +143,17 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     videos = sorted((tmp_path / "run" / "videos").glob("iter_000000_*"))
     assert [p.suffix for p in videos] == [".jsonl", ".mp4", ".jsonl", ".mp4"]
     assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_a_weighted_reward_sum_trains_on_the_sum_and_logs_each_term(tmp_path):
+    model = tiny_mineworld(seed=3)
+    suite = tiny_minecraft_suite(model, n_items=2, n_frames=2)
+    reward = WeightedRewardSum([EvenTokenReward(model), PixelReward()], [1.0, 0.5], labels=["even", "pixel"])
+    train(_config(tmp_path / "run", "iterations=1"), model=model, suite=suite, reward_fn=reward)
+    (record,) = _log(tmp_path / "run")
+    assert record["reward"] == "1*even-tokens + 0.5*pixel:l1+1-ssim"
+    assert 0 < record["reward_mean_even"] < 1 and record["reward_mean_pixel"] < 0
+    assert record["reward_mean"] == pytest.approx(record["reward_mean_even"] + 0.5 * record["reward_mean_pixel"])
 
 
 def test_zero_std_groups_are_skipped(tmp_path):

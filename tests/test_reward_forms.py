@@ -11,9 +11,16 @@ from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
 from evaluation.scoring import frame_agreement, score_frames, taxonomy_for
 from evaluation.suites import CRAFTER_SUITE, load_suite
 from posttrain.config import REWARD_FORMS, load_config
-from posttrain.rewards import IDMReward, build_reward, compute_rewards, task_class_weights
+from posttrain.rewards import (
+    IDMReward,
+    PixelReward,
+    WeightedRewardSum,
+    build_reward,
+    compute_rewards,
+    task_class_weights,
+)
 from worldmodels.actions.crafter import ACTION_NAMES
-from worldmodels.errors import ConfigError, DataError
+from worldmodels.errors import ConfigError, DataError, NumericalError
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,12 @@ def test_exact_is_all_tasks_matched(idms, batch):
 
 def test_soft_is_the_probability_of_the_commanded_action(idms, batch):
     frames, actions, items = batch
-    soft = compute_rewards(IDMReward(idms[0], CRAFTER_TAXONOMY, form="soft"), frames, actions, items)
+    reward = IDMReward(idms[0], CRAFTER_TAXONOMY, form="soft")
+    soft = compute_rewards(reward, frames, actions, items)
+    # its one IDM forward also yields the labels the benchmark's scoring path reads
+    scores = score_frames(idms[0], CRAFTER_TAXONOMY, frames[:, :1], frames[:, 1:], reward.commanded_labels(actions, items))
+    assert np.array_equal(reward.last_actions[1], scores.predicted)
+    assert np.array_equal(reward.last_labels[1], scores.recovered)
     logits = idms[0].logits(frames).numpy().astype(np.float64)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
@@ -150,6 +162,9 @@ def test_the_command_line_offers_every_form_and_an_ensemble():
     args = parser.parse_args(["--model", "m", "--data", "s", "--out", "o", "--idm", "a,b", "--reward-form", "soft"])
     config = config_from_args(args)
     assert config.reward.idm == ["a", "b"] and config.reward.form == "soft"
+    args = parser.parse_args(["--model", "m", "--data", "s", "--out", "o", "--reward", "idm+pixel", "--pixel-weight", "2"])
+    config = config_from_args(args)
+    assert (config.reward.kind, config.reward.pixel_weight) == ("idm+pixel", 2.0)
 
 
 def test_an_ensemble_name_stands_for_its_members(suite):
@@ -161,3 +176,38 @@ def test_an_ensemble_name_stands_for_its_members(suite):
     assert reward.name == "idm:" + "+".join([*members, HELDOUT_IDM])
     with pytest.raises(ConfigError, match=f"'{REWARD_ENSEMBLE}' names an ensemble of 3 IDMs"):
         load_idm(REWARD_ENSEMBLE)
+
+
+def test_idm_plus_pixel_pays_the_weighted_sum_of_the_two_rewards(suite, batch):
+    frames, actions, items = batch
+    config = load_config(None, ["reward.pixel_weight=0.5"], values={
+        "reward.kind": "idm+pixel", "reward.form": "soft", "model.path": "m", "data.suite": "s", "out": "o"}).validate()
+    reward = build_reward(config.reward, suite)
+    assert isinstance(reward, WeightedRewardSum) and reward.weights == [1.0, 0.5] and reward.labels == ["idm", "pixel"]
+    idm, pixel = reward.rewards
+    assert isinstance(idm, IDMReward) and idm.form == "soft" and isinstance(pixel, PixelReward)
+    total = compute_rewards(reward, frames, actions, items)
+    parts = [compute_rewards(term, frames, actions, items) for term in (idm, pixel)]
+    np.testing.assert_allclose(total, parts[0] + 0.5 * parts[1], rtol=1e-12)
+    assert reward.last_terms == pytest.approx({"idm": parts[0].mean(), "pixel": parts[1].mean()})
+    assert reward.describe(0) == idm.describe(0) and reward.name == f"1*{idm.name} + 0.5*{pixel.name}"
+
+
+def test_bad_reward_sums_are_refused(suite, batch):
+    frames, actions, items = batch
+    with pytest.raises(ConfigError, match="one weight per reward, got 2 rewards and 1 weights"):
+        WeightedRewardSum([PixelReward(), PixelReward()], [1.0])
+    with pytest.raises(ConfigError, match="finite numbers"):
+        WeightedRewardSum([PixelReward()], [float("nan")])
+    with pytest.raises(ConfigError, match="one distinct label per reward"):
+        WeightedRewardSum([PixelReward(), PixelReward()], [1.0, 1.0])
+    with pytest.raises(ConfigError, match="reward.pixel_weight must be a finite number > 0, got -1.0"):
+        load_config(None, ["reward.pixel_weight=-1"], values={"model.path": "m", "data.suite": "s", "out": "o"}).validate()
+    with pytest.raises(ConfigError, match="reward.kind must be one of"):
+        load_config(None, ["reward.kind=idm*pixel"], values={"model.path": "m", "data.suite": "s", "out": "o"}).validate()
+
+    def broken(frames, actions):
+        return np.full((len(frames), frames.shape[1] - 1), np.nan)
+
+    with pytest.raises(NumericalError, match="reward 'broken' returned nan for video 0, frame 0"):
+        compute_rewards(WeightedRewardSum([PixelReward(), broken], [1.0, 1.0]), frames, actions, items)

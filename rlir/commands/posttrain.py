@@ -1,8 +1,8 @@
 """``rlir posttrain``: GRPO post-training of a world model with inverse-dynamics (or pixel) rewards: token-level GRPO
 for MineWorld-architecture models, Flow-GRPO (SDE rollouts, per-step ratios) for NFD checkpoints.
 
-    rlir posttrain --model NAME|PATH --data SUITE_OR_DIR [--suite EVAL_SUITE] --reward idm|pixel [--idm NAME[,NAME...]]
-                   [--reward-form agreement|exact|soft|task-weighted]
+    rlir posttrain --model NAME|PATH --data SUITE_OR_DIR [--suite EVAL_SUITE] --reward idm|pixel|idm+pixel
+                   [--idm NAME[,NAME...]] [--reward-form agreement|exact|soft|task-weighted] [--pixel-weight W]
                    [--config run.yaml] [key=value ...] --out RUN_DIR [--resume auto]
 
 Settings come from the defaults (RLIR's), then ``--config``, then the flags, then ``section.key=value`` overrides
@@ -20,6 +20,7 @@ FLAG_KEYS = {
     "reward": "reward.kind",
     "idm": "reward.idm",
     "reward_form": "reward.form",
+    "pixel_weight": "reward.pixel_weight",
     "out": "out",
     "resume": "checkpoint.resume",
     "device": "model.device",
@@ -31,12 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="registered world model name, MineWorld or NFD checkpoint path (model.path)")
     parser.add_argument("--data", help="training prompts: suite name or directory (data.suite)")
     parser.add_argument("--suite", help="held-out suite scored every logging.eval_every iterations (data.eval_suite)")
-    parser.add_argument("--reward", choices=("idm", "pixel"), help="reward.kind (default idm)")
+    parser.add_argument("--reward", choices=("idm", "pixel", "idm+pixel"),
+                        help="reward.kind (default idm; idm+pixel: the idm reward plus --pixel-weight x the pixel one)")
     parser.add_argument("--idm", help="IDM name or file for the idm reward; several, comma-separated, make an "
                                       "ensemble whose rewards are averaged (reward.idm)")
     parser.add_argument("--reward-form", choices=("agreement", "exact", "soft", "task-weighted"),
                         help="per-frame form of the idm reward (reward.form; default agreement): see "
                              "posttrain.config.REWARD_FORMS")  # fmt: skip
+    parser.add_argument("--pixel-weight", type=float,
+                        help="weight of the pixel term in --reward idm+pixel (reward.pixel_weight; default 1)")
     parser.add_argument("--device", help="device of the model and the reward IDM (model.device; default cpu)")
     parser.add_argument("--config", help="YAML file with any of the config sections")
     parser.add_argument("--out", help="run directory (out)")

@@ -445,8 +445,10 @@ the 2-core dev CPU, docs/benchmarks.md)."""
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``F.linear`` for :func:`static_decode_step`; the branch is on the batch size (static), taken at trace time."""
-    if x.shape[0] <= MATVEC_BATCH:
+    """``F.linear`` for :func:`static_decode_step`. The branch is on the rows (slots x tokens per slot), taken at
+    trace time: a fused loop re-reads the weight for every row, so wide steps (speculative decoding's drafts) go to
+    BLAS; a dynamic width compiles one graph on each side of the threshold."""
+    if x.shape[0] * x.shape[1] <= MATVEC_BATCH:
         return (x.unsqueeze(-2) * weight).sum(-1)
     return F.linear(x, weight)
 
