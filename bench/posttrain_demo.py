@@ -80,11 +80,12 @@ def evaluate(args, model: str, name: str, seed: int) -> dict:
             "tasks": {t: v["f1_macro"] for t, v in m["tasks"].items()}}  # fmt: skip
 
 
-def interval(values: list[float]) -> tuple[float, float]:
+def interval(values: list[float], spec: str = ".4f") -> str:
+    """``mean ± half-width of the 95% t-interval``; one run has no interval, so it says so."""
     mean = statistics.fmean(values)
     if len(values) < 2:
-        return mean, float("nan")
-    return mean, T95[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5
+        return f"{mean:{spec}} (one run)"
+    return f"{mean:{spec}} ± {T95[len(values) - 1] * statistics.stdev(values) / len(values) ** 0.5:{spec.lstrip('+')}}"
 
 
 def main() -> None:
@@ -132,13 +133,10 @@ def main() -> None:
           "RLIR reward (held-out IDM) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|")
     for arm, runs in results.items():
-        f1, f1_half = interval([r["f1"] for r in runs])
         width = statistics.fmean([(r["ci"][1] - r["ci"][0]) / 2 for r in runs])
-        psnr, psnr_half = interval([r["psnr"] for r in runs])
-        ssim, ssim_half = interval([r["ssim"] for r in runs])
-        reward, _ = interval([r["reward"] for r in runs])
-        print(f"| {arm} | {f1:.4f} ± {f1_half:.4f} | ± {width:.4f} | {psnr:.2f} ± {psnr_half:.2f} | "
-              f"{ssim:.4f} ± {ssim_half:.4f} | {reward:.4f} |")  # fmt: skip
+        reward = statistics.fmean([r["reward"] for r in runs])
+        print(f"| {arm} | {interval([r['f1'] for r in runs])} | ± {width:.4f} | "
+              f"{interval([r['psnr'] for r in runs], '.2f')} | {interval([r['ssim'] for r in runs])} | {reward:.4f} |")
     if "base" in results:
         print("\nPaired with the base model on the same clips and scoring seed (`rlir eval compare`, 1,000 resamples):\n")
         print("| run | scoring seed | mean macro-F1 - base [95% CI] | PSNR - base [95% CI] |")
@@ -159,9 +157,8 @@ def main() -> None:
         print("| arm | runs | mean macro-F1 - base | PSNR - base |")
         print("|---|---:|---:|---:|")
         for arm, pairs in differences.items():
-            f1, f1_half = interval([f for f, _ in pairs])
-            psnr, psnr_half = interval([p for _, p in pairs])
-            print(f"| {arm} | {len(pairs)} | {f1:+.4f} ± {f1_half:.4f} | {psnr:+.2f} ± {psnr_half:.2f} |")
+            print(f"| {arm} | {len(pairs)} | {interval([f for f, _ in pairs], '+.4f')} | "
+                  f"{interval([p for _, p in pairs], '+.2f')} |")
     tasks = list(next(iter(results.values()))[0]["tasks"])
     print("\n| arm | " + " | ".join(tasks) + " |")
     print("|---|" + "---:|" * len(tasks))

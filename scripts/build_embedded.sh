@@ -121,8 +121,8 @@ pin_models
 $RLIR suite info crafter-af-v1
 
 # 6b. crafter-mineworld-rlir (issue 15): RLIR post-training of the installed crafter-mineworld with the reward IDM
-#     ensemble on the crafter-train prompts, probed on crafter-val (scripts/crafter-mineworld-rlir.yaml; ~25 min on 2
-#     cores; resumable).
+#     ensemble plus a pixel term on the crafter-train prompts, probed on crafter-val
+#     (scripts/crafter-mineworld-rlir.yaml; ~50 min on 2 cores; resumable).
 $RLIR posttrain --config scripts/crafter-mineworld-rlir.yaml --data "$WORK/train-suite" --suite "$WORK/val-suite" \
   --out "$WORK/rlir" --resume auto --no-progress
 cp "$WORK/rlir/model.safetensors" worldmodels/bundled/crafter-mineworld-rlir.safetensors

@@ -80,3 +80,19 @@ def test_curves_png_adds_the_watching_idm_and_a_psnr_panel(tmp_path):
     assert image.shape == (420 + 280, 720, 3)  # the reward panel and the PSNR panel below it
     green = ((image[..., 1] > 140) & (image[..., 0] < 100) & (image[..., 2] < 120)).sum()
     assert green > 20  # the watching IDM's curve
+
+
+def test_curves_png_draws_each_reward_term_in_its_own_panel(tmp_path):
+    from posttrain.curves import read_curves
+
+    log = tmp_path / "log.jsonl"
+    lines = [{"step": s, "reward_mean": 0.3 + 0.01 * s, "reward_mean_idm": 0.5 + 0.01 * s, "reward_mean_pixel": -0.2}
+             for s in range(4)]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    curves = read_curves(log)
+    assert curves["reward_mean_idm"] == [(s, 0.5 + 0.01 * s) for s in range(4)]
+    assert curves["reward_mean_pixel"] == [(s, -0.2) for s in range(4)]
+    image = np.asarray(Image.open(draw_curves(log, tmp_path / "curves.png")).convert("RGB"))
+    assert image.shape == (420 + 2 * 280, 720, 3)  # the reward panel, then one panel per term
+    teal = ((image[420:700, :, 0] < 40) & (image[420:700, :, 1] > 130) & (image[420:700, :, 2] > 120)).sum()
+    assert teal > 20  # the idm term's curve, in its own panel
