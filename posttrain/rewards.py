@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from evaluation.idm.crafter import most_likely_actions
 from evaluation.idm.registry import expand_idm_names, load_idm
 from evaluation.metrics.taxonomy import Taxonomy
 from evaluation.scoring import (
@@ -176,8 +177,7 @@ class IDMReward:
         for idm in self.idms:
             if self.form == "soft":  # one IDM forward gives both the probabilities and the predicted actions
                 logits = idm.logits(idm_input(idm, frames[:, :1], frames[:, 1:]))
-                predicted = logits.argmax(dim=-1).cpu().numpy().astype(np.int64)  # = idm.predict_actions
-                scores = pair_predictions(idm, self.taxonomy, predicted, commanded)
+                scores = pair_predictions(idm, self.taxonomy, most_likely_actions(logits), commanded)
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy().astype(np.float64)
                 taken = label_actions(actions, idm.domain).astype(np.int64)
                 rewards.append(np.exp(np.take_along_axis(log_probs, taken[..., None], axis=-1)[..., 0]))

@@ -10,7 +10,7 @@ from evaluation.idm.registry import HELDOUT_IDM, IDM_ENSEMBLES, REWARD_ENSEMBLE,
 from evaluation.metrics.taxonomy import CRAFTER_TAXONOMY
 from evaluation.scoring import frame_agreement, score_frames, taxonomy_for
 from evaluation.suites import CRAFTER_SUITE, load_suite
-from posttrain.config import REWARD_FORMS, load_config
+from posttrain.config import REWARD_FORMS, REWARDS, load_config
 from posttrain.rewards import (
     IDMReward,
     PixelReward,
@@ -159,6 +159,7 @@ def test_the_command_line_offers_every_form_and_an_ensemble():
     add_arguments(parser)
     choices = next(a.choices for a in parser._actions if a.dest == "reward_form")
     assert tuple(choices) == tuple(REWARD_FORMS)  # the CLI spells them out so that `rlir --help` loads no torch
+    assert tuple(next(a.choices for a in parser._actions if a.dest == "reward")) == REWARDS  # the kinds likewise
     args = parser.parse_args(["--model", "m", "--data", "s", "--out", "o", "--idm", "a,b", "--reward-form", "soft"])
     config = config_from_args(args)
     assert config.reward.idm == ["a", "b"] and config.reward.form == "soft"

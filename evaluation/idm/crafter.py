@@ -47,10 +47,16 @@ from worldmodels.hashing import sha256_file
 from worldmodels.runtime.files import atomic_output
 from worldmodels.weights import save_safetensors_file
 
-__all__ = ["CHECKPOINT_FORMAT", "CrafterIDM", "CrafterIDMConfig"]
+__all__ = ["CHECKPOINT_FORMAT", "CrafterIDM", "CrafterIDMConfig", "most_likely_actions"]
 
 CHECKPOINT_FORMAT = "rlir-crafter-idm"
 CHECKPOINT_VERSION = 1
+
+
+def most_likely_actions(logits: torch.Tensor) -> np.ndarray:
+    """``int64[B, T]`` compact Crafter actions, the arg-max of :meth:`CrafterIDM.logits` (what ``predict_actions``
+    returns; for callers that also need the probabilities of the same forward)."""
+    return logits.argmax(dim=-1).cpu().numpy().astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ class CrafterIDM(nn.Module):
 
     def predict_actions(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
         """Most likely action per transition: ``int64[B, T]`` compact Crafter actions for ``T + 1`` frames."""
-        return self.logits(frames).argmax(dim=-1).cpu().numpy().astype(np.int64)
+        return most_likely_actions(self.logits(frames))
 
     # -- files ---------------------------------------------------------------------------------------------------
 
