@@ -161,6 +161,39 @@ def test_same_seed_same_weights_and_resume_is_bit_exact(data, tokenizer_file, tm
                          **{**RUN, "batch_size": 2})  # fmt: skip
 
 
+def _logged_lrs(run_path: Path) -> dict[int, float]:
+    lines = (run_path.with_suffix(".run") / "log.jsonl").read_text().splitlines()
+    return {r["step"]: r["lr"] for r in map(json.loads, lines) if "lr" in r}
+
+
+def test_a_larger_steps_extends_a_run_onto_the_longer_schedule(data, tokenizer_file, tmp_path):
+    planned = train_worldmodel(data, tokenizer_file, tmp_path / "long.safetensors", steps=10, seed=3, **RUN)
+    train_worldmodel(data, tokenizer_file, tmp_path / "ext.safetensors", steps=6, seed=3, **RUN)
+    extended = train_worldmodel(data, tokenizer_file, tmp_path / "ext.safetensors", steps=10, seed=3, resume=True,
+                                **RUN)  # fmt: skip
+    assert extended["finished"] and extended["resumed_from"] == 6 and extended["steps_done"] == 10
+    assert extended["schedules"] == [{"from_step": 0, "steps": 6}, {"from_step": 6, "steps": 10}]
+    assert planned["schedules"] == [{"from_step": 0, "steps": 10}]
+    long_lrs, extended_lrs = _logged_lrs(tmp_path / "long.safetensors"), _logged_lrs(tmp_path / "ext.safetensors")
+    assert [extended_lrs[k] for k in range(7, 11)] == [long_lrs[k] for k in range(7, 11)]
+    assert extended_lrs[6] < long_lrs[6]  # the 6-step schedule had decayed; the longer one restarts higher
+    # an interrupted extension resumes bit-exactly, and its schedule history survives the checkpoint
+    train_worldmodel(data, tokenizer_file, tmp_path / "int.safetensors", steps=6, seed=3, **RUN)
+    train_worldmodel(data, tokenizer_file, tmp_path / "int.safetensors", steps=10, seed=3, resume=True, stop_after=8,
+                     **RUN)  # fmt: skip
+    resumed = train_worldmodel(data, tokenizer_file, tmp_path / "int.safetensors", steps=10, seed=3, resume=True,
+                               **RUN)  # fmt: skip
+    assert resumed["schedules"] == extended["schedules"] and resumed["validations"] == extended["validations"]
+    a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("ext", "int"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+    with pytest.raises(ConfigError, match="steps: checkpoint 10 vs now 8"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "ext.safetensors", steps=8, seed=3, resume=True, **RUN)
+    with pytest.raises(ConfigError, match="lr: checkpoint"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "ext.safetensors", steps=12, seed=3, resume=True,
+                         **{**RUN, "lr": 1e-3})  # fmt: skip
+
+
 def test_token_cache_is_reused_and_invalidated(data, tokenizer_file, tmp_path):
     copy = tmp_path / "data"
     shutil.copytree(data, copy)
@@ -197,6 +230,17 @@ def test_mismatched_settings_raise(data, tokenizer_file, tmp_path):
         train_worldmodel(data, tokenizer_file, tmp_path / "x.safetensors", steps=1, **{**RUN, "config": wrong_grid})
     with pytest.raises(ConfigError, match="window_frames"):
         train_worldmodel(data, tokenizer_file, tmp_path / "x.safetensors", steps=1, window_frames=4, **RUN)
+
+
+def test_resuming_from_another_recording_names_the_differing_fields(data, tokenizer_file, tmp_path):
+    train_worldmodel(data, tokenizer_file, tmp_path / "wm.safetensors", steps=2, seed=3, stop_after=1, **RUN)
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    with pytest.raises(ConfigError) as err:
+        train_worldmodel(moved, tokenizer_file, tmp_path / "wm.safetensors", steps=2, seed=3, resume=True, **RUN)
+    message = str(err.value)
+    assert f"data[0].dir: checkpoint {str(data)!r} vs now {str(moved)!r}" in message
+    assert "sha256" not in message  # the shards are the same: their hashes are not listed
 
 
 def test_cli_trains_a_world_model(data, tokenizer_file, tmp_path):

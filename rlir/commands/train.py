@@ -78,7 +78,9 @@ def _add_tokenizer_and_worldmodel(train: argparse._SubParsersAction) -> None:
                     help="architecture: one of AR_SIZES (small, medium, wide), for the tokenizer's codebook")
     wm.add_argument("--config", metavar="JSON", default=None,
                     help="a MineWorldConfig as JSON (MineWorldConfig.to_dict()); overrides --size")
-    wm.add_argument("--steps", type=int, default=2000)
+    wm.add_argument("--steps", type=int, default=2000,
+                    help="optimiser steps; with --resume auto, more than the checkpoint's extend that run (its later "
+                         "steps follow the longer cosine schedule)")
     wm.add_argument("--batch-size", type=int, default=8)
     wm.add_argument("--window-frames", type=int, default=None, help="frames per window (default: the context)")
     wm.add_argument("--lr", type=float, default=1e-3)

@@ -320,10 +320,39 @@ def save_checkpoint(
     return path
 
 
-def _config_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    keys = sorted(set(saved) | set(current))
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {current.get(k)!r}"
-            for k in keys if saved.get(k) != current.get(k)]  # fmt: skip
+def _config_difference(saved: Any, current: Any, where: str = "") -> list[str]:
+    """Each differing leaf by its path (``data[0].dir: checkpoint '/a' vs now 'b'``), not whole nested values: a
+    recording's identity lists every shard's sha256."""
+    if isinstance(saved, Mapping) and isinstance(current, Mapping):
+        keys = sorted(set(saved) | set(current))
+        return [line for k in keys
+                for line in _config_difference(saved.get(k), current.get(k), f"{where}.{k}".lstrip("."))]  # fmt: skip
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        return [line for i, (a, b) in enumerate(zip(saved, current))
+                for line in _config_difference(a, b, f"{where}[{i}]")]  # fmt: skip
+    return [] if saved == current else [f"{where}: checkpoint {saved!r} vs now {current!r}"]
+
+
+def _read_checkpoint(path: Path, *, tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise MissingFileError(f"no training checkpoint at {str(path)!r}; start without resume")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            values = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"cannot read training checkpoint {str(path)!r}: {err}") from None
+    if meta.get("kind") != _CHECKPOINT_KIND:
+        raise CheckpointError(f"{path} is not a training checkpoint (metadata kind {meta.get('kind')!r})")
+    return meta, values
+
+
+def checkpoint_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``run_config`` a checkpoint was saved with (its metadata only; the tensors are not read)."""
+    meta, _ = _read_checkpoint(Path(path), tensors=False)
+    return json.loads(meta["run_config"])
 
 
 def load_checkpoint(
@@ -333,35 +362,35 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     run_config: Mapping[str, Any],
+    extendable: bool = False,
 ) -> tuple[int, dict[str, torch.Tensor], dict[str, Any]]:
     """Restore what :func:`save_checkpoint` wrote into freshly built ``model``, ``optimizer`` and ``scheduler`` (build
     the scheduler before calling this) and torch's RNG; returns ``(step, extra_tensors, extra_meta)``.
+
+    With ``extendable``, a checkpoint whose ``run_config`` differs only in a smaller ``"steps"`` is accepted: the run
+    is extended, and ``scheduler`` (a ``LambdaLR`` built for the new total) sets the learning rate of the next step
+    from the longer schedule, as a run planned that long from the start would have it there.
 
     Raises:
         MissingFileError: no checkpoint at ``path``.
         CheckpointError: the file is not a training checkpoint, or its state does not fit the model/optimiser.
         ConfigError: it belongs to a run with another ``run_config`` (the message lists the differences).
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"no training checkpoint at {str(path)!r}; start without resume")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"cannot read training checkpoint {str(path)!r}: {err}") from None
-    if meta.get("kind") != _CHECKPOINT_KIND:
-        raise CheckpointError(f"{path} is not a training checkpoint (metadata kind {meta.get('kind')!r})")
+    meta, tensors = _read_checkpoint(path, tensors=True)
     saved_config = json.loads(meta["run_config"])
     current_config = json.loads(json.dumps(to_plain(run_config), sort_keys=True))
-    if saved_config != current_config:
+    extending = (
+        extendable
+        and {**saved_config, "steps": None} == {**current_config, "steps": None}
+        and saved_config.get("steps", 0) < current_config.get("steps", 0)
+    )
+    if saved_config != current_config and not extending:
         differences = "; ".join(_config_difference(saved_config, current_config))
+        more = " (a run is extended by a larger steps alone)" if extendable else ""
         raise ConfigError(
-            f"{path} belongs to another run ({differences}); resume with the same settings and data, or start a new "
-            "run without resume"
+            f"{path} belongs to another run ({differences}); resume with the same settings and data{more}, or start "
+            "a new run without resume"
         )
 
     model_state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -383,6 +412,9 @@ def load_checkpoint(
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: optimiser state does not fit: {err}") from None
     scheduler.load_state_dict(json.loads(meta["scheduler"]))
+    if extending:  # the saved learning rate is the old schedule's; the next step takes the new one's
+        for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(scheduler.last_epoch)
     torch.set_rng_state(tensors["rng.torch"])
     extra_tensors = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
     return int(json.loads(meta["step"])), extra_tensors, json.loads(meta["extra"])

@@ -53,6 +53,7 @@ from worldmodels.training.common import (
     JsonlLogger,
     Stopwatch,
     as_dirs,
+    checkpoint_run_config,
     cosine_with_warmup,
     dataset_identity,
     load_checkpoint,
@@ -405,7 +406,9 @@ def train_worldmodel(
         checkpoint_every: write the resumable checkpoint every this many steps (and when stopping).
         log_path: JSON Lines log; default ``<run dir>/log.jsonl``.
         resume: continue from the run directory's checkpoint (same settings, data and tokenizer required); without a
-            checkpoint, start from scratch.
+            checkpoint, start from scratch. A larger ``steps`` than the checkpoint's extends a run (finished or not):
+            the batches of the added steps are those a run planned that long draws, the learning rate jumps to that
+            run's schedule (a warm restart when the old one had decayed) and ``schedules`` in the summary records it.
         stop_after: stop (after checkpointing) once this many steps are done, as an interruption would; outputs are
             written only when all ``steps`` are done.
         compile: ``torch.compile`` the loss computation (same results up to float rounding).
@@ -477,18 +480,24 @@ def train_worldmodel(
         "val_fraction": val_fraction, "val_windows": val_windows, "tokenizer_sha256": tokenizer_sha256,
         "data": [dataset_identity(d) for d in datasets],
     }  # fmt: skip
-    start_step, resumed_from, validations = 0, None, []
+    start_step, resumed_from, validations, schedules = 0, None, [], [{"from_step": 0, "steps": steps}]
     if resume and checkpoint_path.is_file():
+        saved_steps = checkpoint_run_config(checkpoint_path)["steps"]
         start_step, _, extra_meta = load_checkpoint(checkpoint_path, model=transformer, optimizer=optimizer,
-                                                    scheduler=scheduler, run_config=run_config)  # fmt: skip
+                                                    scheduler=scheduler, run_config=run_config,
+                                                    extendable=True)  # fmt: skip
         validations, resumed_from = extra_meta["validations"], start_step
+        schedules = extra_meta.get("schedules", [{"from_step": 0, "steps": saved_steps}])
+        if saved_steps != steps:
+            schedules = [*schedules, {"from_step": start_step, "steps": steps}]
     logger = JsonlLogger(log_path, resume_step=resumed_from, report_to=report_to)
     stop = steps if stop_after is None else min(int(stop_after), steps)
     loss_fn = torch.compile(image_token_loss) if compile else image_token_loss
 
     def checkpoint(step: int) -> None:
         save_checkpoint(checkpoint_path, model=transformer, optimizer=optimizer, scheduler=scheduler, step=step,
-                        run_config=run_config, extra_meta={"validations": validations})  # fmt: skip
+                        run_config=run_config, extra_meta={"validations": validations,
+                                                           "schedules": schedules})  # fmt: skip
 
     def validate(step: int) -> None:
         with watch("validate"):
@@ -538,6 +547,7 @@ def train_worldmodel(
         "finished": finished,
         "steps_done": stop,
         "resumed_from": resumed_from,
+        "schedules": schedules,
         "config": config.to_dict(),
         "settings": {k: v for k, v in run_config.items() if k not in ("config", "data")},
         "data": run_config["data"],
