@@ -66,10 +66,16 @@ $RLIR train idm --data "$WORK/heldout" --width 64 --seed 2 --threads 1 --eval-da
   --out "$MODELS/crafter-idm-heldout.safetensors" --name crafter-idm-heldout
 wait $wm
 # 3b. World model v2 (issue 14; bundled as crafter-mineworld): the same architecture on the 500k-frame v2 data in the
-#     tokens of tokenizer v2, both cores: 3,000 steps of 8 windows of 8 frames (16.1M tokens; resumable).
-$RLIR train worldmodel --data "$WORK/data-v2" --tokenizer "$MODELS/crafter-vq-v2p.safetensors" \
-  --out "$MODELS/crafter-mineworld.safetensors" --size small --steps 3000 --batch-size 8 --lr 1.5e-3 --warmup 150 \
-  --eval-every 500 --seed 0 --threads 2 --no-progress --resume auto
+#     tokens of tokenizer v2, both cores: 3,000 steps of 8 windows of 8 frames (16.1M tokens; resumable), then the
+#     same run extended to 6,000 steps (32.1M tokens): a larger --steps with --resume auto continues it on the
+#     6,000-step schedule (a warm restart from lr/10 to 0.57 lr, the batches a 6,000-step run draws), compiled.
+wm_v2() {
+  $RLIR train worldmodel --data "$WORK/data-v2" --tokenizer "$MODELS/crafter-vq-v2p.safetensors" \
+    --out "$MODELS/crafter-mineworld.safetensors" --size small --batch-size 8 --lr 1.5e-3 --warmup 150 \
+    --eval-every 500 --seed 0 --threads 2 --no-progress --resume auto "$@"
+}
+[ -f "$MODELS/crafter-mineworld.json" ] || wm_v2 --steps 3000  # the summary is written when a run finishes
+wm_v2 --steps 6000 --compile
 
 # 3c. The reward IDM ensemble of post-training (issue 15; `crafter-idm-ensemble`): three IDMs, each trained on its own
 #     100,000-frame recording of the v2 policy (seeds 201, 202, 203: disjoint from each other, from the world model's
