@@ -143,4 +143,7 @@ $RLIR demo --model crafter-mineworld-rlir --out "$WORK/demo" --no-leaderboard
 for name in crafter-mineworld crafter-mineworld-v1 crafter-mineworld-rlir crafter-nfd ground-truth; do
   cp "$WORK/demo/$name/bundle.json" "leaderboard/seed_bundles/$name.json"
 done
+# crafter-mineworld-rlir's run summary: its curves, probe and the paired comparison with its base (seed 0).
+$PY scripts/posttrain_summary.py "$WORK/rlir" "$WORK/demo/crafter-mineworld" "$WORK/demo/crafter-mineworld-rlir" \
+  --out worldmodels/bundled/crafter-mineworld-rlir.json
 echo "bundled files rebuilt; run 'make demo' to evaluate them"

@@ -87,6 +87,27 @@ def test_the_post_trained_model_is_its_base_with_other_weights():
     assert changed and all(key.startswith("transformer.") for key in changed)  # post-training leaves the tokenizer
 
 
+def test_the_post_trained_models_summary_is_the_comparison_of_the_shipped_seed_bundles():
+    """The model card's paired numbers come from the run summary; they must be the leaderboard's own bundles'."""
+    import json
+
+    from evaluation.bundle import load_bundle
+    from evaluation.compare import compare_bundles
+    from leaderboard.seed import SEED_BUNDLES_DIR
+
+    summary = json.loads((bundled_dir() / "crafter-mineworld-rlir.json").read_text())
+    shipped = summary["heldout_vs_base"]
+    base = load_bundle(SEED_BUNDLES_DIR / f"{summary['base']}.json")
+    tuned = load_bundle(SEED_BUNDLES_DIR / "crafter-mineworld-rlir.json")
+    assert (shipped["suite"], shipped["idm"], shipped["seed"]) == (tuned.suite.name, tuned.idm.name, tuned.runtime.seed)
+    rows = compare_bundles(base, tuned, n_resamples=shipped["resamples"])
+    assert [r.metric for r in rows] == [r["metric"] for r in shipped["rows"]]
+    for ours, theirs in zip(rows, shipped["rows"]):
+        assert (ours.a, ours.b, ours.difference) == pytest.approx((theirs["base"], theirs["rlir"], theirs["difference"]))
+        assert ours.ci95 == pytest.approx(tuple(theirs["ci95"])), ours.metric
+    assert rows[0].ci95[0] > 0  # the shipped claim: the post-trained model follows actions better than its base
+
+
 def test_pin_file_reads_both_sha256sum_modes(tmp_path):
     (tmp_path / "SHA256SUMS").write_text("a" * 64 + "  text.bin\n" + "b" * 64 + " *binary.bin\n\n")
     assert read_pins(tmp_path) == {"text.bin": "a" * 64, "binary.bin": "b" * 64}
