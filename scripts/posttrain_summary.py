@@ -39,6 +39,8 @@ def summarize(run: Path, base_bundle: Path, run_bundle: Path, *, name: str, base
     return {
         "name": name,
         "base": base,
+        "base_weights_sha256": base_result.model.weights_sha256,
+        "weights_sha256": run_result.model.weights_sha256,
         "recipe": f"rlir posttrain --config scripts/{name}.yaml --data runs/embedded/train-suite "
                   "--suite runs/embedded/val-suite --out runs/embedded/rlir",
         "config": config,

@@ -100,6 +100,9 @@ def test_the_post_trained_models_summary_is_the_comparison_of_the_shipped_seed_b
     base = load_bundle(SEED_BUNDLES_DIR / f"{summary['base']}.json")
     tuned = load_bundle(SEED_BUNDLES_DIR / "crafter-mineworld-rlir.json")
     assert (shipped["suite"], shipped["idm"], shipped["seed"]) == (tuned.suite.name, tuned.idm.name, tuned.runtime.seed)
+    # a new base ships with the post-training re-run on it (scripts/build_embedded.sh 6b), never under an old summary
+    assert base.model.weights_sha256 == summary["base_weights_sha256"], "the base changed: re-run step 6b and 7"
+    assert tuned.model.weights_sha256 == summary["weights_sha256"]
     rows = compare_bundles(base, tuned, n_resamples=shipped["resamples"])
     assert [r.metric for r in rows] == [r["metric"] for r in shipped["rows"]]
     for ours, theirs in zip(rows, shipped["rows"]):
