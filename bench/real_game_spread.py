@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 from pathlib import Path
 
@@ -28,42 +27,25 @@ import numpy as np
 from evaluation.bundle import ModelInfo
 from evaluation.evaluator import bundle_from_videos
 from evaluation.idm.registry import load_idm
-from evaluation.suites import CRAFTER_SUITE, Suite, load_suite
+from evaluation.suites import CRAFTER_SUITE, Suite, crafter_clips, load_suite
 from rlir_env.crafter.env import CrafterEnv
-from rlir_env.crafter.policies import make_policy
 
 
 def clip_start_scenes(suite: Suite) -> list[CrafterEnv]:
-    """The real game at each clip's context frame, rebuilt from the suite's protocol (as ``suite_from_crafter`` drew
-    it: a clip whose player died is redrawn from the next attempt's seed)."""
+    """The real game at each clip's context frame, drawn again from the suite's protocol by the code that drew the
+    suite (``crafter_clips``); each scene must replay the clip's actions to its ground truth bit for bit."""
     protocol = suite.manifest["protocol"]
     if protocol.get("source") != "crafter":
         raise SystemExit(f"suite {suite.name!r} was not recorded from Crafter (protocol {protocol})")
-    size, n_frames = suite.frame_size[0], suite.n_frames
+    clips = crafter_clips(len(suite), seed=protocol["seed"], n_frames=suite.n_frames, size=suite.frame_size[0],
+                          max_warmup=protocol["max_warmup"], policy=protocol["policy"], keep_scenes=True)  # fmt: skip
     scenes = []
-    for index, item in enumerate(suite):
-        for attempt in itertools.count():
-            rng = np.random.default_rng([protocol["seed"], index, attempt])
-            env = CrafterEnv(size=size)
-            obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
-            agent = make_policy(protocol["policy"])
-            agent.reset(rng)
-            total = int(rng.integers(protocol["max_warmup"] + 1)) + n_frames
-            scene, died = None, False
-            for step in range(total):
-                if step == total - n_frames:
-                    scene = copy.deepcopy(env)
-                obs, _, terminated, truncated, info = env.step(agent.act(obs, info))
-                if terminated or truncated:
-                    died = True
-                    break
-            if not died:
-                break
-        replayed = play(copy.deepcopy(scene), item.actions)
+    for item, clip in zip(suite, clips):
+        replayed = play(copy.deepcopy(clip.scene), item.actions)
         if replayed is None or not np.array_equal(replayed, item.ground_truth):
             raise SystemExit(f"{item.id}: replaying the clip's recipe does not give its ground truth; the suite was "
                              "not built by this version of suite_from_crafter")  # fmt: skip
-        scenes.append(scene)
+        scenes.append(clip.scene)
     return scenes
 
 
@@ -82,13 +64,13 @@ def redraw(scene: CrafterEnv, actions: np.ndarray, seed: int) -> tuple[np.ndarra
     """The actions played from the scene with the world's random state re-seeded, so that what happens next is drawn
     afresh; a draw in which the player dies is drawn again from the next seed, as the suite redraws such clips.
     Returns the frames and how many draws that took."""
-    for tries in itertools.count(1):
+    frames, tries = None, 0
+    while frames is None:
         env = copy.deepcopy(scene)
-        env._game._world.random.seed(seed + tries - 1)
+        env._game._world.random.seed(seed + tries)
         frames = play(env, actions)
-        if frames is not None:
-            return frames, tries
-    raise AssertionError("unreachable")
+        tries += 1
+    return frames, tries
 
 
 def main() -> None:

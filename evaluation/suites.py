@@ -19,6 +19,7 @@ instead, to study the frame/action alignment question (``vpt_idm.md`` §10.3).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -406,6 +407,52 @@ def suite_from_vpt_recordings(
                       description=f"VPT contractor clips from {Path(source).name}")  # fmt: skip
 
 
+@dataclass
+class CrafterClip:
+    """One clip drawn by :func:`crafter_clips`: the context frame, the actions and the real frames they lead to, and,
+    when asked for, the game itself at the context frame (so the clip can be played again from its start)."""
+
+    context_frame: np.ndarray
+    actions: np.ndarray
+    frames: np.ndarray
+    scene: Any = None
+
+
+def crafter_clips(
+    n_items: int, *, seed: int, n_frames: int, size: int, max_warmup: int, policy: str, keep_scenes: bool = False
+) -> Iterator[CrafterClip]:
+    """The real-game clips of :func:`suite_from_crafter`, in order: clip ``i`` resets Crafter from a seed derived
+    from ``(seed, i, attempt)``, plays ``0..max_warmup`` warm-up steps of ``policy`` and records one context frame and
+    ``n_frames`` steps; a clip in which the player dies is drawn again with the next attempt. ``keep_scenes`` adds a
+    copy of the game at each context frame (``CrafterClip.scene``)."""
+    import copy
+
+    from rlir_env.crafter.env import CrafterEnv
+    from rlir_env.crafter.policies import make_policy
+
+    env = CrafterEnv(size=size)
+    for index in range(n_items):
+        for attempt in itertools.count():
+            rng = np.random.default_rng([seed, index, attempt])
+            obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
+            agent = make_policy(policy)
+            agent.reset(rng)
+            total = int(rng.integers(max_warmup + 1)) + n_frames
+            frames, actions, scene, died = [obs], [], None, False
+            for step in range(total):
+                if keep_scenes and step == total - n_frames:
+                    scene = copy.deepcopy(env)
+                action = agent.act(obs, info)
+                obs, _, terminated, truncated, info = env.step(action)
+                frames, actions = (frames + [obs])[-(n_frames + 1) :], (actions + [action])[-n_frames:]
+                if terminated or truncated:
+                    died = True
+                    break
+            if not died:
+                yield CrafterClip(frames[0], np.array(actions, dtype=np.int64), np.stack(frames[1:]), scene)
+                break
+
+
 def suite_from_crafter(
     *,
     name: str = "crafter-af-v1",
@@ -420,40 +467,20 @@ def suite_from_crafter(
     """Clips from the real game: item ``i`` resets Crafter from a seed derived from ``(seed, i)``, plays a random
     number (``0..max_warmup``) of warm-up steps with the recording ``policy`` so scenes are not all at spawn, then
     records one context frame, ``n_frames`` actions of the same policy and the ``n_frames`` real frames they lead
-    to. A clip in which the player dies is redrawn from the next seed. Deterministic from ``seed``.
+    to. A clip in which the player dies is redrawn from the next seed. Deterministic from ``seed``
+    (:func:`crafter_clips` draws them).
     """
-    from rlir_env.crafter.env import CrafterEnv
-    from rlir_env.crafter.policies import make_policy
-
-    items: list[SuiteItem] = []
-    env = CrafterEnv(size=size)
-    attempt = 0
-    while len(items) < n_items:
-        rng = np.random.default_rng([seed, len(items), attempt])
-        obs, info = env.reset(seed=int(rng.integers(2**31 - 1)))
-        agent = make_policy(policy)
-        agent.reset(rng)
-        frames, actions, died = [obs], [], False
-        for step in range(int(rng.integers(max_warmup + 1)) + n_frames):
-            action = agent.act(obs, info)
-            obs, _, terminated, truncated, info = env.step(action)
-            frames, actions = (frames + [obs])[-(n_frames + 1) :], (actions + [action])[-n_frames:]
-            if terminated or truncated:
-                died = True
-                break
-        if died:
-            attempt += 1
-            continue
-        items.append(
-            SuiteItem(
-                id=f"{name}-{len(items):04d}",
-                context_frames=np.stack(frames[:1]),
-                context_actions=np.zeros((0,), dtype=np.int64),
-                actions=np.array(actions, dtype=np.int64),
-                ground_truth=np.stack(frames[1:]),
-            )
+    clips = crafter_clips(n_items, seed=seed, n_frames=n_frames, size=size, max_warmup=max_warmup, policy=policy)
+    items = [
+        SuiteItem(
+            id=f"{name}-{index:04d}",
+            context_frames=clip.context_frame[None],
+            context_actions=np.zeros((0,), dtype=np.int64),
+            actions=clip.actions,
+            ground_truth=clip.frames,
         )
-        attempt = 0
+        for index, clip in enumerate(clips)
+    ]
     protocol = {"offset": 0, "source": "crafter", "seed": seed, "policy": policy, "max_warmup": max_warmup,
                 "alignment": "generated frame k (1..n) is conditioned on action k and shows its result"}  # fmt: skip
     return make_suite(name, version, "crafter", items, protocol=protocol, fps=5.0,
