@@ -52,7 +52,7 @@ from worldmodels import __version__
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.hashing import sha256_file
 from worldmodels.nfd import NFD
-from worldmodels.protocol import WorldModel
+from worldmodels.protocol import AutoregressiveModel, WorldModel
 from worldmodels.runtime.distributed import Distributed
 from worldmodels.runtime.files import write_json
 from worldmodels.runtime.progress import Progress
@@ -65,9 +65,11 @@ class EvalSettings:
 
     num_envs: int = 8
     seed: int = 0
-    decoding: str = "naive"
-    window: int = 2
-    temperature: float = 1.0
+    decoding: str | None = None
+    """Autoregressive models: ``decoding``, ``window``, ``temperature``, ``top_p``, ``top_k``; None keeps the model's
+    default (:meth:`~worldmodels.mineworld.MineWorld.token_sampling`), and the bundle records what ran."""
+    window: int | None = None
+    temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
     save_videos: bool = True
@@ -78,18 +80,27 @@ class EvalSettings:
     """NFD models: denoising steps per frame; None: RLIR's protocol."""
 
 
+_CLASSIC_SAMPLING = {"decoding": "naive", "window": 2, "temperature": 1.0}
+"""Autoregressive values an NFD evaluation tolerates (they were the settings' defaults); anything else is refused."""
+
 NFD_PROTOCOL = ("dpm-solver++", 18)
 """How NFD models are evaluated unless told otherwise: the RLIR paper's DPM-Solver++ with 18 steps per frame."""
 
 
+_AUTOREGRESSIVE_FIELDS = ("decoding", "window", "temperature", "top_p", "top_k")
+
+
 def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
-    """``settings`` as they apply to ``model``: for NFD models the sampler (RLIR's protocol unless chosen) and no
-    autoregressive fields, so the bundle records what ran."""
+    """``settings`` as they apply to ``model``, so the bundle records what ran: for autoregressive models the
+    sampling fields with the model's defaults filled in; for NFD models the sampler (RLIR's protocol unless chosen)
+    and no autoregressive fields."""
+    if isinstance(model, AutoregressiveModel):
+        sampling = model.token_sampling(**{name: getattr(settings, name) for name in _AUTOREGRESSIVE_FIELDS})
+        return dataclasses.replace(settings, **{name: getattr(sampling, name) for name in _AUTOREGRESSIVE_FIELDS})
     if not isinstance(model, NFD):
         return settings  # a sampler given for another model is refused by the env, never dropped
-    defaults = EvalSettings()
-    given = [name for name in ("decoding", "window", "temperature", "top_p", "top_k")
-             if getattr(settings, name) is not None and getattr(settings, name) != getattr(defaults, name)]  # fmt: skip
+    given = [name for name in _AUTOREGRESSIVE_FIELDS
+             if getattr(settings, name) is not None and getattr(settings, name) != _CLASSIC_SAMPLING.get(name)]  # fmt: skip
     if given:
         raise ConfigError(f"{', '.join(f'{n}={getattr(settings, n)!r}' for n in given)}: settings of autoregressive "
                           f"(MineWorld) models; {model.spec.name!r} is an NFD model: set sampler and sampling_steps")

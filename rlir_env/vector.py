@@ -41,7 +41,10 @@ class WorldModelVectorEnv(VectorEnv):
         compile: decode through the compiled static step (``torch.compile``; autoregressive models loaded from
             ``checkpoint``): the same tokens as eager, faster once compiled (the first step of a batch size compiles,
             seconds to a minute on a CPU; docs/benchmarks.md).
-        decoding, window, temperature, top_p, top_k: sampling settings of autoregressive (MineWorld) models.
+        decoding, window, temperature, top_p, top_k: sampling settings of autoregressive (MineWorld) models; None
+            keeps the model's default (the sampling its file stores, e.g. top-p 0.9 for the bundled
+            ``crafter-mineworld``; else naive decoding at temperature 1 without truncation). A ``top_p`` or ``top_k``
+            replaces the default's truncation; ``top_p=1`` samples from the whole distribution.
         sampler, sampling_steps: sampling settings of NFD (diffusion) models: ``"euler"`` or ``"dpm-solver++"`` and
             denoising steps per frame (None: the checkpoint's stored setting). Options of the other family are
             refused, never ignored.
@@ -68,9 +71,9 @@ class WorldModelVectorEnv(VectorEnv):
         device: str = "cpu",
         dtype: str | torch.dtype = "float32",
         compile: bool = False,
-        decoding: str = "naive",
-        window: int = 2,
-        temperature: float = 1.0,
+        decoding: str | None = None,
+        window: int | None = None,
+        temperature: float | None = None,
         top_p: float | None = None,
         top_k: int | None = None,
         sampler: str | None = None,
@@ -116,8 +119,12 @@ class WorldModelVectorEnv(VectorEnv):
                 checkpoint, config=config, vae_config=vae_config, device=device, dtype=as_torch_dtype(dtype), **options
             )
         self.model = model
-        self.sampling = dict(decoding=decoding, window=window, temperature=temperature, top_p=top_p, top_k=top_k)
-        self.nfd_sampling = _nfd_sampling(model, self.sampling, sampler, sampling_steps)
+        requested = dict(decoding=decoding, window=window, temperature=temperature, top_p=top_p, top_k=top_k)
+        self.nfd_sampling = _nfd_sampling(model, requested, sampler, sampling_steps)
+        self.token_sampling = model.token_sampling(**requested) if isinstance(model, AutoregressiveModel) else None
+        self.sampling = requested if self.token_sampling is None else {
+            name: getattr(self.token_sampling, name) for name in requested}  # fmt: skip
+        """The autoregressive settings the env samples with (the model's defaults filled in)."""
         self.context_frames = context_frames
         self.spec_model = model.spec
         self.domain = get_domain(model.spec.domain)
@@ -213,7 +220,7 @@ class WorldModelVectorEnv(VectorEnv):
         """Model-specific start options built from the env's sampling kwargs."""
         kwargs: dict[str, Any] = {}
         if isinstance(self.model, AutoregressiveModel):
-            kwargs["sampling"] = self.model.token_sampling(**self.sampling)
+            kwargs["sampling"] = self.token_sampling
         elif self.nfd_sampling is not None:
             kwargs["sampling"] = self.nfd_sampling
         if self.context_frames is not None:

@@ -76,6 +76,10 @@ wm_v2() {
 }
 [ -f "$MODELS/crafter-mineworld.json" ] || wm_v2 --steps 3000  # the summary is written when a run finishes
 wm_v2 --steps 6000 --compile
+# Its default decoding, stored in the file (envs, `rlir eval` and `rlir demo` use it unless told otherwise; models
+# post-trained from it inherit it): top-p 0.9, chosen on crafter-train with a reward IDM, never on the benchmark
+# (docs/benchmarks.md §1).
+$PY scripts/set_default_sampling.py "$MODELS/crafter-mineworld.safetensors" --top-p 0.9
 
 # 3c. The reward IDM ensemble of post-training (issue 15; `crafter-idm-ensemble`): three IDMs, each trained on its own
 #     100,000-frame recording of the v2 policy (seeds 201, 202, 203: disjoint from each other, from the world model's
@@ -143,7 +147,10 @@ $RLIR demo --model crafter-mineworld-rlir --out "$WORK/demo" --no-leaderboard
 for name in crafter-mineworld crafter-mineworld-v1 crafter-mineworld-rlir crafter-nfd ground-truth; do
   cp "$WORK/demo/$name/bundle.json" "leaderboard/seed_bundles/$name.json"
 done
-# crafter-mineworld-rlir's run summary: its curves, probe and the paired comparison with its base (seed 0).
-$PY scripts/posttrain_summary.py "$WORK/rlir" "$WORK/demo/crafter-mineworld" "$WORK/demo/crafter-mineworld-rlir" \
+# crafter-mineworld-rlir's run summary: its curves, probe and the paired comparison with its base (seed 0), the base
+# sampled as the post-trained model samples (temperature 1, untruncated; its own default is top-p 0.9).
+$RLIR eval --model crafter-mineworld --suite crafter-af-v1 --idm crafter-idm-heldout --num-envs 64 --seed 0 --top-p 1 \
+  --out "$WORK/demo/crafter-mineworld-t1" --no-videos --no-progress
+$PY scripts/posttrain_summary.py "$WORK/rlir" "$WORK/demo/crafter-mineworld-t1" "$WORK/demo/crafter-mineworld-rlir" \
   --out worldmodels/bundled/crafter-mineworld-rlir.json
 echo "bundled files rebuilt; run 'make demo' to evaluate them"

@@ -1,8 +1,9 @@
 """Write the run summary shipped next to a post-trained bundled model (worldmodels/bundled/<name>.json): the recipe,
 the per-iteration training curves and probe readings of an `rlir posttrain` run folder, and the paired comparison
-with its base on the benchmark (two bundles of the same suite, IDM and scoring seed, e.g. from `rlir demo`).
+with its base on the benchmark (two bundles of the same suite, IDM, scoring seed and sampling: the post-trained
+model's default, which is its rollouts' — so the comparison isolates what training changed).
 
-    python scripts/posttrain_summary.py runs/embedded/rlir runs/embedded/demo/crafter-mineworld \\
+    python scripts/posttrain_summary.py runs/embedded/rlir runs/embedded/demo/crafter-mineworld-t1 \\
         runs/embedded/demo/crafter-mineworld-rlir --out worldmodels/bundled/crafter-mineworld-rlir.json
 """
 
@@ -21,6 +22,7 @@ _ITERATION_KEYS = ("step", "lr", "reward_mean", "reward_mean_idm", "reward_mean_
                    "entropy", "grad_norm", "time_iteration_s")
 _PROBE_KEYS = ("step", "eval_reward_mean", "eval_reward_sem", "eval_reward_crafter_idm_heldout_mean",
                "eval_reward_crafter_idm_heldout_sem", "eval_psnr_mean", "eval_psnr_sem")
+_SAMPLING = ("decoding", "temperature", "top_p", "top_k")
 # The run folder records the paths it was given; the summary names the ones build_embedded.sh uses, so it does not
 # depend on where the run happened.
 _RECIPE_SUITES = {"suite": "runs/embedded/train-suite", "eval_suite": "runs/embedded/val-suite"}
@@ -36,6 +38,11 @@ def summarize(run: Path, base_bundle: Path, run_bundle: Path, *, name: str, base
     summary = json.loads((run / "summary.json").read_text())
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     base_result, run_result = load_bundle(base_bundle), load_bundle(run_bundle)
+    sampling = {name: getattr(run_result.runtime, name) for name in _SAMPLING}
+    base_sampling = {name: getattr(base_result.runtime, name) for name in _SAMPLING}
+    if base_sampling != sampling:
+        raise SystemExit(f"the bundles sampled differently (base {base_sampling}, post-trained {sampling}): score the "
+                         "base with the post-trained model's sampling (e.g. rlir eval --top-p 1) to isolate training")  # fmt: skip
     return {
         "name": name,
         "base": base,
@@ -54,6 +61,7 @@ def summarize(run: Path, base_bundle: Path, run_bundle: Path, *, name: str, base
             "suite": run_result.suite.name,
             "idm": run_result.idm.name,
             "seed": run_result.runtime.seed,
+            "sampling": sampling,
             "resamples": resamples,
             "rows": [{"metric": c.metric, "base": c.a, "rlir": c.b, "difference": c.difference, "ci95": list(c.ci95)}
                      for c in compare_bundles(base_result, run_result, n_resamples=resamples)],

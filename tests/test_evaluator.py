@@ -118,6 +118,21 @@ def test_ground_truth_bundle_is_the_ceiling(setup, tmp_path):
     assert ceiling.items == expected
 
 
+def test_the_bundle_records_the_models_default_sampling_as_what_ran(setup, reference, tmp_path):
+    from worldmodels.mineworld import SamplingConfig
+
+    assert (reference.runtime.decoding, reference.runtime.temperature, reference.runtime.top_p) == ("naive", 1.0, None)
+    tuned = MineWorld.from_checkpoint(setup["checkpoint"], sampling=SamplingConfig(top_p=0.4))
+    by_default = evaluate(tuned, setup["suite"], setup["idm"], tmp_path / "default", model_info=ModelInfo(name="tiny"),
+                          settings=SETTINGS, progress=False)  # fmt: skip
+    assert (by_default.runtime.top_p, by_default.runtime.temperature) == (0.4, 1.0)
+    # the same draws as asking the plain model for top-p 0.4, and the same run: resuming one with the other is allowed
+    explicit = EvalSettings(num_envs=3, seed=5, video_metrics=True, top_p=0.4, temperature=1.0, decoding="naive")
+    asked = run(setup, tmp_path / "explicit", settings=explicit)
+    assert asked.items == by_default.items and asked.items != reference.items
+    assert run(setup, tmp_path / "default", settings=explicit).items == by_default.items
+
+
 def test_batching_does_not_change_items(setup, reference, tmp_path):
     other = run(setup, tmp_path / "b", settings=EvalSettings(num_envs=1, seed=5))
     assert other.items == reference.items
@@ -162,7 +177,10 @@ def test_score_videos_rescores_generated_frames(setup, reference):
         assert record.model_copy(update={"seed": original.seed}) == original
 
 
-def test_edited_suites_are_refused(setup, tmp_path):
+def test_edited_suites_are_refused(setup, tmp_path, monkeypatch):
+    from evaluation import suites
+
+    monkeypatch.setattr(suites, "REGISTERED_SUITES", dict(suites.REGISTERED_SUITES))  # other tests never see it
     copy = tmp_path / "suite"
     shutil.copytree(setup["root"] / "suite", copy)
     register_suite("tiny-pinned", copy, setup["suite"].sha256)

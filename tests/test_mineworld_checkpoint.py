@@ -259,6 +259,40 @@ def test_safetensors_round_trip(tmp_path, model):
         MineWorld.from_checkpoint(tmp_path / "broken.safetensors")
 
 
+def test_a_models_default_sampling_travels_with_its_file_and_options_override_it(tmp_path, model):
+    from safetensors import safe_open
+
+    from worldmodels.mineworld import SamplingConfig
+
+    plain = save_safetensors(model, tmp_path / "plain.safetensors")
+    with safe_open(str(plain), framework="pt") as f:
+        assert "sampling" not in f.metadata()  # files with the plain default are written as before
+    assert MineWorld.from_checkpoint(plain).sampling == SamplingConfig()
+
+    tuned = MineWorld.from_checkpoint(plain, sampling=SamplingConfig(top_p=0.9))
+    path = save_safetensors(tuned, tmp_path / "top-p.safetensors")
+    loaded = MineWorld.from_checkpoint(path)
+    assert loaded.sampling == SamplingConfig(top_p=0.9)
+    assert MineWorld.from_checkpoint(path, sampling=SamplingConfig(temperature=0.5)).sampling.top_p is None
+    # what an env asks for: None keeps the default; a truncation given replaces the default's (they are exclusive)
+    assert loaded.token_sampling(decoding=None, temperature=None, top_p=None, top_k=None) == SamplingConfig(top_p=0.9)
+    assert loaded.token_sampling(temperature=0.7) == SamplingConfig(temperature=0.7, top_p=0.9)
+    assert loaded.token_sampling(top_k=4) == SamplingConfig(top_k=4)
+    assert loaded.token_sampling(top_p=1.0) == SamplingConfig()  # the whole distribution, exactly
+    with pytest.raises(ConfigError, match="mutually exclusive"):
+        loaded.token_sampling(top_p=0.5, top_k=4)
+
+    meta = {"format": "pt", "kind": "rlir.mineworld"}
+    with safe_open(str(path), framework="pt") as f:
+        meta.update(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    from worldmodels.weights import save_safetensors_file
+
+    save_safetensors_file(tensors, tmp_path / "bad.safetensors", {**meta, "sampling": '{"top_p": 2.0}'})
+    with pytest.raises(CheckpointError, match="malformed default sampling.*top_p must lie in"):
+        MineWorld.from_checkpoint(tmp_path / "bad.safetensors")
+
+
 # --- registry ------------------------------------------------------------------------------------------------------
 
 

@@ -25,7 +25,7 @@ from posttrain.loop import train
 from posttrain.rewards import PixelReward, WeightedRewardSum
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld
 from worldmodels.errors import CheckpointError, ConfigError
-from worldmodels.mineworld import MineWorld, save_safetensors
+from worldmodels.mineworld import MineWorld, SamplingConfig, save_safetensors
 
 
 class EvenTokenReward:
@@ -110,6 +110,7 @@ def test_cli_flags_become_config_values():
 
 def test_reward_rises_with_a_learnable_reward(tmp_path):
     model = tiny_mineworld(seed=1)
+    model.sampling = SamplingConfig(top_p=0.5)  # a base whose default truncates: rollouts sample as configured
     suite = tiny_minecraft_suite(model, n_items=4, n_frames=3)
     reward = EvenTokenReward(model)
     config = _config(tmp_path / "run", "iterations=3", "rollout.group_size=8", "rollout.prompts_per_iter=4",
@@ -138,6 +139,8 @@ def test_reward_rises_with_a_learnable_reward(tmp_path):
     loaded = MineWorld.from_checkpoint(tmp_path / "run" / "model.safetensors")
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+    # its default decoding is what GRPO optimised (temperature 1, untruncated), not the base's; the policy keeps its own
+    assert loaded.sampling == SamplingConfig() and model.sampling == SamplingConfig(top_p=0.5)
     assert any((tmp_path / "run" / "tensorboard").iterdir())
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000  # reward curves drawn at the end
     videos = sorted((tmp_path / "run" / "videos").glob("iter_000000_*"))

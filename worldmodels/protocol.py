@@ -90,7 +90,8 @@ class AutoregressiveModel(Protocol):
 
     def token_sampling(self, **options: Any) -> Any:
         """The sampling settings :meth:`WorldModel.start` takes (``sampling=``), from the env's autoregressive options
-        (``decoding``, ``window``, ``temperature``, ``top_p``, ``top_k``)."""
+        (``decoding``, ``window``, ``temperature``, ``top_p``, ``top_k``); options that are None keep the model's
+        defaults."""
         ...
 
     def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:

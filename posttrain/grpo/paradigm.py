@@ -13,6 +13,7 @@ token-level post-training (RLIR, arXiv 2509.23958).
 from __future__ import annotations
 
 import copy
+import dataclasses
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,16 @@ class GRPO:
         return probe_videos(self.policy, suite, self.config)
 
     def save(self, path: Path) -> None:
-        save_safetensors(merged_copy(self.policy), path)
+        """The post-trained model, whose default sampling (stored in the file) is the one its rollouts were optimised
+        under — not the base's, which may truncate: GRPO improved the untruncated distribution it sampled."""
+        model = merged_copy(self.policy)
+        base_default = model.sampling
+        model.sampling = dataclasses.replace(base_default, temperature=self.sampling.temperature,
+                                             top_p=self.sampling.top_p, top_k=self.sampling.top_k)  # fmt: skip
+        try:
+            save_safetensors(model, path)
+        finally:
+            model.sampling = base_default  # merged_copy returns the policy itself when it has no adapters
 
     def summary(self) -> dict[str, Any]:
         return {"reference": self.reference_kind}

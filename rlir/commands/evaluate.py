@@ -28,12 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the full one; default: all)")  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    mineworld = parser.add_argument_group("autoregressive (MineWorld) models; refused for NFD models")
+    mineworld = parser.add_argument_group(
+        "autoregressive (MineWorld) models; refused for NFD models",
+        "Sampling flags left out keep the model's default: the one its file stores (e.g. crafter-mineworld's top-p 0.9), "
+        "else the value shown. --top-p or --top-k replaces the default's truncation; --top-p 1 samples from the "
+        "whole distribution. The bundle records what ran.")  # fmt: skip
     mineworld.add_argument("--compile", action="store_true",
                            help="decode with the compiled static step: the same tokens, faster once compiled "
                                 "(docs/benchmarks.md)")  # fmt: skip
     for flag, default, kind, extra in _AUTOREGRESSIVE:
-        mineworld.add_argument(flag, type=kind, default=None, help=f"(default: {'off' if default is None else default})",
+        mineworld.add_argument(flag, type=kind, default=None,
+                               help=f"(default: the model's, else {'off' if default is None else default})",
                                **extra)  # fmt: skip
     nfd = parser.add_argument_group("NFD (diffusion) models; refused for autoregressive models")
     nfd.add_argument("--sampler", choices=("euler", "dpm-solver++"), default=None,
@@ -99,7 +104,7 @@ def _sampling_settings(args: argparse.Namespace, model) -> dict:
     if nfd_flags:
         raise ConfigError(f"{', '.join(nfd_flags)}: options of NFD (diffusion) models, but {model.spec.name!r} is "
                           "autoregressive: use --decoding, --window, --temperature, --top-p, --top-k")  # fmt: skip
-    return {flag[2:].replace("-", "_"): given.get(flag, default) for flag, default, *_ in _AUTOREGRESSIVE}
+    return {flag[2:].replace("-", "_"): given.get(flag) for flag, *_ in _AUTOREGRESSIVE}  # None: the model's
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

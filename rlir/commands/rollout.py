@@ -28,9 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=float, default=None, help="video frame rate (default: the model's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--decoding", default="naive", choices=("naive", "diagonal", "speculative"))
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--decoding", default=None, choices=("naive", "diagonal", "speculative"),
+                        help="(default: the model's, else naive)")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="nucleus sampling (default: the model's, else off; 1: the whole distribution)")
+    parser.add_argument("--temperature", type=float, default=None, help="(default: the model's, else 1)")
     parser.set_defaults(func=run)
 
 

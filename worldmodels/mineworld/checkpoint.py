@@ -20,6 +20,7 @@ functions that take a model (:func:`load_weights`, :func:`save_safetensors`) tou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ import torch
 
 from worldmodels.errors import CheckpointError, ConfigError, MissingFileError, UnsafePickleError, refused_pickle_reason
 from worldmodels.mineworld.config import MineWorldConfig, get_preset
+from worldmodels.mineworld.sampling import SamplingConfig
 from worldmodels.mineworld.vq import load_vq_config
 from worldmodels.weights import save_safetensors_file
 
@@ -232,9 +234,40 @@ def save_safetensors(model: MineWorldWeights, path: str | Path) -> Path:
         "mineworld_config": model.config.to_json(),
         "vq_config": json.dumps(model.tokenizer.config, sort_keys=True),
     }
+    sampling = getattr(model, "sampling", None)
+    if sampling is not None and sampling != SamplingConfig():  # files with the plain default stay as they were
+        meta[SAMPLING_KEY] = json.dumps(dataclasses.asdict(sampling), sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_safetensors_file(tensors, path, meta)
     return path
+
+
+SAMPLING_KEY = "sampling"
+"""Metadata key of a model's default :class:`SamplingConfig` (its generation defaults, as a Hugging Face model's
+``generation_config.json``): what envs and ``rlir eval`` sample with unless told otherwise."""
+
+
+def stored_sampling(path: str | Path) -> SamplingConfig | None:
+    """The default :class:`SamplingConfig` a ``.safetensors`` written by :func:`save_safetensors` stores, or None
+    (official ``.ckpt`` files and files saved with the plain default store none)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            stored = (f.metadata() or {}).get(SAMPLING_KEY)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {err}") from None
+    if stored is None:
+        return None
+    try:
+        return SamplingConfig(**json.loads(stored))
+    except (TypeError, ValueError) as err:  # ConfigError is a ValueError
+        raise CheckpointError(
+            f"{path} stores a malformed default sampling {stored!r} ({err}); rewrite it with save_safetensors"
+        ) from None
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -16,6 +16,7 @@ frames (and the actions between them) and re-prefills its cache from scratch, li
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from worldmodels.errors import ActionError, ConfigError, FrameError
-from worldmodels.mineworld.checkpoint import fill_tokenizer_weights, load_checkpoint, load_weights
+from worldmodels.mineworld.checkpoint import fill_tokenizer_weights, load_checkpoint, load_weights, stored_sampling
 from worldmodels.mineworld.config import MineWorldConfig
 from worldmodels.mineworld.decoding import DecodeStats, FrameDecoder
 from worldmodels.mineworld.sampling import DEFAULT_DRAFT_LEN, SamplingConfig, check_generators, draw_uniforms
@@ -135,7 +136,8 @@ class MineWorld(nn.Module):
         vq_config: diffusers ``VQModel`` config dict (the official ``checkpoints/vae/config.json``).
         reference_frames: frames kept when a slot's context is full (official demo: 8). Default:
             ``min(8, context_frames // 2)``, at least 1; at most what leaves room for one new frame.
-        sampling: default :class:`SamplingConfig` for :meth:`start`.
+        sampling: default :class:`SamplingConfig` for :meth:`start` and :meth:`token_sampling` (its generation
+            defaults; saved with the weights).
         compile: the fast path for many steps. Decode steps run compiled (:class:`~worldmodels.mineworld.decoding.
             StaticStep`: the same tokens as eager; each new batch size compiles once, seconds to a minute on a CPU),
             and :meth:`step` VQ-decodes its frames in calls of up to :data:`FAST_VQ_FRAMES` instead of one by one
@@ -243,9 +245,12 @@ class MineWorld(nn.Module):
                 from ``vae.ckpt`` next to it.
             device, dtype: where and in which precision to run (fp32 on CPU; the official code runs fp16 on GPU).
             options: :class:`MineWorld` keyword arguments (``reference_frames``, ``sampling``, ``compile``,
-                ``fused_projections``).
+                ``fused_projections``). ``sampling`` defaults to the one the file stores (:func:`save_safetensors`
+                writes the model's :attr:`sampling` when it is not the plain default).
         """
         model_config, vq_config, state_dict, vae_ckpt = load_checkpoint(ckpt, config, vae_config=vae_config)
+        if options.get("sampling") is None:
+            options["sampling"] = stored_sampling(ckpt)
         model = cls.empty(model_config, vq_config, device=device, dtype=dtype, **options)
         fill_tokenizer_weights(state_dict, list(model.state_dict()), vae_ckpt, source=Path(ckpt).name)
         load_weights(model, state_dict, source=str(ckpt))
@@ -536,8 +541,15 @@ class MineWorld(nn.Module):
 
     def token_sampling(self, **options: Any) -> SamplingConfig:
         """A :class:`SamplingConfig` from keyword options (``decoding``, ``window``, ``temperature``, ``top_p``,
-        ``top_k``, ...: the vector env's autoregressive options)."""
-        return SamplingConfig(**options)
+        ``top_k``, ...: the vector env's autoregressive options); an option that is None keeps the model's default
+        (:attr:`sampling`). A ``top_p`` or ``top_k`` given replaces the default's truncation (they are exclusive);
+        ``top_p=1`` samples from the whole distribution."""
+        given = {name: value for name, value in options.items() if value is not None}
+        if "top_p" in given or "top_k" in given:
+            given = {"top_p": None, "top_k": None, **given}
+        if given.get("top_p") == 1:
+            given["top_p"] = None  # keeping every token, exactly (a cumulative sum can round past 1)
+        return dataclasses.replace(self.sampling, **given)
 
     def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """Context frames ``uint8[n, T, H, W, 3]`` -> their image tokens ``int64[n, T, h*w]`` (what
