@@ -53,8 +53,9 @@ def scenes_for(model):
     return [Scene(frames=rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8), actions=empty)]
 
 
-def time_world_model(model, num_envs: int, steps: int, decoding: str) -> float:
-    return time_vector_env(WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding=decoding), steps)
+def time_world_model(model, num_envs: int, steps: int, decoding: str | None, top_p: float | None = None) -> float:
+    env = WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding=decoding, top_p=top_p)
+    return time_vector_env(env, steps)
 
 
 def time_vector_env(env, steps: int) -> float:
@@ -92,30 +93,38 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--decoding", default="naive")
+    parser.add_argument("--decoding", default=None, help="(default: the model's)")
+    parser.add_argument("--top-p", type=float, action="append",
+                        help="repeatable: each value timed in the same rounds, the first is the baseline of the "
+                        "ratios (default: the model's own; 1: the whole distribution)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batches = args.batch or [1, 4, 16, 64]
     model = load_model(args.model, args.device, args.dtype)
 
-    results: dict[int, list[float]] = {b: [] for b in batches}
+    top_ps = args.top_p or [None]
+    results: dict[tuple[float | None, int], list[float]] = {(p, b): [] for p in top_ps for b in batches}
     real: list[float] = []
     for _ in range(args.rounds):
         for b in batches:
             steps = args.steps or max(4, 30 // max(1, b // 4))
-            results[b].append(time_world_model(model, b, steps, args.decoding))
+            for top_p in top_ps:  # alternated within a round, so load drifts hit every setting alike
+                results[top_p, b].append(time_world_model(model, b, steps, args.decoding, top_p))
         if model.spec.domain == "crafter":
             real.append(time_real_crafter(300))
 
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
-    print(f"\n{args.model} ({model.spec.name}), {args.device} {args.dtype}, {args.decoding} decoding; {machine}\n")
-    print("| envs | frames/s (median of rounds) | per env | ratio to 1 env |")
-    print("|---:|---:|---:|---:|")
-    base = statistics.median(results[batches[0]]) / batches[0]
-    for b in batches:
-        fps = statistics.median(results[b])
-        print(f"| {b} | {fps:.1f} | {fps / b:.1f} | {fps / base:.1f}x |")
+    for top_p in top_ps:
+        sampling = WorldModelVectorEnv(1, model=model, scenes=scenes_for(model), decoding=args.decoding, top_p=top_p).sampling
+        print(f"\n{args.model} ({model.spec.name}), {args.device} {args.dtype}, {sampling}; {machine}\n")
+        print("| envs | frames/s (median of rounds) | per env | ratio to 1 env | ratio to the first setting |")
+        print("|---:|---:|---:|---:|---:|")
+        base = statistics.median(results[top_p, batches[0]]) / batches[0]
+        for b in batches:
+            fps = statistics.median(results[top_p, b])
+            print(f"| {b} | {fps:.1f} | {fps / b:.1f} | {fps / base:.1f}x | "
+                  f"{fps / statistics.median(results[top_ps[0], b]):.2f}x |")
     if real:
         print(f"| real Crafter (1 env) | {statistics.median(real):.1f} | | |")
 
