@@ -71,8 +71,11 @@ def posttrain(args, reward: str, seed: int) -> Path:
 def evaluate(args, model: str, name: str, seed: int) -> dict:
     out = args.out / "eval" / f"{name}-eval{seed}"
     if not (out / "bundle.json").is_file():
+        # every arm, the base included, sampled as the rollouts sample (temperature 1, untruncated), whatever default
+        # decoding the base's file stores: the comparison isolates what training changed
         run(RLIR + ["eval", "--model", model, "--model-name", name, "--suite", args.suite, "--idm", args.idm,
-                    "--out", str(out), "--seed", str(seed), "--num-envs", str(args.num_envs), "--no-videos"],
+                    "--out", str(out), "--seed", str(seed), "--num-envs", str(args.num_envs), "--no-videos",
+                    "--temperature", "1", "--top-p", "1"],
             out.with_suffix(".log"))  # fmt: skip
     m = json.loads((out / "bundle.json").read_text())["metrics"]
     return {"bundle": str(out), "eval_seed": seed, "f1": m["primary"]["value"], "ci": m["primary"]["ci95"], "psnr": m["psnr"]["mean"],
