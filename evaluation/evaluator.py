@@ -100,7 +100,7 @@ def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
     if not isinstance(model, NFD):
         return settings  # a sampler given for another model is refused by the env, never dropped
     given = [name for name in _AUTOREGRESSIVE_FIELDS
-             if getattr(settings, name) is not None and getattr(settings, name) != _CLASSIC_SAMPLING.get(name)]  # fmt: skip
+             if getattr(settings, name) not in (None, _CLASSIC_SAMPLING.get(name))]  # fmt: skip
     if given:
         raise ConfigError(f"{', '.join(f'{n}={getattr(settings, n)!r}' for n in given)}: settings of autoregressive "
                           f"(MineWorld) models; {model.spec.name!r} is an NFD model: set sampler and sampling_steps")

@@ -41,8 +41,8 @@ def summarize(run: Path, base_bundle: Path, run_bundle: Path, *, name: str, base
     sampling = {name: getattr(run_result.runtime, name) for name in _SAMPLING}
     base_sampling = {name: getattr(base_result.runtime, name) for name in _SAMPLING}
     if base_sampling != sampling:
-        raise SystemExit(f"the bundles sampled differently (base {base_sampling}, post-trained {sampling}): score the "
-                         "base with the post-trained model's sampling (e.g. rlir eval --top-p 1) to isolate training")  # fmt: skip
+        raise SystemExit(f"the bundles sampled differently (base {base_sampling}, post-trained {sampling}): score "
+                         "the base with the post-trained model's sampling (e.g. rlir eval --top-p 1)")  # fmt: skip
     return {
         "name": name,
         "base": base,

@@ -196,14 +196,16 @@ def test_make_and_make_vec_by_checkpoint_path(model, scenes, tmp_path):
 def test_an_env_samples_with_the_models_stored_default_unless_told_otherwise(model, scenes, tmp_path):
     from worldmodels.mineworld import MineWorld, SamplingConfig
 
-    path = save_safetensors(MineWorld.from_checkpoint(save_safetensors(model, tmp_path / "plain.safetensors"),
-                                                      sampling=SamplingConfig(top_p=0.3)), tmp_path / "top-p.safetensors")  # fmt: skip
+    plain_file = save_safetensors(model, tmp_path / "plain.safetensors")
+    path = save_safetensors(MineWorld.from_checkpoint(plain_file, sampling=SamplingConfig(top_p=0.3)),
+                            tmp_path / "top-p.safetensors")  # fmt: skip
     actions = np.zeros((4, 2, 9), dtype=np.int64)
     stored = gym.make_vec("RLIR-MineWorld-v0", num_envs=2, checkpoint=str(path), scenes=scenes).unwrapped
     assert stored.sampling == {"decoding": "naive", "window": 2, "temperature": 1.0, "top_p": 0.3, "top_k": None}
     explicit = WorldModelVectorEnv(2, model=model, scenes=scenes, top_p=0.3)
     plain = WorldModelVectorEnv(2, model=model, scenes=scenes)
-    untruncated = gym.make_vec("RLIR-MineWorld-v0", num_envs=2, checkpoint=str(path), scenes=scenes, top_p=1.0).unwrapped
+    untruncated = gym.make_vec("RLIR-MineWorld-v0", num_envs=2, checkpoint=str(path), scenes=scenes,
+                               top_p=1.0).unwrapped  # fmt: skip
     assert untruncated.sampling["top_p"] is None
     default_frames = rollout(stored, actions, seed=5)
     np.testing.assert_array_equal(default_frames, rollout(explicit, actions, seed=5))

@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     mineworld = parser.add_argument_group(
         "autoregressive (MineWorld) models; refused for NFD models",
-        "Sampling flags left out keep the model's default: the one its file stores (e.g. crafter-mineworld's top-p 0.9), "
-        "else the value shown. --top-p or --top-k replaces the default's truncation; --top-p 1 samples from the "
+        "Sampling flags left out keep the model's default: the one its file stores (e.g. crafter-mineworld's top-p "
+        "0.9), else the value shown. --top-p or --top-k replaces the default's truncation; --top-p 1 samples from the "
         "whole distribution. The bundle records what ran.")  # fmt: skip
     mineworld.add_argument("--compile", action="store_true",
                            help="decode with the compiled static step: the same tokens, faster once compiled "
