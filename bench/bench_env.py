@@ -117,7 +117,8 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, torch {torch.__version__}"
     for top_p in top_ps:
         env = WorldModelVectorEnv(1, model=model, scenes=scenes_for(model), decoding=args.decoding, top_p=top_p)
-        sampling = env.sampling
+        sampling = env.sampling  # what the timed envs ran with (the model's defaults filled in)
+        env.close()
         print(f"\n{args.model} ({model.spec.name}), {args.device} {args.dtype}, {sampling}; {machine}\n")
         print("| envs | frames/s (median of rounds) | per env | ratio to 1 env | ratio to the first setting |")
         print("|---:|---:|---:|---:|---:|")

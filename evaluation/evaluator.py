@@ -47,7 +47,7 @@ from evaluation.metrics.taxonomy import Taxonomy
 from evaluation.previews import preview_frames, write_preview
 from evaluation.scoring import compute_metrics, score_item, taxonomy_for
 from evaluation.suites import Suite, SuiteItem
-from rlir_env.vector import WorldModelVectorEnv
+from rlir_env.vector import AUTOREGRESSIVE_DEFAULTS, WorldModelVectorEnv
 from worldmodels import __version__
 from worldmodels.errors import ConfigError, DataError
 from worldmodels.hashing import sha256_file
@@ -80,14 +80,11 @@ class EvalSettings:
     """NFD models: denoising steps per frame; None: RLIR's protocol."""
 
 
-_CLASSIC_SAMPLING = {"decoding": "naive", "window": 2, "temperature": 1.0}
-"""Autoregressive values an NFD evaluation tolerates (they were the settings' defaults); anything else is refused."""
-
 NFD_PROTOCOL = ("dpm-solver++", 18)
 """How NFD models are evaluated unless told otherwise: the RLIR paper's DPM-Solver++ with 18 steps per frame."""
 
 
-_AUTOREGRESSIVE_FIELDS = ("decoding", "window", "temperature", "top_p", "top_k")
+_AUTOREGRESSIVE_FIELDS = tuple(AUTOREGRESSIVE_DEFAULTS)
 
 
 def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
@@ -100,7 +97,7 @@ def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
     if not isinstance(model, NFD):
         return settings  # a sampler given for another model is refused by the env, never dropped
     given = [name for name in _AUTOREGRESSIVE_FIELDS
-             if getattr(settings, name) not in (None, _CLASSIC_SAMPLING.get(name))]  # fmt: skip
+             if getattr(settings, name) not in (None, AUTOREGRESSIVE_DEFAULTS[name])]  # fmt: skip
     if given:
         raise ConfigError(f"{', '.join(f'{n}={getattr(settings, n)!r}' for n in given)}: settings of autoregressive "
                           f"(MineWorld) models; {model.spec.name!r} is an NFD model: set sampler and sampling_steps")

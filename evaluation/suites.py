@@ -19,6 +19,7 @@ instead, to study the frame/action alignment question (``vpt_idm.md`` §10.3).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -425,8 +426,6 @@ def crafter_clips(
     from ``(seed, i, attempt)``, plays ``0..max_warmup`` warm-up steps of ``policy`` and records one context frame and
     ``n_frames`` steps; a clip in which the player dies is drawn again with the next attempt. ``keep_scenes`` adds a
     copy of the game at each context frame (``CrafterClip.scene``)."""
-    import copy
-
     from rlir_env.crafter.env import CrafterEnv
     from rlir_env.crafter.policies import make_policy
 

@@ -353,7 +353,9 @@ def _model_device(model: WorldModel) -> torch.device:
     return torch.device(getattr(model, "device", "cpu"))
 
 
-_MINEWORLD_DEFAULTS = {"decoding": "naive", "window": 2, "temperature": 1.0, "top_p": None, "top_k": None}
+AUTOREGRESSIVE_DEFAULTS = {"decoding": "naive", "window": 2, "temperature": 1.0, "top_p": None, "top_k": None}
+"""The autoregressive options and their values for a model that stores no default; given for an NFD model, these
+values are tolerated (they were every caller's defaults) and any other is refused."""
 
 
 def _nfd_sampling(model: WorldModel, autoregressive: dict[str, Any], sampler: str | None, steps: int | None):
@@ -362,7 +364,7 @@ def _nfd_sampling(model: WorldModel, autoregressive: dict[str, Any], sampler: st
     implementing the protocol gets the same options."""
     if isinstance(model, DiffusionModel):
         # None counts as unset: bundles of NFD models record no autoregressive settings
-        given = [k for k, v in autoregressive.items() if v is not None and v != _MINEWORLD_DEFAULTS[k]]
+        given = [k for k, v in autoregressive.items() if v is not None and v != AUTOREGRESSIVE_DEFAULTS[k]]
         if given:
             raise ConfigError(
                 f"{', '.join(f'{k}={autoregressive[k]!r}' for k in given)}: options of autoregressive (MineWorld) models; "

@@ -245,9 +245,9 @@ BUNDLED_MODELS: dict[str, tuple[str, str]] = {
                                              "per 8x8 cell, 1,024 codes), 72x72, 17 actions"),
     "crafter-mineworld-v1": ("crafter-mineworld-v1.safetensors", "the first crafter-mineworld (100k frames, 512 "
                              "codes, 43 CPU-minutes), kept as the baseline v2 is measured against"),
-    "crafter-mineworld-rlir": ("crafter-mineworld-rlir.safetensors", "crafter-mineworld post-trained with "
-                               "RLIR (GRPO, the reward IDM ensemble's probability of the commanded "
-                               "action plus a pixel term, KL to the base)"),
+    "crafter-mineworld-rlir": ("crafter-mineworld-rlir.safetensors", "crafter-mineworld post-trained with RLIR (GRPO, "
+                               "the reward IDM ensemble's probability of the commanded action plus a pixel term, "
+                               "KL to the base)"),
     CRAFTER_NFD_NAME: ("crafter-nfd.safetensors", "NFD (next-frame diffusion) trained on real Crafter, 72x72, 17 actions"),
 }
 """Name -> (file in ``worldmodels/bundled/``, description); ``worldmodels/bundled/MODEL_CARD.md`` describes them."""
