@@ -225,13 +225,16 @@ def evaluate(
     stats_path = _throughput_path(out_dir, rank)
     earlier_frames, earlier_seconds = _read_throughput(stats_path) if resume else (0, 0.0)
 
+    # The settings are resolved (settings_for): there, top_p = top_k = None means no truncation, which the env would
+    # read as "the model's default"; top_p=1 asks it for the whole distribution.
+    untruncated = isinstance(model, AutoregressiveModel) and settings.top_p is None and settings.top_k is None
     env = WorldModelVectorEnv(
         min(settings.num_envs, max(len(todo), 1)),
         model=model,
         decoding=settings.decoding,
         window=settings.window,
         temperature=settings.temperature,
-        top_p=settings.top_p,
+        top_p=1.0 if untruncated else settings.top_p,
         top_k=settings.top_k,
         sampler=settings.sampler,
         sampling_steps=settings.sampling_steps,

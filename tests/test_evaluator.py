@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import shutil
@@ -131,6 +133,11 @@ def test_the_bundle_records_the_models_default_sampling_as_what_ran(setup, refer
     asked = run(setup, tmp_path / "explicit", settings=explicit)
     assert asked.items == by_default.items and asked.items != reference.items
     assert run(setup, tmp_path / "default", settings=explicit).items == by_default.items
+    # top_p=1 on a model whose default truncates: the whole distribution, as the plain model samples by default, and
+    # recorded as such (a recorded top_p None must mean what ran, for the bundle and for the leaderboard's re-run)
+    whole = evaluate(tuned, setup["suite"], setup["idm"], tmp_path / "whole", model_info=ModelInfo(name="tiny"),
+                     settings=dataclasses.replace(SETTINGS, top_p=1.0), progress=False)  # fmt: skip
+    assert whole.runtime.top_p is None and whole.items == reference.items
 
 
 def test_batching_does_not_change_items(setup, reference, tmp_path):
