@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent
 RUNS = [
     ("env", ["bench_env.py"]),
     ("speed", ["bench_speed.py"]),
+    ("vq-decode", ["bench_vq_decode.py"]),
     ("training", ["bench_training.py"]),
     ("env-tiny", ["bench_env.py", "--model", "tiny"]),
     ("decoding", ["bench_decoding.py", "--checkpoint", "worldmodels/bundled/crafter-mineworld.safetensors"]),

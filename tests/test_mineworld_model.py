@@ -161,6 +161,11 @@ def test_detokenize_matches_an_independent_computation_and_truncates(model):
     scaled = (np.clip(dec, -1, 1) + 1) / 2 * 255
     assert np.array_equal(frames.numpy(), scaled.astype(np.uint8))
     assert (np.round(scaled) != np.floor(scaled)).any()  # rounding would have given other pixels
+    # compile mode's layout: the same frames up to float rounding, i.e. at most one level on few pixels
+    nhwc = model.tokenizer.detokenize(ids, chunk=2, channels_last=True)
+    assert nhwc.shape == frames.shape and nhwc.dtype == torch.uint8 and nhwc.is_contiguous()
+    off = (nhwc.int() - frames.int()).abs()
+    assert int(off.max()) <= 1 and float((off > 0).float().mean()) < 1e-2
 
 
 def test_frames_of_the_wrong_size_or_dtype_are_refused(model):

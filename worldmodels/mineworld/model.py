@@ -140,10 +140,11 @@ class MineWorld(nn.Module):
             defaults; saved with the weights).
         compile: the fast path for many steps. Decode steps run compiled (:class:`~worldmodels.mineworld.decoding.
             StaticStep`: the same tokens as eager; each new batch size compiles once, seconds to a minute on a CPU),
-            and :meth:`step` VQ-decodes its frames in calls of up to :data:`FAST_VQ_FRAMES` instead of one by one
-            (2.6x less VQ time per frame at 64 envs on the 2-core CPU). Convolution kernels depend on the call size,
-            so a frame's pixels can then differ by one intensity level (on ~1e-4 of the values) with the batch it
-            was decoded in; the tokens never do. Eager mode keeps every frame's pixels independent of its batch.
+            and :meth:`step` VQ-decodes its frames in calls of up to :data:`FAST_VQ_FRAMES` instead of one by one,
+            with channels-last activations (2.6x and another 1.4x less VQ time per frame at 64 envs on the 2-core
+            CPU). Convolution kernels depend on the call size and layout, so a frame's pixels can then differ by one
+            intensity level (on ~1e-4 of the values) with the batch it was decoded in; the tokens never do. Eager
+            mode keeps every frame's pixels independent of its batch.
         fused_projections: see :class:`Transformer` (default: on up to 100M parameters).
     """
 
@@ -297,8 +298,9 @@ class MineWorld(nn.Module):
     def detokenize(self, ids: torch.Tensor) -> torch.Tensor:
         """``int64[B, h, w]`` image token ids -> ``uint8[B, H, W, 3]`` RGB frames (see ``compile`` for the call
         size)."""
-        chunk = min(len(ids), FAST_VQ_FRAMES) if self.compile else None
-        return self.tokenizer.detokenize(ids, chunk=chunk)
+        if self.compile:
+            return self.tokenizer.detokenize(ids, chunk=min(len(ids), FAST_VQ_FRAMES), channels_last=True)
+        return self.tokenizer.detokenize(ids)
 
     def action_tokens(self, actions: Any, batch_shape: tuple[int, ...]) -> torch.Tensor:
         """Actions -> token ids ``int64[*batch_shape, tokens_per_action]`` on the model's device.
