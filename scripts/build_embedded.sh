@@ -53,6 +53,22 @@ OMP_NUM_THREADS=1 $RLIR train tokenizer --data "$WORK/data-v2-tok" --eval-data "
   --lr 2e-3 --eval-every 600 --eval-frames 512 --seed 0 --threads 1 --no-progress --resume auto
 $PY bench/tokenizer_quality.py "$MODELS/crafter-vq-v2p.safetensors" --data "$WORK/tok-eval-v2" --frames 4000 \
   --out "$MODELS/crafter-vq-v2p.quality.json"
+# 2d. Its decoder fine-tuned with the tokens frozen (issue 14; shipped as crafter-vq-v2 and inside crafter-mineworld
+#     and crafter-mineworld-rlir since 2026-12-07): the encoder and codebook stay bit for bit, so every frame tokenizes
+#     as before and the world model below is unaffected; the first 100,000 frames of the v2 recording (the same seed
+#     and shard size record the same first shards as data-v2), 5,000 steps then extended to 10,000 (--resume auto on
+#     the longer schedule), both cores.
+[ -f "$WORK/data-v2-100k/manifest.json" ] || $RLIR record crafter "$WORK/data-v2-100k" --frames 100000 --seed 0 \
+  --policy decorrelated --workers 2 --resume auto --no-progress
+vq_decoder() {
+  $RLIR train tokenizer --supervision decoder --init "$MODELS/crafter-vq-v2p.safetensors" --data "$WORK/data-v2-100k" \
+    --eval-data "$WORK/tok-eval-v2" --out "$MODELS/crafter-vq-v2d.safetensors" --batch-size 32 --lr 5e-4 --warmup 200 \
+    --eval-every 500 --eval-frames 1024 --seed 0 --threads 2 --no-progress --resume auto "$@"
+}
+[ -f "$MODELS/crafter-vq-v2d.json" ] || vq_decoder --steps 5000
+vq_decoder --steps 10000
+$PY bench/tokenizer_quality.py "$MODELS/crafter-vq-v2d.safetensors" --data "$WORK/tok-eval-v2" --frames 4000 \
+  --out "$MODELS/crafter-vq-v2d.quality.json"
 
 # 3. The world model (one thread) next to the two IDMs (one thread each, one after the other): the 2 cores stay busy
 #    without OpenMP threads of different jobs waiting on each other.
@@ -80,6 +96,9 @@ wm_v2 --steps 6000 --compile
 # post-trained from it inherit it): top-p 0.9, chosen on crafter-train with a reward IDM, never on the benchmark
 # (docs/benchmarks.md §1).
 $PY scripts/set_default_sampling.py "$MODELS/crafter-mineworld.safetensors" --top-p 0.9
+# ... and the fine-tuned decoder of 2d (the shipped crafter-mineworld-rlir was post-trained before the decoder
+# existed and got it afterwards, its comparison rescored: posttrain_summary.py --rescore; a rebuild post-trains with it).
+$PY scripts/replace_tokenizer_decoder.py "$MODELS/crafter-vq-v2d.safetensors" "$MODELS/crafter-mineworld.safetensors"
 
 # 3c. The reward IDM ensemble of post-training (issue 15; `crafter-idm-ensemble`): three IDMs, each trained on its own
 #     100,000-frame recording of the v2 policy (seeds 201, 202, 203: disjoint from each other, from the world model's
@@ -117,8 +136,8 @@ $RLIR suite build-crafter evaluation/suite_data/crafter-af-v1 --items 256 --seed
 # 6. Install the weights with their summaries and pins.
 cp "$MODELS"/crafter-{mineworld,mineworld-v1,nfd}.{safetensors,json} worldmodels/bundled/
 cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png
-cp "$MODELS/crafter-vq-v2p.safetensors" worldmodels/bundled/crafter-vq-v2.safetensors
-cp "$MODELS/crafter-vq-v2p.json" worldmodels/bundled/crafter-vq-v2.json
+cp "$MODELS/crafter-vq-v2d.safetensors" worldmodels/bundled/crafter-vq-v2.safetensors
+cp "$MODELS/crafter-vq-v2d.json" worldmodels/bundled/crafter-vq-v2.json
 cp "$MODELS"/crafter-idm-{reward,heldout,reward-a,reward-b,reward-c}.{safetensors,json} evaluation/idm/bundled/
 (cd evaluation/idm/bundled && sha256sum crafter-idm-reward.safetensors crafter-idm-heldout.safetensors \
   crafter-idm-reward-{a,b,c}.safetensors > SHA256SUMS)

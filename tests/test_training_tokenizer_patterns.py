@@ -1,6 +1,7 @@
-"""worldmodels.training.cell_table and the pattern-supervised tokenizer (``--supervision patterns``): the table is
-built from the training frames alone, labels are exact for table patterns, the tokenizer trains on real Crafter
-frames and writes the usual VQ tokenizer file, deterministically; bad inputs give one clear error each."""
+"""worldmodels.training.cell_table, the pattern-supervised tokenizer (``--supervision patterns``) and its decoder
+fine-tuning (``--supervision decoder``): the table is built from the training frames alone, labels are exact for
+table patterns, the tokenizer trains on real Crafter frames and writes the usual VQ tokenizer file, deterministically;
+fine-tuning the decoder changes no token; bad inputs give one clear error each."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from safetensors.torch import load_file
 from rlir.commands.train import register
 from rlir_env.crafter.record import record
 from worldmodels.data.shards import ShardDataset
-from worldmodels.errors import ConfigError, FrameError
+from worldmodels.errors import ConfigError, FrameError, MissingFileError
+from worldmodels.hashing import sha256_file
 from worldmodels.mineworld.vq import VQTokenizer
 from worldmodels.training.cell_table import build_cell_table, cell_keys, cells_of, label_cells
 from worldmodels.training.tokenizer import evaluate_tokenizer, gather_frames, load_tokenizer
+from worldmodels.training.tokenizer_decoder import DECODER_PREFIXES, train_tokenizer_decoder
 from worldmodels.training.tokenizer_patterns import train_pattern_tokenizer
 from worldmodels.weights import tensors_sha256
 
@@ -154,3 +157,81 @@ def test_cli_trains_with_pattern_supervision(data, tmp_path):
     assert summary["supervision"] == "patterns" and summary["settings"]["table_codes"] == 40
     assert load_tokenizer(out).codebook_size == 64
     torch.testing.assert_close(load_tokenizer(out).model.quantize.embedding.weight.shape[0], 64)
+
+
+# -- decoder fine-tuning with the tokens frozen (--supervision decoder) ------------------------------------------------
+
+DECODER_RUN = dict(batch_size=4, lr=3e-3, warmup=2, eval_frames=32, eval_every=0, log_every=1, checkpoint_every=100,
+                   progress=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pattern_tokenizer(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("init") / "init.safetensors"
+    train_pattern_tokenizer(data, out, steps=12, seed=0, **RUN)
+    return out
+
+
+def test_decoder_fine_tuning_keeps_every_token_and_draws_them_better(data, other, pattern_tokenizer, tmp_path):
+    out = tmp_path / "dec.safetensors"
+    summary = train_tokenizer_decoder(pattern_tokenizer, data, out, steps=40, seed=0, eval_dirs=[other], **DECODER_RUN)
+    before, after = load_tokenizer(pattern_tokenizer), load_tokenizer(out)
+    init_state, state = before.model.state_dict(), after.model.state_dict()
+    for key, value in state.items():
+        if key.startswith(DECODER_PREFIXES):
+            continue
+        assert torch.equal(value, init_state[key]), key  # encoder, quant_conv, codebook: bit for bit
+    assert any(not torch.equal(state[k], init_state[k]) for k in state if k.startswith("decoder."))
+    held_out = frames_of(other)[:32]
+    torch.testing.assert_close(after.tokenize(torch.from_numpy(held_out)), before.tokenize(torch.from_numpy(held_out)),
+                               rtol=0, atol=0)  # fmt: skip
+    assert evaluate_tokenizer(after, held_out)["psnr"] > evaluate_tokenizer(before, held_out)["psnr"] + 1.0
+    assert summary["evaluations"][0]["step"] == 0 and summary["final"]["psnr"] > summary["evaluations"][0]["psnr"]
+    assert summary["init"]["sha256"] == sha256_file(pattern_tokenizer) and summary["supervision"] == "decoder"
+    assert summary["init"]["summary"]["supervision"] == "patterns"  # the tokens' own training travels along
+    assert summary["trained_parameters"] < summary["parameters"]
+    rows = [json.loads(line) for line in (tmp_path / "dec.run" / "log.jsonl").read_text().splitlines()]
+    rec = [r["rec"] for r in rows if "rec" in r]
+    assert len(rec) == 40 and np.mean(rec[-5:]) < 0.8 * np.mean(rec[:5])
+
+
+def test_decoder_fine_tuning_resumes_bit_exactly(data, pattern_tokenizer, tmp_path):
+    train_tokenizer_decoder(pattern_tokenizer, data, tmp_path / "a.safetensors", steps=6, seed=1, **DECODER_RUN)
+    train_tokenizer_decoder(pattern_tokenizer, data, tmp_path / "b.safetensors", steps=6, seed=1, stop_after=4,
+                            **DECODER_RUN)  # fmt: skip
+    resumed = train_tokenizer_decoder(pattern_tokenizer, data, tmp_path / "b.safetensors", steps=6, seed=1,
+                                      resume=True, **DECODER_RUN)  # fmt: skip
+    assert resumed["resumed_from"] == 4 and resumed["schedules"] == [{"from_step": 0, "steps": 6}]
+    a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in "ab")
+    assert tensors_sha256(a) == tensors_sha256(b)
+    # a larger `steps` extends the finished run on the longer schedule
+    extended = train_tokenizer_decoder(pattern_tokenizer, data, tmp_path / "b.safetensors", steps=9, seed=1,
+                                       resume=True, **DECODER_RUN)  # fmt: skip
+    assert extended["resumed_from"] == 6 and extended["steps_done"] == 9
+    assert extended["schedules"] == [{"from_step": 0, "steps": 6}, {"from_step": 6, "steps": 9}]
+    assert tensors_sha256(load_file(str(tmp_path / "b.safetensors"))) != tensors_sha256(a)
+
+
+def test_decoder_fine_tuning_refuses_bad_inputs(data, pattern_tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="another file"):
+        train_tokenizer_decoder(pattern_tokenizer, data, pattern_tokenizer, steps=2, **DECODER_RUN)
+    with pytest.raises(ConfigError, match="consistency"):
+        train_tokenizer_decoder(pattern_tokenizer, data, tmp_path / "t.safetensors", steps=2, consistency=-1.0,
+                                **DECODER_RUN)  # fmt: skip
+    with pytest.raises(MissingFileError, match="rlir train tokenizer"):
+        train_tokenizer_decoder(tmp_path / "none.safetensors", data, tmp_path / "t.safetensors", steps=2,
+                                **DECODER_RUN)  # fmt: skip
+    parser = argparse.ArgumentParser(prog="rlir")
+    register(parser.add_subparsers(dest="command", required=True))
+    base = ["train", "tokenizer", "--data", str(data), "--out", str(tmp_path / "c.safetensors"), "--no-progress"]
+    for extra, message in (
+        (["--supervision", "decoder"], "--init None with --supervision decoder"),
+        (["--init", str(pattern_tokenizer)], "goes with it only"),
+        (["--supervision", "decoder", "--init", str(pattern_tokenizer), "--frame-size", "36", "36"], "frame size"),
+    ):
+        args = parser.parse_args(base + extra)
+        with pytest.raises(ConfigError, match=message):
+            args.func(args)
+    args = parser.parse_args(base + ["--supervision", "decoder", "--init", str(pattern_tokenizer), "--steps", "2",
+                                     "--batch-size", "2", "--eval-frames", "8"])  # fmt: skip
+    assert args.func(args) == 0 and json.loads((tmp_path / "c.json").read_text())["supervision"] == "decoder"

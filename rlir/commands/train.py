@@ -54,15 +54,18 @@ def _add_tokenizer_and_worldmodel(train: argparse._SubParsersAction) -> None:
     tok.add_argument("--restart-every", type=int, default=50, help="re-seed unused codes every N steps (0: never)")
     tok.add_argument("--codebook-update", choices=("ema", "gradient"), default="ema",
                      help="EMA of assigned latents (default) or AdamW on diffusers' codebook loss")
-    tok.add_argument("--supervision", choices=("reconstruction", "patterns"), default="reconstruction",
-                     help="plain VQ-VAE training, or codes fixed by the training frames' exact cell patterns "
-                          "(worldmodels/training/tokenizer_patterns.py)")
+    tok.add_argument("--supervision", choices=("reconstruction", "patterns", "decoder"), default="reconstruction",
+                     help="plain VQ-VAE training, codes fixed by the training frames' exact cell patterns "
+                          "(worldmodels/training/tokenizer_patterns.py), or the decoder of --init fine-tuned with "
+                          "its tokens frozen (worldmodels/training/tokenizer_decoder.py)")
+    tok.add_argument("--init", default=None, metavar="FILE",
+                     help="decoder: the tokenizer whose decoder is fine-tuned (its encoder and codebook are kept)")
     tok.add_argument("--table-codes", type=int, default=None,
                      help="patterns: at most this many codes for exact patterns (default 3/4 of the codebook)")
     tok.add_argument("--merge-levels", type=float, default=1.0,
                      help="patterns: exact patterns within this RMS distance (0..255 levels) share a code")
     tok.add_argument("--consistency", type=float, default=0.3,
-                     help="patterns: weight of the decode -> encode classification loss (0: off)")
+                     help="patterns, decoder: weight of the decode -> encode classification loss (0: off)")
     tok.add_argument("--checkpoint-every", type=int, default=250)
     _common_options(tok)
     tok.set_defaults(func=_main_tokenizer)
@@ -126,11 +129,32 @@ def _print_summary(summary: dict, out: str) -> None:
 def _main_tokenizer(args: argparse.Namespace) -> int:
     _setup_threads(args)
     from worldmodels.data.shards import ShardDataset
+    from worldmodels.errors import ConfigError
     from worldmodels.mineworld.vq import load_vq_config
     from worldmodels.training.tokenizer import train_tokenizer
 
-    frame_size = args.frame_size or tuple(ShardDataset(args.data[0]).frame_shape[:2])
     out = resolve_out(args.out, "tokenizer")
+    if (args.init is None) != (args.supervision != "decoder"):
+        raise ConfigError(
+            f"--init {args.init!r} with --supervision {args.supervision}: --init names the tokenizer whose decoder "
+            "--supervision decoder fine-tunes, and goes with it only"
+        )
+    if args.supervision == "decoder":
+        from worldmodels.training.tokenizer_decoder import train_tokenizer_decoder
+
+        if args.vq_config is not None or args.frame_size is not None:
+            raise ConfigError("--supervision decoder keeps the --init tokenizer's architecture and frame size; "
+                              "drop --vq-config/--frame-size")
+        summary = train_tokenizer_decoder(
+            args.init, args.data, out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+            seed=args.seed, val_fraction=args.val_fraction, eval_dirs=args.eval_data, eval_frames=args.eval_frames,
+            eval_every=args.eval_every, consistency=args.consistency, checkpoint_every=args.checkpoint_every,
+            log_path=args.log, resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after,
+            progress=args.progress, report_to=args.report_to,
+        )  # fmt: skip
+        _print_summary(summary, str(out))
+        return 0
+    frame_size = args.frame_size or tuple(ShardDataset(args.data[0]).frame_shape[:2])
     if args.supervision == "patterns":
         from worldmodels.training.tokenizer_patterns import train_pattern_tokenizer
 
