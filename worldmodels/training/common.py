@@ -35,6 +35,7 @@ from worldmodels.weights import save_safetensors_file
 __all__ = [
     "CHECKPOINT_NAME",
     "JsonlLogger",
+    "MetricWindow",
     "Stopwatch",
     "as_dirs",
     "cosine_with_warmup",
@@ -421,6 +422,29 @@ def load_checkpoint(
 
 
 # -- progress and timing ----------------------------------------------------------------------------------------------
+
+
+class MetricWindow:
+    """The scalars of a training loop's steps since the last log line: ``add`` each step's (tensors or floats),
+    ``latest`` for a progress bar, ``close`` for the means to log (which start the next window)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = tuple(keys)
+        self.values: dict[str, list[float]] = {k: [] for k in self.keys}
+
+    def add(self, scalars: Mapping[str, Any]) -> None:
+        for key in self.keys:
+            if key in scalars:
+                value = scalars[key]
+                self.values[key].append(float(value.detach()) if isinstance(value, torch.Tensor) else float(value))
+
+    def latest(self, key: str) -> float:
+        return self.values[key][-1]
+
+    def close(self) -> dict[str, float]:
+        means = {k: float(np.mean(v)) for k, v in self.values.items() if v}
+        self.values = {k: [] for k in self.keys}
+        return means
 
 
 class Stopwatch:

@@ -44,6 +44,7 @@ from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
+    MetricWindow,
     Stopwatch,
     as_dirs,
     cosine_with_warmup,
@@ -491,7 +492,7 @@ def train_tokenizer(
                         extra_meta={"evaluations": evaluations, "restarted_total": restarted_total})  # fmt: skip
 
     # 3. training loop
-    window: dict[str, list[float]] = {"loss": [], "l1": [], "mse": [], "vq": []}
+    window = MetricWindow(("loss", "l1", "mse", "vq"))
     last_window: dict[str, float] | None = None
     step_time = 0.0
     with Progress(steps, "tokenizer", enabled=progress, completed=start_step) as bar:
@@ -523,15 +524,12 @@ def train_tokenizer(
                 restarted_total += restarted
                 usage.zero_()
             step_time += time.perf_counter() - began
-            for key, value in (("loss", loss), ("l1", l1), ("mse", mse), ("vq", vq_loss)):
-                window[key].append(value.item())
-            bar.advance(1, f"loss {window['loss'][-1]:.4f}")
+            window.add({"loss": loss, "l1": l1, "mse": mse, "vq": vq_loss})
+            bar.advance(1, f"loss {window.latest('loss'):.4f}")
             if done % log_every == 0 or done == stop or restarted:
-                logger.log(step=done, **{k: float(np.mean(v)) for k, v in window.items() if v},
-                           lr=scheduler.get_last_lr()[0], codes_in_use=in_use, restarted=restarted,
-                           s_per_step=step_time / (done - start_step))  # fmt: skip
-                last_window = {k: float(np.mean(v)) for k, v in window.items() if v}
-                window = {k: [] for k in window}
+                last_window = window.close()
+                logger.log(step=done, **last_window, lr=scheduler.get_last_lr()[0], codes_in_use=in_use,
+                           restarted=restarted, s_per_step=step_time / (done - start_step))  # fmt: skip
             if (eval_every and done % eval_every == 0) or done == steps:
                 with watch("eval"):
                     result = evaluate_tokenizer(tokenizer, held_out)

@@ -36,6 +36,7 @@ from worldmodels.runtime.progress import Progress
 from worldmodels.training.common import (
     CHECKPOINT_NAME,
     JsonlLogger,
+    MetricWindow,
     Stopwatch,
     checkpoint_run_config,
     cosine_with_warmup,
@@ -207,8 +208,7 @@ def train_tokenizer_decoder(
     stop = steps if stop_after is None else min(int(stop_after), steps)
 
     # 3. training loop
-    keys = ("loss", "rec", "cons", "cons_acc")
-    window: dict[str, list[float]] = {k: [] for k in keys}
+    window = MetricWindow(("loss", "rec", "cons", "cons_acc"))
     last_window: dict[str, float] | None = None
     step_time = 0.0
     with Progress(steps, "tokenizer decoder", enabled=progress, completed=start_step) as bar:
@@ -223,15 +223,12 @@ def train_tokenizer_decoder(
             scheduler.step()
             done = step + 1
             step_time += time.perf_counter() - began
-            for key in keys:
-                if key in out:
-                    window[key].append(float(out[key].detach()))
-            bar.advance(1, f"loss {window['loss'][-1]:.4f}")
+            window.add(out)
+            bar.advance(1, f"loss {window.latest('loss'):.4f}")
             if done % log_every == 0 or done == stop:
-                last_window = {k: float(np.mean(v)) for k, v in window.items() if v}
+                last_window = window.close()
                 logger.log(step=done, **last_window, lr=scheduler.get_last_lr()[0],
                            s_per_step=step_time / (done - start_step))  # fmt: skip
-                window = {k: [] for k in keys}
             if (eval_every and done % eval_every == 0) or done == steps:
                 with watch("eval"):
                     evaluations.append({"step": done, **evaluate_tokenizer(tokenizer, held_out)})
