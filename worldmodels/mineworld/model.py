@@ -141,7 +141,7 @@ class MineWorld(nn.Module):
         compile: the fast path for many steps. Decode steps run compiled (:class:`~worldmodels.mineworld.decoding.
             StaticStep`: the same tokens as eager; each new batch size compiles once, seconds to a minute on a CPU),
             and :meth:`step` VQ-decodes its frames in calls of up to :data:`FAST_VQ_FRAMES` instead of one by one,
-            with channels-last activations (2.6x and another 1.4x less VQ time per frame at 64 envs on the 2-core
+            with channels-last activations (2.6x and another 1.3x less VQ time per frame at 64 envs on the 2-core
             CPU). Convolution kernels depend on the call size and layout, so a frame's pixels can then differ by one
             intensity level (on ~1e-4 of the values) with the batch it was decoded in; the tokens never do. Eager
             mode keeps every frame's pixels independent of its batch.

@@ -151,9 +151,10 @@ class VQTokenizer(nn.Module):
     def detokenize(self, ids: torch.Tensor, *, chunk: int | None = None, channels_last: bool = False) -> torch.Tensor:
         """``int64[B, h, w]`` token ids -> ``uint8[B, H, W, 3]`` RGB.
 
-        ``channels_last`` runs the decoder's convolutions on NHWC activations (oneDNN's fast layout on CPUs: 1.3-1.4x
-        per frame in calls of 1-16 frames on the 2-core dev CPU); the float results differ from NCHW's in their last
-        bits, so a pixel can land one level off. The default keeps the reference layout.
+        ``channels_last`` runs the decoder's convolutions on NHWC activations (oneDNN's fast layout on CPUs: per
+        frame 1.1x in calls of one frame, 1.3x in calls of 16 on the 2-core dev CPU, ``bench/bench_vq_decode.py``);
+        the float results differ from NCHW's in their last bits, so a pixel can land one level off. The default keeps
+        the reference layout.
         """
         if ids.ndim != 3 or tuple(ids.shape[1:]) != self.grid:
             raise FrameError(f"token ids must have shape [B, {self.grid[0]}, {self.grid[1]}], got {tuple(ids.shape)}")
