@@ -107,6 +107,15 @@ def settings_for(model: WorldModel, settings: EvalSettings) -> EvalSettings:
     )  # fmt: skip
 
 
+def as_request(settings: EvalSettings) -> EvalSettings:
+    """Resolved settings (:func:`settings_for`, or a bundle's ``runtime``) as a request that resolves to them again:
+    there, an autoregressive run's ``top_p = top_k = None`` is no truncation, which a request spells ``top_p=1``
+    (None in a request asks for the model's default)."""
+    if settings.decoding is not None and settings.top_p is None and settings.top_k is None:
+        return dataclasses.replace(settings, top_p=1.0)
+    return settings
+
+
 def item_seed(seed: int, item_id: str) -> int:
     """The generation seed of one item: a function of the run seed and the item id only."""
     digest = hashlib.sha256(f"{seed}:{item_id}".encode()).digest()
@@ -225,16 +234,14 @@ def evaluate(
     stats_path = _throughput_path(out_dir, rank)
     earlier_frames, earlier_seconds = _read_throughput(stats_path) if resume else (0, 0.0)
 
-    # The settings are resolved (settings_for): there, top_p = top_k = None means no truncation, which the env would
-    # read as "the model's default"; top_p=1 asks it for the whole distribution.
-    untruncated = isinstance(model, AutoregressiveModel) and settings.top_p is None and settings.top_k is None
+    request = as_request(settings)
     env = WorldModelVectorEnv(
         min(settings.num_envs, max(len(todo), 1)),
         model=model,
         decoding=settings.decoding,
         window=settings.window,
         temperature=settings.temperature,
-        top_p=1.0 if untruncated else settings.top_p,
+        top_p=request.top_p,
         top_k=settings.top_k,
         sampler=settings.sampler,
         sampling_steps=settings.sampling_steps,

@@ -605,7 +605,7 @@ def _compare_records(submitted: list[ItemRecord], rescored: list[ItemRecord], *,
 
 
 def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> None:
-    from evaluation.evaluator import EvalSettings, evaluate
+    from evaluation.evaluator import EvalSettings, as_request, evaluate
     from worldmodels.registry import load_world_model, resolve_checkpoint_path, sha256_file
 
     from worldmodels.weights import tensors_sha256
@@ -637,13 +637,13 @@ def _reproduce(bundle: ResultBundle, suite: SuiteRecord, spec: Reproduction) -> 
         from worldmodels.nfd.sampling import PUBLIC_NAME
 
         sampler, sampling_steps = PUBLIC_NAME[model.sampling.sampler], model.sampling.steps
-    settings = EvalSettings(
+    settings = as_request(EvalSettings(
         num_envs=max(1, run.num_envs), seed=run.seed, decoding=run.decoding, window=run.window,
         temperature=run.temperature,
         top_p=run.top_p, top_k=run.top_k, save_videos=False,
         video_metrics=any(item.psnr is not None for item in bundle.items),
         sampler=sampler, sampling_steps=sampling_steps,
-    )  # fmt: skip
+    ))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rlir-reproduce-") as tmp:
         regenerated = evaluate(model, loaded_suite, idm, tmp, model_info=bundle.model, settings=settings,
                                resume=False, progress=False)  # fmt: skip

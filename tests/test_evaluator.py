@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from evaluation.bundle import ModelInfo, load_bundle, parse_bundle
-from evaluation.evaluator import EvalSettings, evaluate, item_seed, score_videos
+from evaluation.evaluator import EvalSettings, as_request, evaluate, item_seed, score_videos
 from evaluation.idm.vpt import VPTInverseDynamicsModel
 from evaluation.scoring import verify_metrics
 from evaluation.suites import load_suite, register_suite, save_suite, suite_from_mineworld_validation
@@ -138,6 +138,12 @@ def test_the_bundle_records_the_models_default_sampling_as_what_ran(setup, refer
     whole = evaluate(tuned, setup["suite"], setup["idm"], tmp_path / "whole", model_info=ModelInfo(name="tiny"),
                      settings=dataclasses.replace(SETTINGS, top_p=1.0), progress=False)  # fmt: skip
     assert whole.runtime.top_p is None and whole.items == reference.items
+    # what the leaderboard's re-run does with that record: the same run again
+    recorded = EvalSettings(num_envs=3, seed=5, video_metrics=True, decoding=whole.runtime.decoding,
+                            window=whole.runtime.window, temperature=whole.runtime.temperature, top_p=None, top_k=None)
+    again = evaluate(tuned, setup["suite"], setup["idm"], tmp_path / "again", model_info=ModelInfo(name="tiny"),
+                     settings=as_request(recorded), progress=False)  # fmt: skip
+    assert again.items == whole.items
 
 
 def test_batching_does_not_change_items(setup, reference, tmp_path):
