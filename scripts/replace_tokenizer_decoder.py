@@ -14,12 +14,12 @@ scripts/posttrain_summary.py --rescore).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import torch
 
+from worldmodels.hashing import sha256_file
 from worldmodels.mineworld import MineWorld, save_safetensors
 from worldmodels.training.tokenizer import load_tokenizer
 from worldmodels.training.tokenizer_decoder import DECODER_PREFIXES
@@ -41,11 +41,11 @@ def replace_decoder(model_path: Path, tokenizer_path: Path) -> str:
     model.tokenizer.model.load_state_dict({k: v for k, v in new_state.items() if k.startswith(DECODER_PREFIXES)},
                                           strict=False)  # fmt: skip
     save_safetensors(model, model_path)
-    sha256 = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    sha256 = sha256_file(model_path)
     summary_path = model_path.with_suffix(".json")
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if "sha256" in summary:
-        decoder = {"name": tokenizer_path.name, "sha256": hashlib.sha256(tokenizer_path.read_bytes()).hexdigest()}
+        decoder = {"name": tokenizer_path.name, "sha256": sha256_file(tokenizer_path)}
         summary.update(sha256=sha256, tokenizer_decoder=decoder)
         summary_path.write_text(json.dumps(summary, indent=1) + "\n")
     return sha256

@@ -59,6 +59,7 @@ from worldmodels.training.tokenizer import (
     load_tokenizer,
     save_tokenizer,
 )
+from worldmodels.training.tokenizer_patterns import squared_code_distances
 
 __all__ = ["DECODER_PREFIXES", "decoder_losses", "train_tokenizer_decoder"]
 
@@ -84,8 +85,7 @@ def decoder_losses(
     rec = (reconstruction - x).abs().mean() + (reconstruction - x).pow(2).mean()
     out = {"rec": rec, "loss": rec}
     if consistency > 0:
-        again = vq.quant_conv(vq.encoder(reconstruction.clamp(-1.0, 1.0))).permute(0, 2, 3, 1).reshape(b * h * w, -1)
-        d2 = again.pow(2).sum(1, keepdim=True) - 2.0 * again @ codebook.T + codebook.pow(2).sum(1)[None, :]
+        d2 = squared_code_distances(vq.quant_conv(vq.encoder(reconstruction.clamp(-1.0, 1.0))), codebook)
         target = ids.reshape(-1)
         cons = tau * F.cross_entropy(-d2 / tau, target)
         out.update(loss=rec + consistency * cons, cons=cons, cons_acc=(d2.argmin(1) == target).float().mean())

@@ -68,12 +68,12 @@ from worldmodels.training.tokenizer import (
     summarize_tokenizer_scores,
 )
 
-__all__ = ["pattern_losses", "train_pattern_tokenizer"]
+__all__ = ["pattern_losses", "squared_code_distances", "train_pattern_tokenizer"]
 
 _SAMPLE_STREAM = 11
 
 
-def _squared_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+def squared_code_distances(latents: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """``[B, D, h, w]`` latents, ``[K, D]`` codes -> ``[B*h*w, K]`` squared L2 distances (row-major cells)."""
     flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
     return flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ codebook.T + codebook.pow(2).sum(1)[None, :]
@@ -91,7 +91,7 @@ def pattern_losses(
     codebook = vq.quantize.embedding.weight
     target = labels.reshape(-1)
     z = vq.quant_conv(vq.encoder(x))
-    d2 = _squared_distances(z, codebook)
+    d2 = squared_code_distances(z, codebook)
     ce = tau * F.cross_entropy(-d2 / tau, target)
     z_flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
     commitment = (z_flat - codebook[target].detach()).pow(2).sum(1).mean()
@@ -104,7 +104,7 @@ def pattern_losses(
     out = {"acc": (d2.argmin(1) == target).float().mean().detach()}
     if consistency > 0:
         again = vq.quant_conv(vq.encoder(reconstruction.clamp(-1.0, 1.0)))
-        d2_again = _squared_distances(again, codebook)
+        d2_again = squared_code_distances(again, codebook)
         cons = tau * F.cross_entropy(-d2_again / tau, target)
         loss = loss + consistency * cons
         out["cons_acc"] = (d2_again.argmin(1) == target).float().mean().detach()
