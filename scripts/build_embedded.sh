@@ -99,6 +99,13 @@ $PY scripts/set_default_sampling.py "$MODELS/crafter-mineworld.safetensors" --to
 # ... and the fine-tuned decoder of 2d (the shipped crafter-mineworld-rlir was post-trained before the decoder
 # existed and got it afterwards, its comparison rescored: posttrain_summary.py --rescore; a rebuild post-trains with it).
 $PY scripts/replace_tokenizer_decoder.py "$MODELS/crafter-vq-v2d.safetensors" "$MODELS/crafter-mineworld.safetensors"
+# 3c. ... then 6,000 more steps as a warm start (since 2026-12-07, evening): its transformer, a fresh AdamW (peak lr
+#     6e-4, 150 warm-up steps, cosine to lr/10), batches drawn from a stream of the init's own (not those that trained
+#     it), the same seed and so the same validation episodes; the output keeps the default decoding and the decoder.
+[ -f "$MODELS/crafter-mineworld-12k.json" ] || $RLIR train worldmodel --data "$WORK/data-v2" \
+  --tokenizer "$MODELS/crafter-vq-v2d.safetensors" --init "$MODELS/crafter-mineworld.safetensors" \
+  --out "$MODELS/crafter-mineworld-12k.safetensors" --steps 6000 --batch-size 8 --lr 6e-4 --warmup 150 \
+  --eval-every 500 --seed 0 --threads 2 --compile --no-progress --resume auto
 
 # 3c. The reward IDM ensemble of post-training (issue 15; `crafter-idm-ensemble`): three IDMs, each trained on its own
 #     100,000-frame recording of the v2 policy (seeds 201, 202, 203: disjoint from each other, from the world model's
@@ -134,8 +141,11 @@ $RLIR record scenes "$WORK/heldout" rlir_env/crafter/start_scenes.npz --scenes 2
 $RLIR suite build-crafter evaluation/suite_data/crafter-af-v1 --items 256 --seed 33
 
 # 6. Install the weights with their summaries and pins.
-cp "$MODELS"/crafter-{mineworld,mineworld-v1,nfd}.{safetensors,json} worldmodels/bundled/
-cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png
+cp "$MODELS"/crafter-{mineworld-v1,nfd}.{safetensors,json} worldmodels/bundled/
+cp "$MODELS/crafter-mineworld-12k.safetensors" worldmodels/bundled/crafter-mineworld.safetensors
+cp "$MODELS/crafter-mineworld-12k.json" worldmodels/bundled/crafter-mineworld.json
+cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png  # the first 6,000 steps (3b)
+cp "$MODELS/crafter-mineworld-12k.run/curves.png" docs/crafter-mineworld-curves-12k.png  # the warm start (3c)
 cp "$MODELS/crafter-vq-v2d.safetensors" worldmodels/bundled/crafter-vq-v2.safetensors
 cp "$MODELS/crafter-vq-v2d.json" worldmodels/bundled/crafter-vq-v2.json
 cp "$MODELS"/crafter-idm-{reward,heldout,reward-a,reward-b,reward-c}.{safetensors,json} evaluation/idm/bundled/

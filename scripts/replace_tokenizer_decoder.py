@@ -17,12 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from worldmodels.hashing import sha256_file
 from worldmodels.mineworld import MineWorld, save_safetensors
 from worldmodels.training.tokenizer import load_tokenizer
-from worldmodels.training.tokenizer_decoder import DECODER_PREFIXES
+from worldmodels.training.tokenizer_decoder import DECODER_PREFIXES, tokenizing_differences
 
 
 def replace_decoder(model_path: Path, tokenizer_path: Path) -> str:
@@ -32,8 +30,7 @@ def replace_decoder(model_path: Path, tokenizer_path: Path) -> str:
     old_state = model.tokenizer.model.state_dict()
     if new_state.keys() != old_state.keys():
         raise SystemExit(f"{tokenizer_path} has another architecture than {model_path}'s tokenizer")
-    kept = [k for k in old_state if not k.startswith(DECODER_PREFIXES)]
-    differing = [k for k in kept if not torch.equal(old_state[k], new_state[k])]
+    differing = tokenizing_differences(old_state, new_state)
     if differing:
         raise SystemExit(f"{tokenizer_path} tokenizes differently from {model_path} ({', '.join(differing[:3])} "
                          "differ): only a decoder fine-tuned from this model's tokenizer (--supervision decoder "

@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 from rlir_env.crafter.record import record
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import ConfigError, DataError
-from worldmodels.mineworld import MineWorld, MineWorldConfig
+from worldmodels.hashing import sha256_file
+from worldmodels.mineworld import MineWorld, MineWorldConfig, SamplingConfig, save_safetensors
+from worldmodels.mineworld.checkpoint import stored_sampling
 from worldmodels.mineworld.vq import VQTokenizer
 from worldmodels.training.tokenizer import save_tokenizer
 from worldmodels.training.worldmodel import (
@@ -192,6 +194,69 @@ def test_a_larger_steps_extends_a_run_onto_the_longer_schedule(data, tokenizer_f
     with pytest.raises(ConfigError, match="lr: checkpoint"):
         train_worldmodel(data, tokenizer_file, tmp_path / "ext.safetensors", steps=12, seed=3, resume=True,
                          **{**RUN, "lr": 1e-3})  # fmt: skip
+
+
+def test_a_warm_start_continues_a_trained_model_with_a_fresh_optimiser(data, tokenizer_file, tmp_path):
+    base_path = tmp_path / "base.safetensors"
+    base = train_worldmodel(data, tokenizer_file, base_path, steps=10, seed=3, **RUN)
+    warm = train_worldmodel(data, tokenizer_file, tmp_path / "warm.safetensors", steps=6, seed=3, init_path=base_path,
+                            **RUN)  # fmt: skip
+    # step 0 scores the init itself on the same validation windows; training goes on from there
+    assert warm["validations"][0] == pytest.approx({**base["final"], "step": 0}, rel=1e-5)
+    assert warm["final"]["loss"] < base["final"]["loss"]
+    assert warm["init"] == {"path": str(base_path), "sha256": sha256_file(base_path), "training": base}
+    assert warm["schedules"] == [{"from_step": 0, "steps": 6}]
+    cold = train_worldmodel(data, tokenizer_file, tmp_path / "cold.safetensors", steps=6, seed=3, **RUN)
+    assert cold["final"]["loss"] > warm["final"]["loss"]
+    # an interrupted warm start resumes bit-exactly (the checkpoint records the init)
+    train_worldmodel(data, tokenizer_file, tmp_path / "int.safetensors", steps=6, seed=3, init_path=base_path,
+                     stop_after=3, **RUN)  # fmt: skip
+    resumed = train_worldmodel(data, tokenizer_file, tmp_path / "int.safetensors", steps=6, seed=3, resume=True,
+                               init_path=base_path, **RUN)  # fmt: skip
+    assert resumed["validations"] == warm["validations"]
+    a, b = (load_file(str(tmp_path / f"{n}.safetensors")) for n in ("warm", "int"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    with pytest.raises(ConfigError, match="init_sha256"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "int.safetensors", steps=6, seed=3, resume=True,
+                         init_path=tmp_path / "cold.safetensors", **RUN)  # fmt: skip
+
+
+def test_a_warm_start_keeps_the_default_sampling_and_refuses_other_tokens_or_shapes(data, tokenizer_file, tmp_path):
+    import argparse
+
+    from rlir.commands.train import register
+
+    base_path = tmp_path / "base.safetensors"
+    train_worldmodel(data, tokenizer_file, base_path, steps=2, seed=3, **RUN)
+    model = MineWorld.from_checkpoint(base_path, sampling=SamplingConfig(top_p=0.9))
+    save_safetensors(model, base_path)
+    # a tokenizer whose decoder alone differs tokenizes the same: the init's transformer fits it
+    retrained_decoder = tmp_path / "decoder.safetensors"
+    vq = VQTokenizer(VQ, (SIZE, SIZE))
+    vq.model.load_state_dict(model.tokenizer.model.state_dict())
+    with torch.no_grad():
+        vq.model.decoder.conv_out.weight.mul_(0.5)
+    save_tokenizer(vq, retrained_decoder)
+    parser = argparse.ArgumentParser(prog="rlir")
+    register(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "warm.safetensors"
+    args = parser.parse_args([
+        "train", "worldmodel", "--data", str(data), "--tokenizer", str(retrained_decoder), "--out", str(out),
+        "--init", str(base_path), "--steps", "2", "--batch-size", "2", "--val-windows", "4", "--no-progress",
+    ])  # fmt: skip
+    assert args.func(args) == 0  # no --size or --config: the init's architecture
+    warm = MineWorld.from_checkpoint(out)
+    assert warm.config == CONFIG and stored_sampling(out) == SamplingConfig(top_p=0.9)
+    assert torch.equal(warm.tokenizer.model.decoder.conv_out.weight, vq.model.decoder.conv_out.weight)
+
+    torch.manual_seed(5)
+    other_tokenizer = save_tokenizer(VQTokenizer(VQ, (SIZE, SIZE)), tmp_path / "other.safetensors")
+    with pytest.raises(ConfigError, match="another tokenizer than .*other.safetensors .*encoder"):
+        train_worldmodel(data, other_tokenizer, tmp_path / "x.safetensors", steps=1, init_path=base_path, **RUN)
+    deeper = MineWorldConfig(**{**CONFIG.to_dict(), "num_hidden_layers": 2})
+    with pytest.raises(ConfigError, match="another architecture than the run .*num_hidden_layers: 1 vs 2"):
+        train_worldmodel(data, tokenizer_file, tmp_path / "x.safetensors", steps=1, init_path=base_path,
+                         **{**RUN, "config": deeper})  # fmt: skip
 
 
 def test_token_cache_is_reused_and_invalidated(data, tokenizer_file, tmp_path):

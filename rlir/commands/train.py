@@ -77,8 +77,9 @@ def _add_tokenizer_and_worldmodel(train: argparse._SubParsersAction) -> None:
     wm.add_argument("--out", required=True, metavar="DIR",
                     help="writes DIR/worldmodel.safetensors (MineWorld format), its summary .json, tokens and run "
                          "directory (or a .safetensors path)")
-    wm.add_argument("--size", default="small",
-                    help="architecture: one of AR_SIZES (small, medium, wide), for the tokenizer's codebook")
+    wm.add_argument("--size", default=None,
+                    help="architecture: one of AR_SIZES (small, medium, wide), for the tokenizer's codebook "
+                         "(default: small, or the --init model's)")
     wm.add_argument("--config", metavar="JSON", default=None,
                     help="a MineWorldConfig as JSON (MineWorldConfig.to_dict()); overrides --size")
     wm.add_argument("--steps", type=int, default=2000,
@@ -95,6 +96,9 @@ def _add_tokenizer_and_worldmodel(train: argparse._SubParsersAction) -> None:
     wm.add_argument("--eval-every", type=int, default=250)
     wm.add_argument("--checkpoint-every", type=int, default=250)
     wm.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    wm.add_argument("--init", default=None, metavar="FILE",
+                    help="warm start from this MineWorld .safetensors (trained on --tokenizer's tokens): its "
+                         "transformer, a fresh optimiser and schedule, batches it was not trained on")
     _common_options(wm)
     wm.set_defaults(func=_main_worldmodel)
 
@@ -184,6 +188,7 @@ def _main_tokenizer(args: argparse.Namespace) -> int:
 def _main_worldmodel(args: argparse.Namespace) -> int:
     _setup_threads(args)
     from worldmodels.errors import ConfigError, MissingFileError
+    from worldmodels.mineworld.checkpoint import load_checkpoint
     from worldmodels.mineworld.config import MineWorldConfig
     from worldmodels.training.tokenizer import read_tokenizer_file
     from worldmodels.training.worldmodel import AR_SIZES, crafter_ar_config, train_worldmodel
@@ -193,9 +198,11 @@ def _main_worldmodel(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise MissingFileError(f"config {args.config!r} does not exist; write MineWorldConfig.to_dict() as JSON")
         config = MineWorldConfig.from_dict(json.loads(path.read_text()))
-    elif args.size in AR_SIZES:
+    elif args.size is None and args.init is not None:
+        config = load_checkpoint(args.init)[0]
+    elif (args.size or "small") in AR_SIZES:
         _, vq_config, _ = read_tokenizer_file(args.tokenizer)
-        config = crafter_ar_config(**AR_SIZES[args.size], codebook=int(vq_config["num_vq_embeddings"]))
+        config = crafter_ar_config(**AR_SIZES[args.size or "small"], codebook=int(vq_config["num_vq_embeddings"]))
     else:
         raise ConfigError(f"unknown --size {args.size!r}; choose one of {sorted(AR_SIZES)} or pass --config")
     out = resolve_out(args.out, "worldmodel")
@@ -205,6 +212,7 @@ def _main_worldmodel(args: argparse.Namespace) -> int:
         seed=args.seed, val_fraction=args.val_fraction, val_windows=args.val_windows, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, log_path=args.log, resume=resume_mode(args.resume) == "auto",
         stop_after=args.stop_after, compile=args.compile, progress=args.progress, report_to=args.report_to,
+        init_path=args.init,
     )  # fmt: skip
     _print_summary(summary, str(out))
     return 0

@@ -61,11 +61,18 @@ from worldmodels.training.tokenizer import (
 )
 from worldmodels.training.tokenizer_patterns import squared_code_distances
 
-__all__ = ["DECODER_PREFIXES", "decoder_losses", "train_tokenizer_decoder"]
+__all__ = ["DECODER_PREFIXES", "decoder_losses", "tokenizing_differences", "train_tokenizer_decoder"]
 
 #: the parameters that draw a frame from its codes; everything else (what decides the tokens) stays frozen
 DECODER_PREFIXES = ("decoder.", "post_quant_conv.")
 _SAMPLE_STREAM = 12
+
+
+def tokenizing_differences(state: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> list[str]:
+    """The keys outside the decoder where two tokenizer state dicts differ (missing on one side counts): empty when
+    both turn every frame into the same tokens, whatever their decoders draw."""
+    keys = {k for k in state.keys() | other.keys() if not k.startswith(DECODER_PREFIXES)}
+    return sorted(k for k in keys if k not in state or k not in other or not torch.equal(state[k], other[k]))
 
 
 def decoder_losses(

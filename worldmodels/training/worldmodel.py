@@ -17,7 +17,8 @@ Reading top to bottom, :func:`train_worldmodel`:
    never targets. The softmax runs over the image vocabulary, the distribution ``MineWorld`` samples frames from;
 5. AdamW (weight decay on matrices), linear warm-up + cosine decay, gradient clipping at 1.0, fp32 on CPU; the data of
    step ``k`` depend only on ``(seed, k)``, so a resumed run (``resume=True``) ends with the same weights as an
-   uninterrupted one;
+   uninterrupted one. A warm start (``init_path``: a trained model's transformer, a fresh optimiser and schedule)
+   draws its batches from a stream keyed by the init file too, so it does not replay the batches that trained it;
 6. writes the transformer and the tokenizer together (:func:`worldmodels.mineworld.checkpoint.save_safetensors`,
    loadable by ``MineWorld.from_checkpoint``) and a JSON summary (data, settings, losses, validation, wall time,
    machine) next to it.
@@ -25,6 +26,7 @@ Reading top to bottom, :func:`train_worldmodel`:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -68,6 +70,7 @@ from worldmodels.training.common import (
     summary_path,
 )
 from worldmodels.training.tokenizer import read_tokenizer_file
+from worldmodels.training.tokenizer_decoder import tokenizing_differences
 
 __all__ = [
     "AR_CANDIDATES",
@@ -357,6 +360,34 @@ def draw_learning_curves(log_path: str | os.PathLike, png_path: str | os.PathLik
     ], png_path)  # fmt: skip
 
 
+def warm_start(model: MineWorld, init_path: str | os.PathLike, tokenizer_path: str | os.PathLike) -> dict[str, Any]:
+    """Load the transformer of the MineWorld file ``init_path`` into ``model`` (whose tokenizer is already
+    ``tokenizer_path``'s); returns ``{"path", "sha256", "training"}``: ``training`` is the file's training summary
+    (``<stem>.json``) when it describes this very file, else None, so a chain of warm starts keeps its history.
+
+    Raises ConfigError when the architectures differ or the file's tokenizer turns frames into other tokens than
+    ``tokenizer_path`` (its transformer learnt to predict those).
+    """
+    init = MineWorld.from_checkpoint(init_path)
+    expected, found = model.config.to_dict(), init.config.to_dict()
+    if expected != found:
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        raise ConfigError(f"--init {init_path} has another architecture than the run ("
+                          + ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in differing[:4])
+                          + "); leave out --size/--config to train the init's architecture")  # fmt: skip
+    differing = tokenizing_differences(model.tokenizer.model.state_dict(), init.tokenizer.model.state_dict())
+    if differing:
+        raise ConfigError(f"--init {init_path} was trained on the tokens of another tokenizer than "
+                          f"{tokenizer_path} ({', '.join(differing[:3])} differ); pass the tokenizer it was trained "
+                          "with (or one whose decoder alone was fine-tuned from it)")  # fmt: skip
+    model.transformer.load_state_dict(init.transformer.state_dict(), strict=True)
+    model.sampling = init.sampling  # its default decoding, as a post-trained model keeps its base's
+    sha256 = sha256_file(init_path)
+    summary_file = summary_path(Path(init_path))
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return {"path": str(init_path), "sha256": sha256, "training": summary if summary.get("sha256") == sha256 else None}
+
+
 def train_worldmodel(
     data_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     tokenizer_path: str | os.PathLike,
@@ -382,6 +413,7 @@ def train_worldmodel(
     tokenize_chunk: int = 32,
     progress: bool = True,
     report_to: str = "none",
+    init_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train a MineWorld-architecture transformer on tokenized recordings; write ``out_path`` and its summary.
 
@@ -414,6 +446,12 @@ def train_worldmodel(
         compile: ``torch.compile`` the loss computation (same results up to float rounding).
         tokenize_chunk: frames per tokenizer call when building the token cache.
         progress: show progress bars.
+        report_to: also log scalars to ``"tensorboard"`` or ``"wandb"``.
+        init_path: warm start: a MineWorld ``.safetensors`` whose transformer (of this ``config``, trained on this
+            tokenizer's tokens: its encoder and codebook must equal ``tokenizer_path``'s) the run starts from, with a
+            fresh optimiser and schedule; step 0's validation scores it. Pass the init run's data and seed (the seed
+            splits the episodes) so that its validation episodes stay unseen. The written model keeps the init's
+            default sampling; the summary records the init under ``init``.
 
     Returns:
         The summary (also written as JSON): data, settings, losses, validation curve, throughput, wall time, machine.
@@ -437,13 +475,14 @@ def train_worldmodel(
     log_path = run_dir / "log.jsonl" if log_path is None else Path(log_path)
     seed_everything(seed)
 
-    # 1. the model: a fresh transformer next to the trained, frozen tokenizer
+    # 1. the model: a fresh transformer (or the warm start's) next to the trained, frozen tokenizer
     vq_state, vq_config, frame_size = read_tokenizer_file(tokenizer_path)
     if tuple(frame_size) != tuple(config.frame_size):
         raise ConfigError(f"the tokenizer takes {tuple(frame_size)} frames but {config.name} has frame_size "
                           f"{config.frame_size}")  # fmt: skip
     model = MineWorld.from_config(config, vq_config)
     model.tokenizer.model.load_state_dict(vq_state, strict=True)
+    init = None if init_path is None else warm_start(model, init_path, tokenizer_path)
     model.tokenizer.requires_grad_(False).eval()
     transformer = model.transformer.train()
     tokenizer_sha256 = sha256_file(tokenizer_path)
@@ -480,6 +519,10 @@ def train_worldmodel(
         "val_fraction": val_fraction, "val_windows": val_windows, "tokenizer_sha256": tokenizer_sha256,
         "data": [dataset_identity(d) for d in datasets],
     }  # fmt: skip
+    sample_stream = _SAMPLE_STREAM
+    if init is not None:
+        run_config["init_sha256"] = init["sha256"]
+        sample_stream = int(init["sha256"][:15], 16)  # a stream of its own per init file (stream ids < 2**60)
     start_step, resumed_from, validations, schedules = 0, None, [], [{"from_step": 0, "steps": steps}]
     if resume and checkpoint_path.is_file():
         saved_steps = checkpoint_run_config(checkpoint_path)["steps"]
@@ -515,7 +558,7 @@ def train_worldmodel(
     with Progress(steps, "world model", enabled=progress, completed=start_step) as bar:
         for step in range(start_step, stop):
             began = time.perf_counter()
-            rng = step_rng(seed, _SAMPLE_STREAM, step)
+            rng = step_rng(seed, sample_stream, step)
             ids = _gather_windows(data, train_starts[rng.integers(0, len(train_starts), batch_size)], window_frames,
                                   config)  # fmt: skip
             loss = loss_fn(transformer, ids, config.image_vocab_size)
@@ -552,6 +595,7 @@ def train_worldmodel(
         "settings": {k: v for k, v in run_config.items() if k not in ("config", "data")},
         "data": run_config["data"],
         "tokenizer": str(tokenizer_path),
+        "init": init,
         "token_cache": {"path": str(token_cache_path(out_path)), "reused": data.reused, "key": data.key},
         "episodes": {"train": int(len(train_episodes)), "val": int(len(val_episodes))},
         "windows": {"train": int(len(train_starts)), "val": int(len(val_ids)), "tokens_per_window": int(seq_len)},
