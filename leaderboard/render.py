@@ -473,6 +473,9 @@ def _row_html(board: Board, row: Row, index: int, width: int) -> list[str]:
     ]
 
 
+_LABEL_CHAR_WIDTH, _LABEL_LINE = 6.5, 13.0  # px of one character and one line of the plot's 11px labels (generous)
+
+
 def _scatter_svg(board: Board, index: int) -> str:
     """Primary metric (with its 95% CI) against frames/s on a log axis; the ceiling as a dashed line."""
     points = [r for r in board.rows if r.kind != "reference" and r.fps is not None and r.fps > 0]
@@ -521,15 +524,23 @@ def _scatter_svg(board: Board, index: int) -> str:
         py = y(ceiling.value)
         out.append(f'<line class="ceiling" x1="{left}" y1="{py:.1f}" x2="{width - right}" y2="{py:.1f}"/>')
         out.append(f'<text x="{left + 6}" y="{py - 5:.1f}">{_e(_short(ceiling.model, 40))}: {ceiling.value:.3f}</text>')
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) of the labels drawn so far
     for row in points:
         px, py = x(row.fps), y(row.value)
         tier = f"t-{_e(row.tier)}"
+        label = _short(row.model)
+        # models of near equal score and speed would print their names over each other: a label that would meet
+        # one already drawn (rows come best first) moves down a line until it is clear
+        label_left, label_right, label_y = px + 7, px + 7 + _LABEL_CHAR_WIDTH * len(label), py - 6
+        while any(label_left < r and l < label_right and abs(label_y - b) < _LABEL_LINE for l, r, b in placed):
+            label_y += _LABEL_LINE
+        placed.append((label_left, label_right, label_y))
         out.append(f'<g class="point {tier}"><title>{_e(row.model)}: {row.value:.3f} [{row.ci_low:.3f}, '
                    f'{row.ci_high:.3f}], {row.fps:.3g} frames/s ({_e(row.device)})</title>'
                    f'<line class="ci {tier}" x1="{px:.1f}" y1="{y(row.ci_low):.1f}" x2="{px:.1f}" '
                    f'y2="{y(row.ci_high):.1f}"/>'
                    f'<circle class="{tier}" cx="{px:.1f}" cy="{py:.1f}" r="4.5"/>'
-                   f'<text x="{px + 7:.1f}" y="{py - 6:.1f}">{_e(_short(row.model))}</text></g>')  # fmt: skip
+                   f'<text x="{label_left:.1f}" y="{label_y:.1f}">{_e(label)}</text></g>')  # fmt: skip
     legend_y = top + 8
     for i, tier in enumerate(("self-reported", "verified", "reproduced")):
         out.append(f'<circle class="t-{tier}" cx="{width - right + 12}" cy="{legend_y + 18 * i}" r="4.5"/>'

@@ -129,6 +129,25 @@ def test_page_is_self_contained_and_escaped(site):
     assert any(tag == "line" and attrs.get("class") == "ceiling" for tag, attrs in doc.elements)
 
 
+def test_labels_of_neighbouring_points_do_not_overlap(tmp_path):
+    """Two models with the same score at nearly the same speed (a model and its post-trained twin) get their names on
+    separate lines of the scatter plot."""
+    store = Store(tmp_path / "lb.db")
+    suite = store.add_suite(crafter_suite_record())
+    for name, fps in [("crafter-mineworld-rlir", 73.6), ("crafter-mineworld", 64.6), ("far", 2.0)]:
+        submit_local(json.dumps(synthetic_bundle(suite, name, accuracy=0.6, seed=0, fps=fps)).encode(), store,
+                     submitter="rlir")  # fmt: skip
+    svg = re.search(r'<svg class="scatter".*?</svg>', render_html(leaderboards(store)), re.S).group(0)
+    points = re.findall(r'cy="([\d.]+)" r="4.5"/><text x="([\d.]+)" y="([\d.]+)">([^<]+)</text></g>', svg)
+    labels = {name: (float(x), float(y), float(cy)) for cy, x, y, name in points}  # point's y, label's x and y
+    assert labels.keys() == {"crafter-mineworld-rlir", "crafter-mineworld", "far"}
+    (x_a, y_a, _), (x_b, y_b, _) = labels["crafter-mineworld-rlir"], labels["crafter-mineworld"]
+    assert abs(x_a - x_b) < 6.5 * len("crafter-mineworld")  # they would overlap on one line...
+    assert abs(y_a - y_b) >= 13  # ... so they sit on two
+    _, y_far, cy_far = labels["far"]
+    assert y_far == pytest.approx(cy_far - 6)  # a label with room stays just above its point
+
+
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
