@@ -99,9 +99,10 @@ $PY scripts/set_default_sampling.py "$MODELS/crafter-mineworld.safetensors" --to
 # ... and the fine-tuned decoder of 2d (the shipped crafter-mineworld-rlir was post-trained before the decoder
 # existed and got it afterwards, its comparison rescored: posttrain_summary.py --rescore; a rebuild post-trains with it).
 $PY scripts/replace_tokenizer_decoder.py "$MODELS/crafter-vq-v2d.safetensors" "$MODELS/crafter-mineworld.safetensors"
-# 3c. ... then 6,000 more steps as a warm start (since 2026-12-07, evening): its transformer, a fresh AdamW (peak lr
-#     6e-4, 150 warm-up steps, cosine to lr/10), batches drawn from a stream of the init's own (not those that trained
-#     it), the same seed and so the same validation episodes; the output keeps the default decoding and the decoder.
+# 3b, continued: 6,000 more steps as a warm start (since 2026-12-07, late evening): its transformer, a fresh AdamW
+#     (peak lr 6e-4, 150 warm-up steps, cosine to lr/10), batches drawn from a stream of the init's own (not those that
+#     trained it), the same seed and so the same validation episodes; the output keeps the default decoding and the
+#     decoder. It is the shipped crafter-mineworld (step 6).
 [ -f "$MODELS/crafter-mineworld-12k.json" ] || $RLIR train worldmodel --data "$WORK/data-v2" \
   --tokenizer "$MODELS/crafter-vq-v2d.safetensors" --init "$MODELS/crafter-mineworld.safetensors" \
   --out "$MODELS/crafter-mineworld-12k.safetensors" --steps 6000 --batch-size 8 --lr 6e-4 --warmup 150 \
@@ -145,7 +146,7 @@ cp "$MODELS"/crafter-{mineworld-v1,nfd}.{safetensors,json} worldmodels/bundled/
 cp "$MODELS/crafter-mineworld-12k.safetensors" worldmodels/bundled/crafter-mineworld.safetensors
 cp "$MODELS/crafter-mineworld-12k.json" worldmodels/bundled/crafter-mineworld.json
 cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png  # the first 6,000 steps (3b)
-cp "$MODELS/crafter-mineworld-12k.run/curves.png" docs/crafter-mineworld-curves-12k.png  # the warm start (3c)
+cp "$MODELS/crafter-mineworld-12k.run/curves.png" docs/crafter-mineworld-curves-12k.png  # the warm start (3b, continued)
 cp "$MODELS/crafter-vq-v2d.safetensors" worldmodels/bundled/crafter-vq-v2.safetensors
 cp "$MODELS/crafter-vq-v2d.json" worldmodels/bundled/crafter-vq-v2.json
 cp "$MODELS"/crafter-idm-{reward,heldout,reward-a,reward-b,reward-c}.{safetensors,json} evaluation/idm/bundled/
