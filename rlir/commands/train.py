@@ -143,43 +143,37 @@ def _main_tokenizer(args: argparse.Namespace) -> int:
             f"--init {args.init!r} with --supervision {args.supervision}: --init names the tokenizer whose decoder "
             "--supervision decoder fine-tunes, and goes with it only"
         )
+    # the options every tokenizer trainer takes alike
+    shared = dict(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, seed=args.seed,
+        val_fraction=args.val_fraction, eval_dirs=args.eval_data, eval_frames=args.eval_frames,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, log_path=args.log,
+        resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after, progress=args.progress,
+        report_to=args.report_to,
+    )  # fmt: skip
     if args.supervision == "decoder":
         from worldmodels.training.tokenizer_decoder import train_tokenizer_decoder
 
         if args.vq_config is not None or args.frame_size is not None:
             raise ConfigError("--supervision decoder keeps the --init tokenizer's architecture and frame size; "
                               "drop --vq-config/--frame-size")
-        summary = train_tokenizer_decoder(
-            args.init, args.data, out, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-            seed=args.seed, val_fraction=args.val_fraction, eval_dirs=args.eval_data, eval_frames=args.eval_frames,
-            eval_every=args.eval_every, consistency=args.consistency, checkpoint_every=args.checkpoint_every,
-            log_path=args.log, resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after,
-            progress=args.progress, report_to=args.report_to,
-        )  # fmt: skip
+        summary = train_tokenizer_decoder(args.init, args.data, out, consistency=args.consistency, **shared)
         _print_summary(summary, str(out))
         return 0
-    frame_size = args.frame_size or tuple(ShardDataset(args.data[0]).frame_shape[:2])
+    frame_size = tuple(args.frame_size or ShardDataset(args.data[0]).frame_shape[:2])
+    vq_config = None if args.vq_config is None else load_vq_config(args.vq_config)
     if args.supervision == "patterns":
         from worldmodels.training.tokenizer_patterns import train_pattern_tokenizer
 
         summary = train_pattern_tokenizer(
-            args.data, out, vq_config=None if args.vq_config is None else load_vq_config(args.vq_config),
-            frame_size=tuple(frame_size), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-            warmup=args.warmup, seed=args.seed, val_fraction=args.val_fraction, eval_dirs=args.eval_data,
-            eval_frames=args.eval_frames, eval_every=args.eval_every, table_codes=args.table_codes,
-            merge_levels=args.merge_levels, consistency=args.consistency, checkpoint_every=args.checkpoint_every,
-            log_path=args.log, resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after,
-            progress=args.progress, report_to=args.report_to,
+            args.data, out, vq_config=vq_config, frame_size=frame_size, table_codes=args.table_codes,
+            merge_levels=args.merge_levels, consistency=args.consistency, **shared,
         )  # fmt: skip
         _print_summary(summary, str(out))
         return 0
     summary = train_tokenizer(
-        args.data, out, vq_config=None if args.vq_config is None else load_vq_config(args.vq_config),
-        frame_size=tuple(frame_size), steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-        seed=args.seed, val_fraction=args.val_fraction, eval_dirs=args.eval_data, eval_frames=args.eval_frames,
-        eval_every=args.eval_every, restart_every=args.restart_every, codebook_update=args.codebook_update, checkpoint_every=args.checkpoint_every,
-        log_path=args.log, resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after, progress=args.progress,
-        report_to=args.report_to,
+        args.data, out, vq_config=vq_config, frame_size=frame_size, restart_every=args.restart_every,
+        codebook_update=args.codebook_update, **shared,
     )  # fmt: skip
     _print_summary(summary, str(out))
     return 0
