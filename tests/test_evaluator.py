@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +14,7 @@ from evaluation.evaluator import EvalSettings, as_request, evaluate, item_seed, 
 from evaluation.idm.vpt import VPTInverseDynamicsModel
 from evaluation.scoring import verify_metrics
 from evaluation.suites import load_suite, register_suite, save_suite, suite_from_mineworld_validation
+from tests.launch import torchrun
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld, tiny_vpt_idm_files
 from worldmodels.actions import minecraft
 from worldmodels.data.clips import write_mineworld_clip
@@ -245,24 +240,14 @@ def test_suite_from_mineworld_validation_layout(tmp_path):
         suite_from_mineworld_validation(tmp_path, offset=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes_match_one(setup, reference, tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "sharded"
-    command = [
-        str(torchrun), "--nproc_per_node=2", f"--master_port={_free_port()}", "-m", "rlir", "eval",
+    torchrun(
+        "-m", "rlir", "eval",
         "--checkpoint", str(setup["checkpoint"]), "--model-name", "tiny", "--suite", str(setup["root"] / "suite"),
         "--idm", str(setup["weights"]), "--out", str(out), "--num-envs", "3", "--seed", "5",
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    )  # fmt: skip
     sharded = load_bundle(out)
     assert sharded.items == reference.items
     assert sharded.metrics.primary == reference.metrics.primary

@@ -318,10 +318,7 @@ def test_cli_posttrains_an_nfd_checkpoint_and_resumes(tmp_path):
 def test_two_gloo_processes_match_one(tmp_path):
     """Groups stay whole on a rank and rewards are gathered before normalisation: both layouts see the same
     rollouts, rewards and advantages, and the summed gradient differs only in float summation order."""
-    import os
-    import socket
-    import subprocess
-    import sys
+    from tests.launch import torchrun
 
     checkpoint = save_nfd(tiny_nfd(seed=10), tmp_path / "nfd.safetensors")
     suite_dir = save_suite(tiny_suite(n_items=2, n_frames=2, seed=8), tmp_path / "suite")
@@ -330,14 +327,7 @@ def test_two_gloo_processes_match_one(tmp_path):
             "logging.progress=false", "logging.report_to=none", "logging.samples=true"]  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
     assert rlir_main(["posttrain", *args, "--out", str(one)]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    result = subprocess.run([*torchrun, "-m", "rlir", "posttrain", *args, "--out", str(two)], capture_output=True,
-                            text=True, env=env, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun("-m", "rlir", "posttrain", *args, "--out", str(two))
     samples = [[json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()] for run in (one, two)]
     assert samples[0] == samples[1]  # identical prompts, rewards, advantages and kept groups
     (log_one,), (log_two,) = _log(one), _log(two)

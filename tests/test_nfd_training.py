@@ -5,10 +5,6 @@ resumes bit-identically, and two gloo processes under torchrun matching one proc
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.launch import torchrun
 from tests.world_models import tiny_nfd
 from worldmodels.data.shards import write_manifest, write_shard
 from worldmodels.nfd import NFD, TINY_AE_CONFIG
@@ -152,12 +149,6 @@ def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp
     assert "belongs to another run" in capsys.readouterr().err  # resuming with other settings is refused
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_gloo_processes_match_one(data, ae_config, tmp_path):
     """Every rank takes its rows of each global batch and DDP averages the gradients of a loss normalised by the
@@ -166,11 +157,7 @@ def test_two_gloo_processes_match_one(data, ae_config, tmp_path):
     one = tmp_path / "one" / "nfd.safetensors"
     assert rlir_main(["train", "nfd", *_cli(data, ae_config, one, *args)]) == 0
     two = tmp_path / "two" / "nfd.safetensors"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
-    result = subprocess.run([*torchrun, "-m", "rlir", "train", "nfd", *_cli(data, ae_config, two, *args)],
-                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun("-m", "rlir", "train", "nfd", *_cli(data, ae_config, two, *args))
     assert json.loads(two.with_suffix(".json").read_text())["world_size"] == 2
     a, b = load_file(str(one)), load_file(str(two))
     assert a.keys() == b.keys() and a["transformer.final_proj.weight"].abs().max() > 0  # trained (zero at init)

@@ -23,6 +23,7 @@ from rlir.commands.posttrain import add_arguments, config_from_args
 from posttrain.config import PostTrainConfig, load_config, save_config
 from posttrain.loop import train
 from posttrain.rewards import PixelReward, WeightedRewardSum
+from tests.launch import torchrun
 from tests.world_models import tiny_minecraft_suite, tiny_mineworld
 from worldmodels.errors import CheckpointError, ConfigError
 from worldmodels.mineworld import MineWorld, SamplingConfig, save_safetensors
@@ -290,8 +291,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     args = ["iterations=1"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert rlir_main(_cli(model_path, suite_dir, one, *args)[2:]) == 0
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    subprocess.run([*torchrun, *_cli(model_path, suite_dir, two, *args)], check=True, env=_env(), timeout=300)
+    torchrun(*_cli(model_path, suite_dir, two, *args))
     samples_one = [json.loads(x) for x in (one / "samples.jsonl").read_text().splitlines()]
     samples_two = [json.loads(x) for x in (two / "samples.jsonl").read_text().splitlines()]
     assert samples_one == samples_two  # identical prompts, rewards, advantages and kept groups

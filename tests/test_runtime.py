@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.launch import torchrun
 from worldmodels.errors import ConfigError
 from worldmodels.runtime import Distributed, Progress, atomic_output, write_json
 
@@ -82,12 +79,7 @@ with open(sys.argv[1] + f".{layout.rank}.json", "w") as f:
 def test_two_gloo_processes_under_torchrun(tmp_path):
     script = tmp_path / "layout.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}", str(script), str(tmp_path / "out")],
-                   check=True, timeout=300, capture_output=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    torchrun(str(script), str(tmp_path / "out"))
     results = [json.loads((tmp_path / f"out.{rank}.json").read_text()) for rank in (0, 1)]
     for rank, result in enumerate(results):
         assert (result["rank"], result["world"], result["main"]) == (rank, 2, rank == 0)
