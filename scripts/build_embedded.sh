@@ -125,16 +125,17 @@ train_reward_idm c 203
 wait $ida $idb
 
 # 4. The learned reward and termination heads of RLIR-CrafterDream-v0, trained on real frames and on frames passed
-#    through the world model's tokenizer (what they see in the dream env), next to the NFD model of the diffusion
-#    paradigm (its own autoencoder; one thread each). The shipped heads learnt from tokenizer v1's reconstructions
-#    (crafter-mineworld-v1); tokenizer v2's are closer to the real frames they also learn from.
-$RLIR train nfd --data "$WORK/data" --out "$MODELS/crafter-nfd.safetensors" --size nfd-crafter-small --seed 0 \
-  --threads 1 --no-progress &
-nfd=$!
+#    through the world model's tokenizer (what they see in the dream env). The shipped heads learnt from tokenizer
+#    v1's reconstructions (crafter-mineworld-v1); tokenizer v2's are closer to the real frames they also learn from.
 $RLIR train reward-head --data "$WORK/data" --heldout "$WORK/heldout" \
   --tokenizer "$MODELS/crafter-mineworld-v1.safetensors" --out rlir_env/dream/crafter_heads.safetensors --steps 2500 \
   --threads 1
-wait $nfd
+
+# 4b. The NFD model of the diffusion paradigm (issue 14): its own autoencoder, then the transformer, on the first
+#     100,000 frames of the decorrelated policy (data-v2-100k, step 2d), 6,000 steps on 2 threads (~1 h 40 min; the
+#     shipped run was interrupted at step 2,000 and continued with the same command plus --resume auto).
+$RLIR train nfd --data "$WORK/data-v2-100k" --out "$MODELS/crafter-nfd.safetensors" --size nfd-crafter-small \
+  --seed 0 --steps 6000 --threads 2 --no-progress --resume auto
 
 # 5. Start scenes for RLIR-Crafter-v0 (from the held-out recording) and the suite (its own seeds; pinned in
 #    evaluation/suites.py, so a different result fails loudly).
