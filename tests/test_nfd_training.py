@@ -13,11 +13,19 @@ import torch
 from safetensors.torch import load_file
 
 from tests.launch import torchrun
-from tests.world_models import tiny_nfd
+from tests.world_models import tiny_mineworld, tiny_nfd
 from worldmodels.data.shards import write_manifest, write_shard
-from worldmodels.nfd import NFD, TINY_AE_CONFIG
+from worldmodels.hashing import sha256_file
+from worldmodels.mineworld import save_safetensors
+from worldmodels.nfd import NFD, TINY_AE_CONFIG, get_preset, save_nfd
 from worldmodels.registry import load_world_model
-from worldmodels.training.nfd import LatentData, flow_matching_loss, gather_windows, sample_flow_times
+from worldmodels.training.nfd import (
+    LatentData,
+    flow_matching_loss,
+    gather_windows,
+    sample_flow_times,
+    save_autoencoder,
+)
 from rlir.cli import main as rlir_main
 
 EPISODES, LENGTH = 6, 12
@@ -147,6 +155,49 @@ def test_cli_run_finishes_loads_and_resumes_bit_identically(data, ae_config, tmp
     capsys.readouterr()
     assert rlir_main(["train", "nfd", *_cli(data, ae_config, resumed, "--resume", "auto", "--stop-after", "4", "--lr", "1e-3")]) == 2
     assert "belongs to another run" in capsys.readouterr().err  # resuming with other settings is refused
+
+
+def test_warm_start_continues_the_init_with_its_autoencoder_and_refuses_what_does_not_fit(
+    data, ae_config, tmp_path, capsys
+):
+    """``--init``: the init's transformer and autoencoder, a fresh schedule; step 0 scores the init on the same
+    validation windows; the summary nests the init's own summary. Another architecture, another autoencoder, a
+    MineWorld file, or resuming with another init are refused."""
+    init = tmp_path / "init" / "nfd.safetensors"
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, init)]) == 0
+    init_summary = json.loads(init.with_suffix(".json").read_text())
+    warm = tmp_path / "warm" / "nfd.safetensors"
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, warm, "--init", str(init))]) == 0
+    summary = json.loads(warm.with_suffix(".json").read_text())
+    assert summary["init"]["sha256"] == sha256_file(init) and summary["init"]["training"] == init_summary
+    assert summary["settings"]["init_sha256"] == sha256_file(init)
+    assert summary["validations"][0]["loss"] == pytest.approx(init_summary["final"]["loss"], rel=1e-6)
+    assert summary["validations"][0]["loss_next"] == pytest.approx(init_summary["final"]["loss_next"], rel=1e-6)
+    a, b = load_file(str(init)), load_file(str(warm))
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("autoencoder."))  # the init's autoencoder, frozen
+    assert not torch.equal(a["transformer.final_proj.weight"], b["transformer.final_proj.weight"])  # trained on
+    init_ae, warm_ae = (load_file(str(path.parent / "nfd.autoencoder.safetensors")) for path in (init, warm))
+    assert init_ae.keys() == warm_ae.keys() and all(torch.equal(init_ae[k], warm_ae[k]) for k in init_ae)
+
+    def refused(out: Path, *args: str) -> str:
+        capsys.readouterr()
+        assert rlir_main(["train", "nfd", *_cli(data, ae_config, out, *args)]) == 2
+        return capsys.readouterr().err
+
+    deeper = tmp_path / "deeper.json"
+    deeper.write_text(json.dumps(get_preset("nfd-tiny").to_dict() | {"num_hidden_layers": 3}))
+    assert "another architecture" in refused(tmp_path / "a" / "nfd.safetensors", "--init", str(init), "--config",
+                                             str(deeper))  # fmt: skip
+    other_ae = save_autoencoder(tiny_nfd(seed=3).autoencoder, tmp_path / "other.autoencoder.safetensors")
+    err = refused(tmp_path / "b" / "nfd.safetensors", "--init", str(init), "--autoencoder", str(other_ae))
+    assert "is not the autoencoder of --init" in err and "leave out --autoencoder" in err
+    mineworld = save_safetensors(tiny_mineworld(), tmp_path / "mineworld.safetensors")
+    assert "not an NFD model file" in refused(tmp_path / "c" / "nfd.safetensors", "--init", str(mineworld))
+    other_init = save_nfd(tiny_nfd(seed=3), tmp_path / "other" / "nfd.safetensors")
+    resumed = tmp_path / "resumed" / "nfd.safetensors"
+    assert rlir_main(["train", "nfd", *_cli(data, ae_config, resumed, "--init", str(init), "--stop-after", "2")]) == 0
+    err = refused(resumed, "--init", str(other_init), "--resume", "auto")
+    assert "is not the autoencoder of --init" in err and "pass another --out" in err
 
 
 @pytest.mark.slow

@@ -228,12 +228,16 @@ def _nfd_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="writes DIR/nfd.safetensors, its autoencoder, summary .json and run directories (or a "
                         ".safetensors path)")
-    p.add_argument("--size", default="nfd-crafter-small",
-                   help="preset (nfd-crafter-small, nfd-tiny, nfd-310m, nfd-774m)")
+    p.add_argument("--size", default=None,
+                   help="preset (nfd-crafter-small, nfd-tiny, nfd-310m, nfd-774m; default: nfd-crafter-small, or the "
+                        "--init model's)")
     p.add_argument("--config", metavar="JSON", default=None, help="an NFDConfig as JSON (overrides --size)")
     p.add_argument("--ae-config", metavar="JSON", default=None,
                    help="diffusers AutoencoderKL config.json (default: the Crafter config, 72x72 -> 9x9x8)")
     p.add_argument("--autoencoder", metavar="FILE", default=None, help="use this trained autoencoder (skip stage 1)")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="warm start: continue a trained NFD model (its transformer and autoencoder; fresh optimiser "
+                        "and --steps schedule); pass the data and --seed it was trained with")
     p.add_argument("--ae-steps", type=int, default=1500)
     p.add_argument("--ae-batch-size", type=int, default=16)
     p.add_argument("--ae-lr", type=float, default=2e-3)
@@ -273,7 +277,10 @@ def _main_nfd(args: argparse.Namespace) -> int:
             raise MissingFileError(f"{what} {path!r} does not exist")
         return json.loads(Path(path).read_text())
 
-    config = NFDConfig.from_dict(read_json(args.config, "config")) if args.config else get_preset(args.size)
+    if args.config:
+        config = NFDConfig.from_dict(read_json(args.config, "config"))
+    else:
+        config = get_preset(args.size) if args.size is not None else None  # None: nfd-crafter-small or the init's
     ae_config = read_json(args.ae_config, "autoencoder config") if args.ae_config else None
     out = resolve_out(args.out, "nfd")
     result = train_nfd(
@@ -285,6 +292,7 @@ def _main_nfd(args: argparse.Namespace) -> int:
         context_prob=args.context_prob, seed=args.seed, val_fraction=args.val_fraction, val_windows=args.val_windows,
         eval_every=args.eval_every, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
         resume=resume_mode(args.resume) == "auto", stop_after=args.stop_after, progress=args.progress, report_to=args.report_to,
+        init_path=args.init,
     )  # fmt: skip
     summary = result["transformer"]
     final = summary.get("final") or {}

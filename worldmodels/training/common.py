@@ -28,6 +28,7 @@ from torch import nn
 
 from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
+from worldmodels.hashing import sha256_file
 from worldmodels.runtime.files import atomic_output, to_plain
 from worldmodels.training.report import check_report_to, open_reporter
 from worldmodels.weights import save_safetensors_file
@@ -232,6 +233,16 @@ class JsonlLogger:
 def summary_path(out_path: str | os.PathLike) -> Path:
     """Where the JSON summary of ``out_path`` goes: the same name with ``.json`` as its suffix."""
     return Path(out_path).with_suffix(".json")
+
+
+def init_record(init_path: str | os.PathLike) -> dict[str, Any]:
+    """What a warm start records of its init file: ``{"path", "sha256", "training"}``; ``training`` is the file's
+    summary (:func:`summary_path`) when it describes this very file, else None, so a chain of warm starts keeps its
+    history."""
+    sha256 = sha256_file(init_path)
+    summary_file = summary_path(init_path)
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    return {"path": str(init_path), "sha256": sha256, "training": summary if summary.get("sha256") == sha256 else None}
 
 
 def run_dir_for(out_path: str | os.PathLike) -> Path:

@@ -18,7 +18,9 @@ Reading top to bottom, :func:`train_nfd`:
    the frames before a generated one look at inference) and left out of the loss. The loss is the mean squared
    error of the predicted velocity ``v = eps - z`` over the other frames (:func:`flow_matching_loss`);
 5. AdamW (weight decay on matrices), warm-up + cosine, gradient clipping at 1.0, fp32; the data, times and noise of
-   step ``k`` depend only on ``(seed, k)``, so a resumed run ends with the same weights as an uninterrupted one; under
+   step ``k`` depend only on ``(seed, k)``, so a resumed run ends with the same weights as an uninterrupted one (a
+   warm start, ``init_path``: a trained NFD's transformer and autoencoder, a fresh optimiser and schedule, draws them
+   from streams keyed by the init file too, so it does not replay the batches that trained it); under
    ``torchrun`` (gloo on CPU) every rank takes its share of each global batch and gradients are averaged (DDP), so
    the update equals the single-process one up to float summation order;
 6. validates (loss on fixed windows, times and noise; at the end the PSNR of sampled next frames against the
@@ -56,6 +58,7 @@ from worldmodels.training.common import (
     Stopwatch,
     as_dirs,
     cosine_with_warmup,
+    init_record,
     load_checkpoint,
     machine_info,
     make_adamw,
@@ -655,8 +658,10 @@ def train_transformer(
     report_to: str = "none",
     parallel: Distributed | None = None,
     identity: dict[str, Any] | None = None,
+    init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model.transformer`` (the autoencoder is frozen) on latent windows; write ``out_path`` when done."""
+    """Train ``model.transformer`` (the autoencoder is frozen) on latent windows; write ``out_path`` when done.
+    ``init``: the warm start's record (:func:`warm_start_nfd`; ``model`` already holds its weights)."""
     parallel = parallel or Distributed()
     watch = Stopwatch()
     config = model.config
@@ -695,6 +700,11 @@ def train_transformer(
                   "window_frames": window_frames, "lr": lr, "warmup": warmup, "weight_decay": weight_decay,
                   "context_prob": context_prob, "seed": seed, "val_windows": val_windows, "data": identity or {},
                   "latents": data.key, "world": parallel.world}  # fmt: skip
+    batch_stream, noise_stream = _DIT_STREAM, _DIT_NOISE_STREAM
+    if init is not None:
+        run_config["init_sha256"] = init["sha256"]
+        batch_stream = int(init["sha256"][:15], 16)  # streams of their own per init file (ids < 2**60)
+        noise_stream = int(init["sha256"][15:30], 16)
     start, resumed_from, validations = 0, None, []
     if resume and checkpoint_path.is_file():
         start, _, extra = load_checkpoint(checkpoint_path, model=transformer, optimizer=optimizer, scheduler=scheduler,
@@ -720,9 +730,9 @@ def train_transformer(
     with Progress(steps, "nfd transformer", enabled=progress and parallel.main, completed=start) as bar:
         for step in range(start, stop):
             began = time.perf_counter()
-            picks = train_starts[step_rng(seed, _DIT_STREAM, step).integers(0, len(train_starts), batch_size)]
+            picks = train_starts[step_rng(seed, batch_stream, step).integers(0, len(train_starts), batch_size)]
             latents, actions, present = gather_windows(data, picks, window_frames)
-            generator = step_generator(seed, _DIT_NOISE_STREAM, step)
+            generator = step_generator(seed, noise_stream, step)
             times, mask = sample_flow_times(generator, batch_size, window_frames, context_noise=config.context_noise,
                                             context_prob=context_prob)  # fmt: skip
             noise = torch.randn(latents.shape, generator=generator)
@@ -758,7 +768,7 @@ def train_transformer(
         "parameters": int(sum(p.numel() for p in transformer.parameters())), "validations": validations,
         "final": validations[-1] if finished and validations else None,
         "s_per_step": step_time / max(1, stop - start), "wall_time": watch.report(), "machine": machine_info(),
-        "world_size": parallel.world,
+        "world_size": parallel.world, "init": init,
     }  # fmt: skip
     if finished and parallel.main:
         model.eval()
@@ -812,6 +822,7 @@ def train_nfd(
     stop_after: int | None = None,
     progress: bool = True,
     report_to: str = "none",
+    init_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train an NFD world model end to end (see the module docstring); write ``out_path`` (``.safetensors``).
 
@@ -830,6 +841,12 @@ def train_nfd(
         stop_after: stop the transformer stage after this many steps (resumable); the autoencoder stage always
             finishes first.
         report_to: ``"tensorboard"``, ``"wandb"`` or ``"none"`` (:mod:`worldmodels.training.report`), both stages.
+        init_path: warm start from a trained NFD file: its transformer (of this ``config``; default: the init's
+            architecture) with a fresh optimiser and schedule, and its autoencoder (stage 1 is skipped: the
+            transformer learnt that autoencoder's latents; an ``autoencoder=`` file must hold the same weights).
+            Pass the init run's data and seed (the seed splits the episodes) so that its validation episodes stay
+            unseen; step 0's validation then scores the init. The written model keeps the init's default sampling;
+            the summary records the init under ``init``.
 
     Returns:
         ``{"autoencoder": stage 1 summary or the reused file's, "transformer": stage 2 summary}``.
@@ -839,7 +856,16 @@ def train_nfd(
     if out_path.suffix != ".safetensors":
         raise ConfigError(f"out_path must end in .safetensors, got {out_path.name!r}")
     source = open_source(data, layout=layout, clip_frames=clip_frames, limit=clip_limit)
-    config = config if config is not None else get_preset("nfd-crafter-small")
+    init_model = None if init_path is None else _load_init(init_path)
+    if config is None:
+        config = get_preset("nfd-crafter-small") if init_model is None else init_model.config
+    if init_model is not None:
+        expected, found = config.to_dict(), init_model.config.to_dict()
+        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
+        if differing:
+            raise ConfigError(f"--init {init_path} has another architecture than the run ("
+                              + ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in differing[:4])
+                              + "); leave out --size/--config to train the init's architecture")  # fmt: skip
     if source.domain != config.action_domain or source.frame_size != tuple(config.frame_size):
         raise ConfigError(
             f"the data holds {source.domain} actions and {source.frame_size} frames, but {config.name} takes "
@@ -848,10 +874,12 @@ def train_nfd(
     ae_config = dict(CRAFTER_AE_CONFIG if ae_config is None else ae_config)
     train_episodes, val_episodes = split_episodes(source.n_episodes, val_fraction, seed, _SPLIT_STREAM)
 
-    # stage 1: the autoencoder (trained, or reused)
+    # stage 1: the autoencoder (trained, reused, or the init's)
     ae_path = autoencoder_path_for(out_path) if autoencoder is None else Path(autoencoder)
     ae_summary: dict[str, Any] = {}
-    if autoencoder is None:
+    if init_model is not None:
+        _install_init_autoencoder(init_model, init_path, ae_path, given=autoencoder is not None, parallel=parallel)
+    elif autoencoder is None:
         expected = autoencoder_run_config(source, val_episodes, ae_config=ae_config, steps=ae_steps,
                                           batch_size=ae_batch_size, lr=ae_lr, warmup=_AE_WARMUP, kl_weight=kl_weight,
                                           seed=seed, pool_frames=ae_pool_frames)  # fmt: skip
@@ -875,6 +903,11 @@ def train_nfd(
     seed_everything(seed)
     model = NFD.from_config(config, frame_autoencoder.config)
     model.autoencoder.load_state_dict(frame_autoencoder.state_dict())
+    init = None
+    if init_model is not None:
+        model.transformer.load_state_dict(init_model.transformer.state_dict(), strict=True)
+        model.sampling = init_model.sampling  # its default sampler, as a fine-tuned model keeps its base's
+        init = init_record(init_path)
     ae_sha = sha256_file(ae_path)
     if parallel.main:
         latent_data = encode_source(model.autoencoder, source, autoencoder_sha256=ae_sha,
@@ -889,11 +922,48 @@ def train_nfd(
         seed=seed, val_windows=val_windows, eval_every=eval_every, log_every=log_every,
         checkpoint_every=checkpoint_every, resume=resume, stop_after=stop_after, progress=progress,
         report_to=report_to, parallel=parallel, identity={"source": source.identity(), "autoencoder_sha256": ae_sha},
+        init=init,
     )  # fmt: skip
     summary["autoencoder"] = {"path": str(ae_path), "sha256": ae_sha, "final": ae_summary.get("final")}
     if summary["finished"] and parallel.main:
         write_json(summary_path(out_path), summary)
     return {"autoencoder": ae_summary, "transformer": summary}
+
+
+def _load_init(path: str | os.PathLike) -> NFD:
+    from worldmodels.nfd.model import is_nfd_checkpoint
+
+    if not Path(path).is_file():
+        raise MissingFileError(f"--init {str(path)!r} does not exist; pass a model written by `rlir train nfd`")
+    if not is_nfd_checkpoint(path):
+        raise ConfigError(f"--init {path} is not an NFD model file (rlir train nfd writes them); a MineWorld model "
+                          "is continued with `rlir train worldmodel --init`")  # fmt: skip
+    return NFD.from_checkpoint(path)
+
+
+def _weight_differences(a: torch.nn.Module, b: torch.nn.Module) -> list[str]:
+    """Names of the tensors whose shape or values differ between two modules of the same class."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sorted(k for k in sa.keys() | sb.keys()
+                  if k not in sa or k not in sb or sa[k].shape != sb[k].shape or not torch.equal(sa[k], sb[k]))  # fmt: skip
+
+
+def _install_init_autoencoder(init: NFD, init_path, ae_path: Path, *, given: bool, parallel: Distributed) -> None:
+    """A warm start keeps the init's autoencoder: a given ``ae_path`` must hold it; otherwise it is written there
+    (once; a file already there, from an interrupted warm start, must hold it too)."""
+    if ae_path.is_file():
+        differing = _weight_differences(load_autoencoder(ae_path)[0], init.autoencoder)
+        if differing:
+            source = "--autoencoder" if given else "the autoencoder file already next to --out"
+            raise ConfigError(f"{source} {ae_path} is not the autoencoder of --init {init_path} "
+                              f"({', '.join(differing[:3])} differ): its transformer learnt that autoencoder's "
+                              "latents; " + ("leave out --autoencoder" if given else "pass another --out"))  # fmt: skip
+    elif given:
+        raise MissingFileError(f"--autoencoder {str(ae_path)!r} does not exist; leave it out to use the init's")
+    elif parallel.main:
+        save_autoencoder(init.autoencoder, ae_path, summary={"from_init": str(init_path),
+                                                              "init_sha256": sha256_file(init_path)})  # fmt: skip
+    parallel.barrier()
 
 
 def _finished_autoencoder(path: Path, run_sha256: str) -> dict[str, Any] | None:

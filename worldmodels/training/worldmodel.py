@@ -58,6 +58,7 @@ from worldmodels.training.common import (
     checkpoint_run_config,
     cosine_with_warmup,
     dataset_identity,
+    init_record,
     load_checkpoint,
     machine_info,
     make_adamw,
@@ -382,10 +383,7 @@ def warm_start(model: MineWorld, init_path: str | os.PathLike, tokenizer_path: s
                           "with (or one whose decoder alone was fine-tuned from it)")  # fmt: skip
     model.transformer.load_state_dict(init.transformer.state_dict(), strict=True)
     model.sampling = init.sampling  # its default decoding, as a post-trained model keeps its base's
-    sha256 = sha256_file(init_path)
-    summary_file = summary_path(Path(init_path))
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    return {"path": str(init_path), "sha256": sha256, "training": summary if summary.get("sha256") == sha256 else None}
+    return init_record(init_path)
 
 
 def train_worldmodel(
