@@ -235,6 +235,16 @@ def summary_path(out_path: str | os.PathLike) -> Path:
     return Path(out_path).with_suffix(".json")
 
 
+def require_init_architecture(run: Mapping[str, Any], init: Mapping[str, Any], init_path: str | os.PathLike) -> None:
+    """A warm start trains its init's architecture: ``ConfigError`` naming the fields where the run's config dict
+    differs from the init's."""
+    differing = sorted(k for k in run.keys() | init.keys() if run.get(k) != init.get(k))
+    if differing:
+        raise ConfigError(f"--init {init_path} has another architecture than the run ("
+                          + ", ".join(f"{k}: {init.get(k)!r} vs {run.get(k)!r}" for k in differing[:4])
+                          + "); leave out --size/--config to train the init's architecture")  # fmt: skip
+
+
 def init_record(init_path: str | os.PathLike) -> dict[str, Any]:
     """What a warm start records of its init file: ``{"path", "sha256", "training"}``; ``training`` is the file's
     summary (:func:`summary_path`) when it describes this very file, else None, so a chain of warm starts keeps its

@@ -48,7 +48,16 @@ from worldmodels.data.shards import ShardDataset
 from worldmodels.errors import CheckpointError, ConfigError, DataError, MissingFileError
 from worldmodels.hashing import sha256_file, sha256_json
 from worldmodels.mineworld.checkpoint import read_safetensors, state_dict_diff
-from worldmodels.nfd import CRAFTER_AE_CONFIG, NFD, FrameAutoencoder, NFDConfig, NFDSampling, get_preset, save_nfd
+from worldmodels.nfd import (
+    CRAFTER_AE_CONFIG,
+    NFD,
+    FrameAutoencoder,
+    NFDConfig,
+    NFDSampling,
+    get_preset,
+    is_nfd_checkpoint,
+    save_nfd,
+)
 from worldmodels.runtime.distributed import Distributed
 from worldmodels.runtime.files import atomic_output, write_json
 from worldmodels.runtime.progress import Progress
@@ -62,6 +71,7 @@ from worldmodels.training.common import (
     load_checkpoint,
     machine_info,
     make_adamw,
+    require_init_architecture,
     run_dir_for,
     save_checkpoint,
     seed_everything,
@@ -661,7 +671,8 @@ def train_transformer(
     init: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model.transformer`` (the autoencoder is frozen) on latent windows; write ``out_path`` when done.
-    ``init``: the warm start's record (:func:`warm_start_nfd`; ``model`` already holds its weights)."""
+    ``init``: a warm start's :func:`~worldmodels.training.common.init_record` (``model`` already holds the init's
+    weights; see ``init_path`` of :func:`train_nfd`)."""
     parallel = parallel or Distributed()
     watch = Stopwatch()
     config = model.config
@@ -860,12 +871,7 @@ def train_nfd(
     if config is None:
         config = get_preset("nfd-crafter-small") if init_model is None else init_model.config
     if init_model is not None:
-        expected, found = config.to_dict(), init_model.config.to_dict()
-        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-        if differing:
-            raise ConfigError(f"--init {init_path} has another architecture than the run ("
-                              + ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in differing[:4])
-                              + "); leave out --size/--config to train the init's architecture")  # fmt: skip
+        require_init_architecture(config.to_dict(), init_model.config.to_dict(), init_path)
     if source.domain != config.action_domain or source.frame_size != tuple(config.frame_size):
         raise ConfigError(
             f"the data holds {source.domain} actions and {source.frame_size} frames, but {config.name} takes "
@@ -931,8 +937,6 @@ def train_nfd(
 
 
 def _load_init(path: str | os.PathLike) -> NFD:
-    from worldmodels.nfd.model import is_nfd_checkpoint
-
     if not Path(path).is_file():
         raise MissingFileError(f"--init {str(path)!r} does not exist; pass a model written by `rlir train nfd`")
     if not is_nfd_checkpoint(path):
@@ -944,8 +948,8 @@ def _load_init(path: str | os.PathLike) -> NFD:
 def _weight_differences(a: torch.nn.Module, b: torch.nn.Module) -> list[str]:
     """Names of the tensors whose shape or values differ between two modules of the same class."""
     sa, sb = a.state_dict(), b.state_dict()
-    return sorted(k for k in sa.keys() | sb.keys()
-                  if k not in sa or k not in sb or sa[k].shape != sb[k].shape or not torch.equal(sa[k], sb[k]))  # fmt: skip
+    same = lambda k: k in sa and k in sb and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k])  # noqa: E731
+    return sorted(k for k in sa.keys() | sb.keys() if not same(k))
 
 
 def _install_init_autoencoder(init: NFD, init_path, ae_path: Path, *, given: bool, parallel: Distributed) -> None:

@@ -26,7 +26,6 @@ Reading top to bottom, :func:`train_worldmodel`:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -62,6 +61,7 @@ from worldmodels.training.common import (
     load_checkpoint,
     machine_info,
     make_adamw,
+    require_init_architecture,
     require_positive_ints,
     run_dir_for,
     save_checkpoint,
@@ -370,12 +370,7 @@ def warm_start(model: MineWorld, init_path: str | os.PathLike, tokenizer_path: s
     ``tokenizer_path`` (its transformer learnt to predict those).
     """
     init = MineWorld.from_checkpoint(init_path)
-    expected, found = model.config.to_dict(), init.config.to_dict()
-    if expected != found:
-        differing = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
-        raise ConfigError(f"--init {init_path} has another architecture than the run ("
-                          + ", ".join(f"{k}: {found.get(k)!r} vs {expected.get(k)!r}" for k in differing[:4])
-                          + "); leave out --size/--config to train the init's architecture")  # fmt: skip
+    require_init_architecture(model.config.to_dict(), init.config.to_dict(), init_path)
     differing = tokenizing_differences(model.tokenizer.model.state_dict(), init.tokenizer.model.state_dict())
     if differing:
         raise ConfigError(f"--init {init_path} was trained on the tokens of another tokenizer than "
