@@ -133,9 +133,13 @@ $RLIR train reward-head --data "$WORK/data" --heldout "$WORK/heldout" \
 
 # 4b. The NFD model of the diffusion paradigm (issue 14): its own autoencoder, then the transformer, on the first
 #     100,000 frames of the decorrelated policy (data-v2-100k, step 2d), 6,000 steps on 2 threads (~1 h 40 min; the
-#     shipped run was interrupted at step 2,000 and continued with the same command plus --resume auto).
+#     run was interrupted at step 2,000 and continued with the same command plus --resume auto), then 3,000 more as a
+#     warm start (its autoencoder kept; ~40 min), which ships.
 $RLIR train nfd --data "$WORK/data-v2-100k" --out "$MODELS/crafter-nfd.safetensors" --size nfd-crafter-small \
   --seed 0 --steps 6000 --threads 2 --no-progress --resume auto
+$RLIR train nfd --data "$WORK/data-v2-100k" --init "$MODELS/crafter-nfd.safetensors" \
+  --out "$MODELS/crafter-nfd-9k.safetensors" --seed 0 --steps 3000 --lr 5e-4 --warmup 150 --threads 2 --no-progress \
+  --resume auto
 
 # 5. Start scenes for RLIR-Crafter-v0 (from the held-out recording) and the suite (its own seeds; pinned in
 #    evaluation/suites.py, so a different result fails loudly).
@@ -143,7 +147,9 @@ $RLIR record scenes "$WORK/heldout" rlir_env/crafter/start_scenes.npz --scenes 2
 $RLIR suite build-crafter evaluation/suite_data/crafter-af-v1 --items 256 --seed 33
 
 # 6. Install the weights with their summaries and pins.
-cp "$MODELS"/crafter-{mineworld-v1,nfd}.{safetensors,json} worldmodels/bundled/
+cp "$MODELS"/crafter-mineworld-v1.{safetensors,json} worldmodels/bundled/
+cp "$MODELS/crafter-nfd-9k.safetensors" worldmodels/bundled/crafter-nfd.safetensors
+cp "$MODELS/crafter-nfd-9k.json" worldmodels/bundled/crafter-nfd.json
 cp "$MODELS/crafter-mineworld-12k.safetensors" worldmodels/bundled/crafter-mineworld.safetensors
 cp "$MODELS/crafter-mineworld-12k.json" worldmodels/bundled/crafter-mineworld.json
 cp "$MODELS/crafter-mineworld.run/curves.png" docs/crafter-mineworld-curves.png  # the first 6,000 steps (3b)
