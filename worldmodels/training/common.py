@@ -245,6 +245,14 @@ def require_init_architecture(run: Mapping[str, Any], init: Mapping[str, Any], i
                           + "); leave out --size/--config to train the init's architecture")  # fmt: skip
 
 
+def state_differences(state: Mapping[str, torch.Tensor], other: Mapping[str, torch.Tensor], *,
+                      skip_prefixes: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    """The keys (outside ``skip_prefixes``) where two state dicts differ in shape or values; a key missing on one side
+    counts."""
+    keys = {k for k in state.keys() | other.keys() if not k.startswith(skip_prefixes)}
+    return sorted(k for k in keys if k not in state or k not in other or not torch.equal(state[k], other[k]))
+
+
 def init_record(init_path: str | os.PathLike) -> dict[str, Any]:
     """What a warm start records of its init file: ``{"path", "sha256", "training"}``; ``training`` is the file's
     summary (:func:`summary_path`) when it describes this very file, else None, so a chain of warm starts keeps its

@@ -76,6 +76,7 @@ from worldmodels.training.common import (
     save_checkpoint,
     seed_everything,
     split_episodes,
+    state_differences,
     step_generator,
     step_rng,
     summary_path,
@@ -868,6 +869,7 @@ def train_nfd(
         raise ConfigError(f"out_path must end in .safetensors, got {out_path.name!r}")
     source = open_source(data, layout=layout, clip_frames=clip_frames, limit=clip_limit)
     init_model = None if init_path is None else _load_init(init_path)
+    init = None if init_path is None else init_record(init_path)
     if config is None:
         config = get_preset("nfd-crafter-small") if init_model is None else init_model.config
     if init_model is not None:
@@ -884,7 +886,7 @@ def train_nfd(
     ae_path = autoencoder_path_for(out_path) if autoencoder is None else Path(autoencoder)
     ae_summary: dict[str, Any] = {}
     if init_model is not None:
-        _install_init_autoencoder(init_model, init_path, ae_path, given=autoencoder is not None, parallel=parallel)
+        _install_init_autoencoder(init_model, init, ae_path, given=autoencoder is not None, parallel=parallel)
     elif autoencoder is None:
         expected = autoencoder_run_config(source, val_episodes, ae_config=ae_config, steps=ae_steps,
                                           batch_size=ae_batch_size, lr=ae_lr, warmup=_AE_WARMUP, kl_weight=kl_weight,
@@ -909,11 +911,9 @@ def train_nfd(
     seed_everything(seed)
     model = NFD.from_config(config, frame_autoencoder.config)
     model.autoencoder.load_state_dict(frame_autoencoder.state_dict())
-    init = None
     if init_model is not None:
         model.transformer.load_state_dict(init_model.transformer.state_dict(), strict=True)
         model.sampling = init_model.sampling  # its default sampler, as a fine-tuned model keeps its base's
-        init = init_record(init_path)
     ae_sha = sha256_file(ae_path)
     if parallel.main:
         latent_data = encode_source(model.autoencoder, source, autoencoder_sha256=ae_sha,
@@ -945,18 +945,13 @@ def _load_init(path: str | os.PathLike) -> NFD:
     return NFD.from_checkpoint(path)
 
 
-def _weight_differences(a: torch.nn.Module, b: torch.nn.Module) -> list[str]:
-    """Names of the tensors whose shape or values differ between two modules of the same class."""
-    sa, sb = a.state_dict(), b.state_dict()
-    same = lambda k: k in sa and k in sb and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k])  # noqa: E731
-    return sorted(k for k in sa.keys() | sb.keys() if not same(k))
-
-
-def _install_init_autoencoder(init: NFD, init_path, ae_path: Path, *, given: bool, parallel: Distributed) -> None:
-    """A warm start keeps the init's autoencoder: a given ``ae_path`` must hold it; otherwise it is written there
-    (once; a file already there, from an interrupted warm start, must hold it too)."""
+def _install_init_autoencoder(init: NFD, record: dict[str, Any], ae_path: Path, *, given: bool,
+                              parallel: Distributed) -> None:  # fmt: skip
+    """A warm start keeps the init's autoencoder (``record``: its :func:`init_record`): a given ``ae_path`` must hold
+    it; otherwise it is written there (once; a file already there, from an interrupted warm start, must hold it too)."""
+    init_path = record["path"]
     if ae_path.is_file():
-        differing = _weight_differences(load_autoencoder(ae_path)[0], init.autoencoder)
+        differing = state_differences(load_autoencoder(ae_path)[0].state_dict(), init.autoencoder.state_dict())
         if differing:
             source = "--autoencoder" if given else "the autoencoder file already next to --out"
             raise ConfigError(f"{source} {ae_path} is not the autoencoder of --init {init_path} "
@@ -965,8 +960,7 @@ def _install_init_autoencoder(init: NFD, init_path, ae_path: Path, *, given: boo
     elif given:
         raise MissingFileError(f"--autoencoder {str(ae_path)!r} does not exist; leave it out to use the init's")
     elif parallel.main:
-        save_autoencoder(init.autoencoder, ae_path, summary={"from_init": str(init_path),
-                                                              "init_sha256": sha256_file(init_path)})  # fmt: skip
+        save_autoencoder(init.autoencoder, ae_path, summary={"from_init": init_path, "init_sha256": record["sha256"]})
     parallel.barrier()
 
 

@@ -48,6 +48,7 @@ from worldmodels.training.common import (
     run_dir_for,
     save_checkpoint,
     seed_everything,
+    state_differences,
     step_rng,
     summary_path,
 )
@@ -71,8 +72,7 @@ _SAMPLE_STREAM = 12
 def tokenizing_differences(state: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> list[str]:
     """The keys outside the decoder where two tokenizer state dicts differ (missing on one side counts): empty when
     both turn every frame into the same tokens, whatever their decoders draw."""
-    keys = {k for k in state.keys() | other.keys() if not k.startswith(DECODER_PREFIXES)}
-    return sorted(k for k in keys if k not in state or k not in other or not torch.equal(state[k], other[k]))
+    return state_differences(state, other, skip_prefixes=DECODER_PREFIXES)
 
 
 def decoder_losses(
