@@ -7,6 +7,7 @@ so the same code runs both ways.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,11 @@ from worldmodels.errors import ConfigError
 __all__ = ["Distributed"]
 
 _REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class Distributed:
             return cls()
         if not dist.is_initialized():
             dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo")
+            # a process that exits with the group alive can abort in the backend's threads' teardown ("terminate
+            # called without an active exception", SIGABRT), failing a finished run: leave the group on exit
+            atexit.register(_leave_process_group)
         return cls(rank=dist.get_rank(), world=dist.get_world_size())
 
     @property
