@@ -148,7 +148,7 @@ def oracle_forwards(decoder: FrameDecoder, keep: np.ndarray, batch: int, adaptiv
             if remaining.max() <= 0:
                 break
             k = int(min(k_max, remaining.max()))
-            if adaptive:
+            if adaptive and batch > 1:  # as the decoder: one slot always feeds draft_len
                 r = decoder.acceptance_memory
                 acceptance = r**tested * acceptance + r ** (tested - ones) * (1 - r**ones)
                 k = min(k, decoder._choose_width(acceptance, remaining, k_max))

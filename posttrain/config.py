@@ -83,7 +83,7 @@ class RolloutConfig:
     """Truncated sampling makes the run off-policy (logged and stored in checkpoints)."""
     top_k: int | None = None
     decoding: str = "naive"
-    """``naive`` or ``speculative`` (the same distribution, fewer forwards); ``diagonal`` is off-policy."""
+    """``naive`` or ``speculative`` (the same tokens, fewer forwards); ``diagonal`` is off-policy."""
 
 
 @dataclass

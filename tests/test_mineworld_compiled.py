@@ -111,6 +111,25 @@ def test_compiled_seeded_sampling_draws_the_eager_tokens_and_logprobs(eager, com
     assert not torch.equal(other, tokens)  # the seeds matter: equality above is not a constant output
 
 
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(top_p=0.9)])
+def test_compiled_naive_decoding_of_one_env_verifies_drafts_and_draws_the_eager_tokens(eager, compiled, sampling):
+    """One env is bound by reading the weights once per token, so compiled naive decoding verifies the previous
+    frame's tokens as drafts (speculatively): the eager one-token-per-forward tokens in fewer forwards."""
+    frames = eager.detokenize(first_frames(eager, 1, seed=9))[:, None]
+    acts = actions((1, 6), seed=10)
+    runs = []
+    for model in (eager, compiled):
+        seeded = "top_p" in sampling
+        state = model.start(frames, None, gens(1, offset=4) if seeded else None, sampling=SamplingConfig(**sampling))
+        steps = [model.step_tokens(state, acts[:, k], return_logprobs=True) for k in range(acts.shape[1])]
+        runs.append((torch.stack([t for t, _ in steps]), torch.stack([lp for _, lp in steps]), state.decode_stats))
+    (ref_tokens, ref_logprobs, eager_stats), (tokens, logprobs, stats) = runs
+    assert torch.equal(tokens, ref_tokens)
+    torch.testing.assert_close(logprobs, ref_logprobs, rtol=1e-4, atol=1e-4)
+    assert eager_stats.forwards_per_frame == ROWS * COLS and eager_stats.accepted == 0
+    assert stats.forwards_per_frame < ROWS * COLS and stats.accepted > 0
+
+
 @pytest.mark.parametrize("decoding", ["diagonal", "speculative"])
 def test_compiled_diagonal_and_speculative_decoding_keep_their_semantics(eager, compiled, decoding):
     first = first_frames(eager, 2, seed=5)

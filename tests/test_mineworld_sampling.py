@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from worldmodels.errors import ConfigError
 from worldmodels.mineworld.decoding import diagonal_schedule, naive_schedule
-from worldmodels.mineworld.sampling import SamplingConfig, draw_uniforms, filtered_logprobs, sample
+from worldmodels.mineworld.sampling import NUCLEUS_CANDIDATES, SamplingConfig, draw_uniforms, filtered_logprobs, sample
 
 
 def grid_uniforms(n: int) -> torch.Tensor:
@@ -89,6 +90,35 @@ def test_sampled_logprobs_equal_the_filtered_distribution(config):
     reference = filtered_logprobs(logits, config).gather(-1, tokens[..., None])[..., 0]
     torch.testing.assert_close(logprobs, reference)
     assert torch.isfinite(logprobs).all()
+
+
+def full_sort_top_p(logits: torch.Tensor, u: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-p by inverse CDF over the whole sorted vocabulary, written out: ``(tokens, nucleus sizes)``."""
+    probs = torch.softmax(logits, -1)
+    sorted_probs, order = probs.sort(-1, descending=True)
+    cdf = sorted_probs.cumsum(-1)
+    n_kept = (cdf - sorted_probs <= top_p).sum(-1)
+    kept_mass = cdf.gather(-1, (n_kept - 1)[:, None])
+    index = (cdf <= u[:, None] * kept_mass).sum(-1).clamp(max=n_kept - 1)
+    return order.gather(-1, index[:, None])[:, 0], n_kept
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_top_p_ranks_a_few_candidates_and_sorts_the_vocabulary_when_a_nucleus_needs_it(compiled):
+    """The 64 candidates hold a peaked row's nucleus; a flat row's does not, and then the whole vocabulary is
+    ranked: either way the tokens of the full sort."""
+    g = torch.Generator().manual_seed(2)
+    peaked, flat = torch.randn(200, 1024, generator=g) * 4, torch.randn(200, 1024, generator=g) * 0.3
+    u = torch.rand(200, generator=g)
+    config = SamplingConfig(top_p=0.9)
+    draw = torch.compile(functools.partial(sample, config=config, return_logprobs=True), fullgraph=True) if compiled \
+        else functools.partial(sample, config=config, return_logprobs=True)  # fmt: skip
+    for logits in (peaked, flat, torch.cat([peaked[:100], flat[:1], peaked[101:]])):
+        reference, n_kept = full_sort_top_p(logits, u[: len(logits)], 0.9)
+        tokens, logprobs = draw(logits, u[: len(logits)])
+        assert torch.equal(tokens, reference)
+        torch.testing.assert_close(logprobs, filtered_logprobs(logits, config).gather(-1, tokens[:, None])[:, 0])
+    assert full_sort_top_p(peaked, u, 0.9)[1].max() < NUCLEUS_CANDIDATES < full_sort_top_p(flat, u, 0.9)[1].min()
 
 
 def test_uniforms_of_a_row_depend_only_on_its_generator():

@@ -19,7 +19,7 @@ from worldmodels.actions.minecraft import COMPACT_NVEC, compact_to_tokens
 from worldmodels.errors import ConfigError, NumericalError
 from worldmodels.mineworld import TINY_VQ_CONFIG, MineWorld, MineWorldConfig, SamplingConfig, get_preset
 from worldmodels.mineworld.decoding import FrameDecoder
-from worldmodels.mineworld.sampling import DEFAULT_DRAFT_LEN, filtered_logprobs, speculative_sample
+from worldmodels.mineworld.sampling import DEFAULT_DRAFT_LEN
 
 TINY = get_preset("tiny")
 HW = TINY.tokens_per_frame  # 24 (4x6 grid), 64 codes, Minecraft actions (11 tokens)
@@ -144,88 +144,38 @@ def test_speculative_config_defaults():
 
 def test_decoder_needs_drafts(mixed64):
     decoder = FrameDecoder(mixed64.transformer, TINY.image_grid, 64, SamplingConfig(decoding="speculative"))
-    assert decoder.uniforms_per_token == 2 and decoder.schedule is None
+    assert decoder.verifies_drafts(1) and decoder.schedule is None
     cache = mixed64.transformer.new_cache(1)
     with pytest.raises(ConfigError, match="draft"):
         decoder.decode(cache, torch.zeros(1, 12, dtype=torch.long), torch.zeros(1, dtype=torch.long),
                        torch.zeros(1, HW, dtype=torch.long), None)  # fmt: skip
 
 
-# --- one token: accept / residual ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "config", [SamplingConfig(), SamplingConfig(temperature=0.6), SamplingConfig(top_p=0.7),
-               SamplingConfig(top_k=3, temperature=1.5)],
-)  # fmt: skip
-@pytest.mark.parametrize("draft", [0, 2, 4])
-def test_accept_or_resample_draws_exactly_the_sampling_distribution(config, draft):
-    """Over an evenly spaced lattice of (u_accept, u_resample), token frequencies equal p up to the lattice step."""
-    logits = torch.tensor([1.2, -0.3, 0.4, 2.0, -2.0])  # id 4 is dropped by top-p 0.7 and top-k 3: p(draft) = 0
-    temperature = config.temperature
-    p = torch.softmax(logits.double() / temperature, -1)
-    if config.top_p is not None:
-        order = p.argsort(descending=True)
-        before = p[order].cumsum(0) - p[order]
-        p[order[before > config.top_p]] = 0
-    if config.top_k is not None:
-        p[logits < logits.sort(descending=True).values[config.top_k - 1]] = 0
-    p = p / p.sum()
-    n = 400
-    u = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-    u_accept, u_resample = (x.reshape(-1) for x in torch.meshgrid(u, u, indexing="ij"))
-    rows = n * n
-    tokens, accepted, logprobs = speculative_sample(
-        logits.expand(rows, -1), torch.full((rows,), draft), u_accept, u_resample, config, return_logprobs=True
-    )
-    freq = torch.bincount(tokens, minlength=5).double() / rows
-    assert (freq - p).abs().max() <= 2.0 / n, (freq, p)
-    assert abs(accepted.double().mean() - p[draft]) <= 1.0 / n
-    assert torch.equal(accepted, tokens == draft)  # a resampled token is never the draft
-    assert torch.equal(accepted, u_accept < p[draft].float())
-    assert (p[tokens] > 0).all()
-    torch.testing.assert_close(logprobs, filtered_logprobs(logits, config)[tokens])
-
-
-def test_resampling_at_extreme_uniforms_stays_inside_the_support():
-    """Dropped tokens (zero probability after top-k / top-p) and rejected drafts are never drawn, even at the
-    smallest and largest uniforms."""
-    top = 1 - 2**-24  # the largest float32 torch.rand returns
-    logits = torch.tensor([[0.3, 2.0, 1.0, float("-inf")], [0.3, 2.0, 1.0, -9.0], [5.0, 0.0, 0.0, 0.0]])
-    configs = (SamplingConfig(), SamplingConfig(top_k=3), SamplingConfig(top_p=0.5))
-    for row, config in zip(logits, configs):
-        for draft in range(4):
-            p = filtered_logprobs(row, config).exp()
-            for u in (0.0, 0.5, top):
-                token, accepted, _ = speculative_sample(row[None], torch.tensor([draft]), torch.tensor([top]),
-                                                        torch.tensor([u]), config)  # fmt: skip
-                assert p[token] > 0 and (bool(accepted) or int(token) != draft or p.count_nonzero() == 1)
-
-
-def test_greedy_accepts_only_the_argmax():
-    logits = torch.randn(6, 9, generator=torch.Generator().manual_seed(0))
-    drafts = torch.tensor([int(logits[0].argmax()), 0, 1, 2, 3, int(logits[5].argmax())])
-    tokens, accepted, logprobs = speculative_sample(logits, drafts, None, None, SamplingConfig(top_k=1),
-                                                    return_logprobs=True)  # fmt: skip
-    assert torch.equal(tokens, logits.argmax(-1)) and torch.equal(accepted, tokens == drafts)
-    assert accepted[0] and accepted[5] and not logprobs.any()
-
-
 # --- whole frames --------------------------------------------------------------------------------------------------
 
 
-def greedy_rollout(model, decoding: str, draft_len: int = 1):
-    """Three slots over 8 steps: contexts of different lengths (slides at different steps), slot 1 reset at step 3."""
-    sampling = SamplingConfig(temperature=0, decoding=decoding, draft_len=draft_len)
-    state = model.start(random_frames(3, 2, seed=1), random_actions((3, 1), 2), None, sampling=sampling)
-    model.reset_slots(state, [2], random_frames(1, 3, seed=3), random_actions((1, 2), 4))
+def rollout(model, decoding: str, draft_len: int = 1, **sampling):
+    """Three slots over 8 steps: contexts of different lengths (slides at different steps), slot 2 reset before the
+    first step and slot 1 at step 3 (with new generators when seeded). Greedy unless ``sampling`` says otherwise."""
+    sampling = SamplingConfig(**({"temperature": 0} | sampling), decoding=decoding, draft_len=draft_len)
+    seeded = not sampling.greedy
+    state = model.start(random_frames(3, 2, seed=1), random_actions((3, 1), 2), gens(1, 2, 3) if seeded else None,
+                        sampling=sampling)  # fmt: skip
+    model.reset_slots(state, [2], random_frames(1, 3, seed=3), random_actions((1, 2), 4), gens(4) if seeded else None)
     actions = random_actions((3, 8), 5)
-    out = []
+    out, logprobs = [], []
     for k in range(8):
         if k == 3:
-            model.reset_slots(state, [1], random_frames(1, 1, seed=6))
-        out.append(model.step_tokens(state, actions[:, k])[0])
-    return torch.stack(out, 1), state
+            model.reset_slots(state, [1], random_frames(1, 1, seed=6), generators=gens(5) if seeded else None)
+        tokens, lp = model.step_tokens(state, actions[:, k], return_logprobs=True)
+        out.append(tokens)
+        logprobs.append(lp)
+    return torch.stack(out, 1), torch.stack(logprobs, 1), state
+
+
+def greedy_rollout(model, decoding: str, draft_len: int = 1):
+    tokens, _, state = rollout(model, decoding, draft_len)
+    return tokens, state
 
 
 @pytest.mark.parametrize("draft_len", [1, 3, 8, HW])
@@ -245,6 +195,23 @@ def test_greedy_speculative_equals_greedy_naive(mixed64, draft_len):
         assert s.forwards_per_frame == HW
 
 
+@pytest.mark.parametrize("sampling", [dict(temperature=1.0), dict(temperature=0.6, top_p=0.7),
+                                      dict(temperature=1.5, top_k=3)])  # fmt: skip
+@pytest.mark.parametrize("draft_len", [2, 8, HW])
+def test_seeded_speculative_draws_the_naive_tokens(mixed64, sampling, draft_len):
+    """Each token is drawn by naive decoding's sampler from naive decoding's uniform, and a draft is kept iff it was
+    drawn: the same tokens and log-probabilities as naive decoding, in fewer forwards."""
+    naive, naive_logprobs, naive_state = rollout(mixed64, "naive", **sampling)
+    spec, spec_logprobs, state = rollout(mixed64, "speculative", draft_len, **sampling)
+    assert torch.equal(spec, naive)
+    torch.testing.assert_close(spec_logprobs, naive_logprobs, rtol=0, atol=1e-9)
+    assert (naive_logprobs < 0).any()
+    assert (state.slides >= 1).all()
+    s = state.decode_stats
+    assert 0.2 < s.acceptance_rate < 0.9  # some drafts kept, some rejected
+    assert s.forwards_per_frame < naive_state.decode_stats.forwards_per_frame == HW
+
+
 @torch.no_grad()
 def test_cache_holds_exactly_the_generated_sequence(mixed64):
     """Rejected drafts and finished slots' no-ops leave no trace: every cached position equals a fresh prefill."""
@@ -258,12 +225,14 @@ def test_cache_holds_exactly_the_generated_sequence(mixed64):
 
 
 def test_tokens_depend_only_on_the_slot_generator_not_on_draft_len(mixed64, monkeypatch):
-    """Each grid index is decided once from its own two uniforms: draft_len and the adaptive width only regroup
-    forwards."""
+    """Each grid index is decided once from its own uniform: draft_len, the adaptive width and the refreshed drafts
+    only regroup forwards."""
     ids, actions = first_ids(2, 7), random_actions((2, 5), 8)
     sampling = dict(temperature=0.8, top_p=0.9, decoding="speculative", return_logprobs=True)
     runs = [mixed64.generate_tokens(ids, actions, draft_len=k, generators=gens(3, 4), **sampling) for k in (1, 4, HW)]
     monkeypatch.setattr(FrameDecoder, "adaptive_width", False)
+    runs += [mixed64.generate_tokens(ids, actions, draft_len=k, generators=gens(3, 4), **sampling) for k in (3, HW)]
+    monkeypatch.setattr(FrameDecoder, "refresh_drafts", False)
     runs += [mixed64.generate_tokens(ids, actions, draft_len=k, generators=gens(3, 4), **sampling) for k in (3, HW)]
     for tokens, logprobs in runs[1:]:
         assert torch.equal(tokens, runs[0][0])

@@ -23,15 +23,18 @@ row above's newest input as the stand-in) is not implemented.
 * **speculative** (Leviathan et al. 2023, Chen et al. 2023, with a copy draft): the draft for grid token ``j`` is
   the previous frame's token ``j`` (consecutive frames are mostly identical token for token). Each forward feeds
   every slot's current token plus the next ``k - 1`` drafts at consecutive positions (``k <= draft_len``, chosen
-  from the acceptance so far, see :attr:`FrameDecoder.adaptive_width`), which gives the model's distribution ``p``
-  at ``k`` consecutive grid indices; walking left to right, every index is decided once by
-  :func:`~worldmodels.mineworld.sampling.speculative_sample` (keep the draft with probability ``p(draft)``, else
-  draw from the residual) until the first index whose draft is not kept. The last query tests its draft too,
-  which draws exactly from ``p`` like the usual "bonus" token, so each index is decided by the same rule from its
-  own two uniforms wherever forwards start and end. The boundary chunk carries the first drafts too. Tokens are
-  distributed exactly as in naive decoding (same ``SamplingConfig``), and greedy speculative equals greedy naive
-  token for token. Slots advance at their own pace (per-slot positions); a slot that is done feeds no-ops until
-  the slowest slot finishes. Speculative decoding syncs with the host once per forward (to know when to stop).
+  from the acceptance so far, see :attr:`FrameDecoder.adaptive_width`), which gives the model's distribution at
+  ``k`` consecutive grid indices. Every query draws its token with naive decoding's sampler from naive decoding's
+  uniform for that index (:func:`~worldmodels.mineworld.sampling.sample`); walking left to right, a draft is kept
+  iff it was drawn (probability ``p(draft)``), and the first drawn token that differs from its draft ends the
+  slot's run. Its prefix held only decided tokens, so it is naive decoding's token too: speculative decoding draws
+  naive decoding's tokens and log-probabilities, up to float rounding of the logits of a wider forward (equal
+  tokens in the tests), and greedy speculative equals greedy naive. The tokens drawn past the first rejection
+  become the next drafts (:attr:`FrameDecoder.refresh_drafts`). The boundary chunk carries the first drafts too.
+  Slots advance at their own pace (per-slot positions); a slot that is done feeds no-ops until the slowest slot
+  finishes. Speculative decoding syncs with the host once per forward (to know when to stop). Compiled naive
+  decoding of one slot runs this way (:meth:`FrameDecoder.verifies_drafts`): one env is bound by reading the
+  weights once per forward, and a forward verifies ~8 tokens on Crafter.
 
   Cache correctness: a query attends to key positions ``<=`` its own, and every forward writes its inputs' K/V
   before attending, so the entries of rejected drafts (positions at or after the slot's first undecided token) are
@@ -52,9 +55,6 @@ import torch
 from worldmodels.errors import ConfigError, NumericalError
 from worldmodels.mineworld.sampling import (
     SamplingConfig,
-    draft_acceptance,
-    filtered_logprobs,
-    resample_without_draft,
     sample,
 )
 from worldmodels.mineworld.transformer import MATVEC_BATCH, KVCache, StepWeights, Transformer, static_decode_step
@@ -145,7 +145,7 @@ class DecodeStats:
     tokens: int = 0
     """Image tokens decided, over all slots."""
     accepted: int = 0
-    """Tokens that kept their speculative draft."""
+    """Tokens that kept their speculative draft (the copy or a refreshed one)."""
 
     @property
     def forwards_per_frame(self) -> float:
@@ -163,13 +163,17 @@ class DecodeStats:
         return self.tokens / max(self.slot_forwards, 1)
 
 
+COMPILED_NAIVE_DRAFT_BATCH = 4
+"""Compiled naive decoding of at most this many slots verifies drafts (speculatively, the same tokens): on Crafter
+1.6x compiled one-token steps at 1 env, 1.15x at 4, 0.75x at 16 where the slowest slot sets the pace
+(docs/benchmarks.md §2)."""
+
 RECOMPILE_LIMIT = 64
 """Graphs Dynamo may keep per compiled function (see :class:`StaticStep`)."""
 
 
 class StaticStep:
-    """One decode step (:func:`static_decode_step`), with sampling for naive and diagonal decoding, compiled with
-    ``torch.compile``.
+    """One decode step (:func:`static_decode_step`) and its sampling, compiled with ``torch.compile``.
 
     Graphs: the cache prefix attention reads is dynamic, so a frame's growing context never recompiles; so is the
     batch above :data:`~worldmodels.mineworld.transformer.MATVEC_BATCH` slots (one graph serves 16 envs, 64 envs
@@ -199,7 +203,6 @@ class StaticStep:
         # count against one per-function recompile limit (8 by default), which a test run or a sweep exceeds
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         self._compiled = torch.compile(self._step, fullgraph=True)
-        self._dynamic_width = config.decoding in ("diagonal", "speculative")
         self._logits = functools.partial(
             static_decode_step, n_heads=c.num_attention_heads, n_kv_heads=c.num_key_value_heads, eps=c.rms_norm_eps
         )
@@ -229,7 +232,7 @@ class StaticStep:
         is sampled (``[B]`` tokens)."""
         key_positions = self._key_positions[:kv_len]
         torch._dynamo.maybe_mark_dynamic(key_positions, 0)
-        if self._dynamic_width and not last_only:  # diagonal decoding: 1..rows tokens per step, in one graph
+        if not last_only:  # diagonal and speculative steps feed 1..k tokens per slot, in one graph
             for tensor in (ids, positions) if uniforms is None else (ids, positions, uniforms):
                 torch._dynamo.maybe_mark_dynamic(tensor, 1)
         kv = cache.kv.unbind(0)
@@ -311,9 +314,16 @@ class FrameDecoder:
     over the drafts it tested this frame, from 0.5); the width ``k`` maximises the expected tokens decided per cost
     under independent acceptance, ``sum over slots of (1 + a + ... + a^(k-1)) / (1 + c * (k - 1))`` (tokens past a
     slot's last grid index not counted), with ``c`` = :meth:`width_cost` of the batch. Static stretches then run
-    wide and changing ones narrow. It only regroups forwards: every token is decided from its own logits, draft and
-    uniforms, so the tokens are the same either way."""
+    wide and changing ones narrow. A single slot always feeds ``draft_len``: its forward is bound by reading the
+    weights, and with refreshed drafts a rejection rarely starts a run of them (1 env, Crafter: 11 forwards per frame
+    at width 16 against 16 adaptive, +12% frames/s; docs/benchmarks.md §2). It only regroups forwards: every token is
+    drawn from its own logits and uniform, so the tokens are the same either way."""
     acceptance_memory: float = 0.85
+    refresh_drafts: bool = True
+    """Speculative decoding: after each forward, the tokens drawn past a slot's first rejected draft (from a prefix
+    holding that draft) replace their drafts for the next forward, as in Jacobi decoding: when the frame changes
+    (the view moves), a token usually depends on the previous frame more than on its left neighbour, so these draws
+    are better drafts than the copy. Only the drafts change, never a token."""
     """Decay of the acceptance average per tested draft (about 1 / (1 - 0.85) ~ 7 drafts of memory)."""
 
     @staticmethod
@@ -357,10 +367,13 @@ class FrameDecoder:
         self._out = as_tensor(self.schedule.out)
         self._max_pos = [max(p) for p in self.schedule.pos]
 
-    @property
-    def uniforms_per_token(self) -> int:
-        """Uniforms :meth:`decode` needs per image token (speculative: one to test the draft, one to resample)."""
-        return 2 if self.config.decoding == "speculative" else 1
+    def verifies_drafts(self, batch: int) -> bool:
+        """Whether :meth:`decode` of ``batch`` slots runs speculatively and needs ``draft``: speculative decoding,
+        and compiled naive decoding of at most :data:`COMPILED_NAIVE_DRAFT_BATCH` slots, which draws the same tokens
+        in fewer forwards that way (see the module docstring)."""
+        if self.schedule is None:
+            return True
+        return self._static_step is not None and self.config.decoding == "naive" and batch <= COMPILED_NAIVE_DRAFT_BATCH
 
     @torch.no_grad()
     def decode(
@@ -383,9 +396,9 @@ class FrameDecoder:
             chunk_ids: ``int64[B, 1 + A]`` previous frame's last token and the action tokens.
             chunk_start: ``int64[B]`` position of ``chunk_ids[:, 0]`` in each slot.
             prompt: ``int64[B, h*w]`` the prompt frame (diagonal decoding's row-start stand-ins).
-            uniforms: ``float32[B, h*w * uniforms_per_token]`` (``None`` for greedy); speculative decoding tests
-                token ``j``'s draft with ``uniforms[:, j]`` and resamples it with ``uniforms[:, h*w + j]``.
-            draft: ``int64[B, h*w]`` the newest frame of each slot's context (speculative decoding's drafts).
+            uniforms: ``float32[B, h*w]``, token ``j`` drawn from ``uniforms[:, j]`` (``None`` for greedy).
+            draft: ``int64[B, h*w]`` the newest frame of each slot's context (the drafts, where
+                :meth:`verifies_drafts`).
             return_logprobs: also return each token's log-probability under the sampling distribution.
             frame_label: names the frame in error messages.
             stats: counters to add this frame's forwards and accepted drafts to.
@@ -393,7 +406,7 @@ class FrameDecoder:
         Returns:
             ``(tokens int64[B, h*w], logprobs float32[B, h*w] | None)``.
         """
-        if self.schedule is None:
+        if self.verifies_drafts(chunk_ids.shape[0]):
             if draft is None:
                 raise ConfigError("speculative decoding needs the previous frame's tokens as drafts (draft=[B, h*w])")
             return self._decode_speculative(
@@ -447,101 +460,105 @@ class FrameDecoder:
         return work[:, :n], logprobs
 
     def _decode_speculative(self, cache, chunk_ids, chunk_start, draft, uniforms, return_logprobs, frame_label, stats):
-        """Speculative decoding of one frame (see the module docstring); arguments as :meth:`decode`."""
+        """Speculative decoding of one frame (see the module docstring); arguments as :meth:`decode`.
+
+        The bookkeeping (which drafts were kept, the next inputs) runs on the host in numpy: it handles a few values
+        per slot, where each torch op would cost more than its arithmetic (a tenth of a forward for one env), and
+        the host sync it needs happens once per forward anyway."""
         b, chunk_len = chunk_ids.shape
         device = chunk_ids.device
         n, config = self.n, self.config
         k_max = min(config.draft_len, n)
-        rows = torch.arange(b, device=device)
-        offsets = torch.arange(k_max, device=device)
+        rows = np.arange(b)[:, None]
+        offsets = np.arange(k_max)
         # Per slot, indices below `counts` hold decided tokens and the rest their drafts (a kept draft needs no
         # write); the padding past h*w absorbs the writes and reads of slots that are done.
         width = n + k_max + 1
-        work = torch.zeros(b, width, dtype=torch.long, device=device)
-        work[:, :n] = draft
-        u_accept = u_resample = None
+        work = np.zeros((b, width), dtype=np.int64)
+        work[:, :n] = draft.cpu().numpy()
+        u = None
         if uniforms is not None:
-            u_accept = torch.zeros(b, width, device=device)
-            u_resample = torch.zeros(b, width, device=device)
-            u_accept[:, :n], u_resample[:, :n] = uniforms[:, :n], uniforms[:, n : 2 * n]
-        logprobs = torch.zeros(b, width, device=device) if return_logprobs else None
-        starts = chunk_start.cpu().numpy()
-        ends = starts + chunk_len  # host copy of `base`
-        base = chunk_start + chunk_len  # position of each slot's grid index 0
+            u = np.zeros((b, width), dtype=np.float32)
+            u[:, :n] = uniforms.cpu().numpy()
+        logprobs = np.zeros((b, width), dtype=np.float32) if return_logprobs else None
+        base = chunk_start.cpu().numpy() + chunk_len  # position of each slot's grid index 0
         last_pos = (base + n - 1)[:, None]  # no-op inputs go here (the pending token's position, unwritten)
-        counts = torch.zeros(b, dtype=torch.long, device=device)
+        counts = np.zeros(b, dtype=np.int64)
         acceptance = np.full(b, 0.5)  # each slot's running draft acceptance rate (see `adaptive_width`)
         sums = []
-
-        # the boundary chunk, followed by the first drafts: its last k positions predict grid indices 0..k-1
-        k = k_max
-        ids = torch.cat([chunk_ids, draft[:, : k - 1]], dim=1)
-        positions = chunk_start[:, None] + torch.arange(chunk_len + k - 1, device=device)
         static = self._static_step if self._static_step is not None and cache.slots == b else None
         weights = None if static is None else static.weights()
 
-        def forward(ids: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-            if static is not None:
-                return static.logits(weights, cache, ids, positions, kv_len)
-            return self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)
+        def on_device(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
-        logits = forward(ids, positions, int(ends.max()) + k - 1)[:, chunk_len - 1 :]
-        forwards, slot_forwards = 1, b
+        # the boundary chunk, followed by the first drafts: its last k positions predict grid indices 0..k-1
+        k = k_max
+        index = np.broadcast_to(offsets, (b, k))  # the grid index each query decides
+        ids = torch.cat([chunk_ids, draft[:, : k - 1]], dim=1)
+        positions = chunk_start[:, None] + torch.arange(chunk_len + k - 1, device=device)
+        kv_len = int(base.max()) + k - 1
+        if static is not None:
+            logits = static.logits(weights, cache, ids, positions, kv_len)
+        else:
+            logits = self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)
+        logits = logits[:, chunk_len - 1 :]
+        # every query draws naive decoding's token from its own uniform; a draft is kept iff it was drawn
+        drawn, drawn_logp = sample(logits, None if u is None else on_device(u[rows, index]), config,
+                                   return_logprobs=return_logprobs)  # fmt: skip
+        sums.append(logits.sum(dtype=torch.float32))
+        forwards, slot_forwards, kept_total = 1, b, 0
         while True:
-            sums.append(logits.sum(dtype=torch.float32))
-            index = counts[:, None] + offsets[:k]  # the grid index each query decides
-            drafts = work.gather(1, index)
-            if config.greedy:
-                best = logits.argmax(-1)
-                accepted = best == drafts
-            else:
-                logp = filtered_logprobs(logits, config)
-                accepted, draft_logp = draft_acceptance(logp, drafts, u_accept.gather(1, index))
+            drawn_host = drawn.cpu().numpy()
+            accepted = drawn_host == work[rows, index]
             # decided: the kept drafts up to the first rejection, plus the token drawn there (or the last kept);
             # only that last token can differ from its draft
             kept = accepted.cumprod(-1).sum(-1)
-            valid = (n - counts).clamp_(max=k)
-            decided = torch.minimum(kept + 1, valid)
-            last = (decided - 1).clamp_(min=0)
-            target = counts + last
-            if config.greedy:
-                work[rows, target] = best[rows, last]
+            valid = np.minimum(n - counts, k)
+            decided = np.minimum(kept + 1, valid)
+            if self.refresh_drafts:  # the undecided queries' draws become their next drafts (Jacobi iteration)
+                work[rows, index] = drawn_host
             else:
-                draft_last, accepted_last = drafts[rows, last], accepted[rows, last]
-                redrawn, redrawn_logp = resample_without_draft(
-                    logp[rows, last], draft_last, u_resample[rows, target]
-                )
-                work[rows, target] = torch.where(accepted_last, draft_last, redrawn)
-                if logprobs is not None:  # entries past the decided ones are rewritten when they are decided
-                    logprobs.scatter_(1, index, draft_logp)
-                    logprobs[rows, target] = torch.where(accepted_last, draft_logp[rows, last], redrawn_logp)
+                last = np.maximum(decided - 1, 0)
+                work[rows[:, 0], counts + last] = drawn_host[rows[:, 0], last]
+            if logprobs is not None:  # entries past the decided ones are rewritten when they are decided
+                logprobs[rows, index] = drawn_logp.cpu().numpy()
+            kept = np.minimum(kept, valid)
             counts += decided
-            counts_host, tested, kept_host = torch.stack([counts, decided, torch.minimum(kept, valid)]).cpu().numpy()
-            remaining = n - counts_host
+            kept_total += int(kept.sum())
+            remaining = n - counts
             if remaining.max() <= 0:
                 break
             # next forward: each slot's newest decided token, then its drafts; no-ops past the grid
             k = int(min(k_max, remaining.max()))
-            if self.adaptive_width:  # `kept_host` ones then (if fewer) a zero enter each slot's average
+            if self.adaptive_width and b > 1:  # `kept` ones then (if fewer) a zero enter each slot's average
                 r = self.acceptance_memory
-                acceptance = r**tested * acceptance + r ** (tested - kept_host) * (1 - r**kept_host)
+                acceptance = r**decided * acceptance + r ** (decided - kept) * (1 - r**kept)
                 k = min(k, self._choose_width(acceptance, remaining, k_max))
-            index = counts[:, None] - 1 + offsets[:k]
-            positions = torch.minimum(base[:, None] + index, last_pos)
-            kv_len = int((ends + np.minimum(counts_host + k - 2, n - 1)).max()) + 1
-            logits = forward(work.gather(1, index), positions, kv_len)
+            index = counts[:, None] + offsets[:k]
+            positions = np.minimum(base[:, None] + index - 1, last_pos)
+            kv_len = int((base + np.minimum(counts + k - 2, n - 1)).max()) + 1
+            ids, positions = on_device(work[rows, index - 1]), on_device(positions)
+            u_index = None if u is None else on_device(u[rows, index])
+            if static is not None:
+                drawn, drawn_logp, logit_sum = static(weights, cache, ids, positions, kv_len, u_index,
+                                                      return_logprobs=return_logprobs)  # fmt: skip
+            else:
+                logits = self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)
+                drawn, drawn_logp = sample(logits, u_index, config, return_logprobs=return_logprobs)
+                logit_sum = logits.sum(dtype=torch.float32)
+            sums.append(logit_sum)
             forwards += 1
             slot_forwards += int((remaining > 0).sum())
         _check_finite(sums, frame_label)
-        tokens = work[:, :n]
         if stats is not None:
             stats.calls += 1
             stats.frames += b
             stats.forwards += forwards
             stats.slot_forwards += slot_forwards
             stats.tokens += b * n
-            stats.accepted += int((tokens == draft).sum())  # a resampled token never equals its draft
-        return tokens, None if logprobs is None else logprobs[:, :n]
+            stats.accepted += kept_total
+        return on_device(work[:, :n]), None if logprobs is None else on_device(logprobs[:, :n])
 
 
 def _check_finite(sums: list[torch.Tensor], frame_label: str) -> None:

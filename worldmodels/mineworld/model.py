@@ -486,11 +486,11 @@ class MineWorld(nn.Module):
         prompt = state.seq[:, :hw]
         decoder = self._decoder(state.sampling)
         draft = None
-        if state.sampling.decoding == "speculative":  # the newest frame of each context (its last token pending)
+        if decoder.verifies_drafts(b):  # the newest frame of each context (its last token pending)
             draft = state.seq.gather(1, (lengths - hw)[:, None] + torch.arange(hw, device=device))
         uniforms = None
         if not state.sampling.greedy:
-            uniforms = draw_uniforms(state.generators, hw * decoder.uniforms_per_token, device)
+            uniforms = draw_uniforms(state.generators, hw, device)
         tokens, logprobs = decoder.decode(
             state.cache, chunk_ids, lengths - 1, prompt, uniforms, draft=draft, return_logprobs=return_logprobs,
             frame_label=f"the frame of step call {state.steps}", stats=state.decode_stats,

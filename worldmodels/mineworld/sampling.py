@@ -16,15 +16,16 @@ one generator call per environment per frame. The sampled distribution is the sa
 ``top_k=1`` is treated as greedy (argmax; with exactly tied logits the official sampler would pick among the
 ties at random).
 
-Speculative decoding (``decoding="speculative"``) draws each token with :func:`speculative_sample` instead: a
-draft token ``d`` (the previous frame's token at the same grid index) is kept with probability ``p(d)``, otherwise
-the token is drawn from ``p`` without ``d``, renormalised (the residual ``(p - q)+`` of a point-mass draft ``q``).
-Together the two branches draw exactly from ``p`` (Leviathan et al. 2023, Chen et al. 2023), with two uniforms per
-token, so the decoder can test several drafts in one forward and still sample naive decoding's distribution.
+Speculative decoding (``decoding="speculative"``) draws every token with :func:`sample` from the same uniform as
+naive decoding; a draft token (the previous frame's token at the same grid index) is kept iff the drawn token equals
+it, which happens with probability ``p(draft)`` as in Leviathan et al. 2023 / Chen et al. 2023 for a point-mass
+draft. Sharing the uniform couples the two decodings: speculative decoding draws naive decoding's own tokens (up to
+float rounding of the logits), so it is a way to run naive decoding, not another sampler.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,7 +47,7 @@ class SamplingConfig:
         top_p: nucleus sampling threshold in ``(0, 1]``; exclusive with ``top_k``.
         decoding: ``"naive"`` (one token per forward, raster order), ``"diagonal"`` (arXiv 2503.14070; a different
             distribution) or ``"speculative"`` (several tokens per forward, drafted by copying the previous frame;
-            the same distribution as naive, see :func:`speculative_sample`).
+            the same tokens as naive for the same uniforms, see the module docstring).
         window: diagonal decoding starts row ``r + 1`` once row ``r`` holds ``window`` tokens.
         draft_len: speculative decoding feeds each slot's current token plus up to ``draft_len - 1`` drafts per
             forward (the decoder picks the width from the acceptance so far), so one forward decides between 1 and
@@ -133,6 +134,34 @@ def filtered_logprobs(logits: torch.Tensor, config: SamplingConfig) -> torch.Ten
     return torch.log_softmax(x, dim=-1)
 
 
+NUCLEUS_CANDIDATES = 64
+"""Top-p sampling ranks only the most likely tokens (``topk``) while every row's nucleus fits among them, instead
+of sorting the whole vocabulary (the sort was a tenth of a compiled decode step of 64 envs; docs/benchmarks.md §2);
+at top-p 0.9 the bundled Crafter model's nucleus fits in 64 of 1024 tokens for 99.9% of rows."""
+
+
+def _draw_from_nucleus(
+    sorted_probs: torch.Tensor, order: torch.Tensor, probs: torch.Tensor, u: torch.Tensor, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CDF draw from the nucleus of the ranked tokens ``sorted_probs`` (descending; ids ``order``), which
+    must hold every row's nucleus. Returns ``(tokens, probability of the token within the nucleus)``."""
+    cdf = sorted_probs.cumsum(-1)
+    # Tokens whose cumulative probability *before* them exceeds top_p are dropped: the kept set is a prefix
+    # of the sorted order, so the kept mass is the cdf at its last element
+    # (at least one: NaN logits compare false everywhere and are reported by the decoder after the frame).
+    n_kept = (cdf - sorted_probs <= top_p).sum(-1, keepdim=True).clamp_(min=1)
+    kept_mass = cdf.gather(-1, n_kept - 1)
+    # the first index whose cdf exceeds the target always lies inside the kept prefix (target < kept_mass)
+    index = torch.searchsorted(cdf, u * kept_mass, right=True).clamp_(max=n_kept - 1)
+    chosen = sorted_probs.gather(-1, index).squeeze(-1) / kept_mass.squeeze(-1)
+    return order.gather(-1, index).squeeze(-1), chosen
+
+
+def _draw_from_sorted_vocabulary(sorted_probs, order, probs, u, top_p):
+    """:func:`_draw_from_nucleus` after sorting the whole vocabulary (the candidates did not hold a nucleus)."""
+    return _draw_from_nucleus(*probs.sort(-1, descending=True), probs, u, top_p)
+
+
 def sample(
     logits: torch.Tensor,
     uniforms: torch.Tensor | None,
@@ -151,20 +180,20 @@ def sample(
         return tokens, (torch.zeros(tokens.shape, device=x.device) if return_logprobs else None)
     if config.top_p is not None:
         probs = torch.softmax(x / config.temperature, dim=-1)
-        sorted_probs, order = probs.sort(-1, descending=True)
-        cdf = sorted_probs.cumsum(-1)
-        # Tokens whose cumulative probability *before* them exceeds top_p are dropped: the kept set is a prefix
-        # of the sorted order, so the kept mass is the cdf at its last element.
-        n_kept = (cdf - sorted_probs <= config.top_p).sum(-1, keepdim=True)
-        kept_mass = cdf.gather(-1, n_kept - 1)
-        target = uniforms.unsqueeze(-1) * kept_mass
-        # the first index whose cdf exceeds the target always lies inside the kept prefix (target < kept_mass)
-        index = torch.searchsorted(cdf, target, right=True).clamp_(max=n_kept - 1)
-        tokens = order.gather(-1, index).squeeze(-1)
-        if not return_logprobs:
-            return tokens, None
-        chosen = sorted_probs.gather(-1, index).squeeze(-1)
-        return tokens, (chosen / kept_mass.squeeze(-1)).log()
+        u = uniforms.unsqueeze(-1)
+        candidates = min(NUCLEUS_CANDIDATES, probs.shape[-1])
+        top_probs, top_order = probs.topk(candidates, dim=-1)
+        # every row's nucleus lies among its candidates when the mass before the last one exceeds top_p (that one
+        # and all after it are dropped); otherwise the whole vocabulary is sorted, so the draw is always exact
+        fits = ((top_probs.cumsum(-1) - top_probs)[..., -1] > config.top_p).all() | (candidates == probs.shape[-1])
+        draw = functools.partial(_draw_from_nucleus, top_p=config.top_p)
+        fallback = functools.partial(_draw_from_sorted_vocabulary, top_p=config.top_p)
+        args = (top_probs, top_order, probs, u)
+        if torch.compiler.is_compiling():  # both branches in the graph, no host sync
+            tokens, chosen = torch.cond(fits, draw, fallback, args)
+        else:
+            tokens, chosen = (draw if bool(fits) else fallback)(*args)
+        return tokens, (chosen.log() if return_logprobs else None)
     x = x / max(config.temperature, 1e-5)
     if config.top_k is not None and config.top_k < x.shape[-1]:
         pivot = x.topk(config.top_k, dim=-1).values[..., -1:]
@@ -178,62 +207,3 @@ def sample(
     if not return_logprobs:
         return tokens, None
     return tokens, torch.log_softmax(x, dim=-1).gather(-1, index).squeeze(-1)
-
-
-def speculative_sample(
-    logits: torch.Tensor,
-    drafts: torch.Tensor,
-    u_accept: torch.Tensor | None,
-    u_resample: torch.Tensor | None,
-    config: SamplingConfig,
-    *,
-    return_logprobs: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Decide one token per row of ``logits [..., V]`` given a draft token per row (``drafts int64[...]``).
-
-    The draft is accepted iff ``u_accept < p(draft)`` (:func:`draft_acceptance`); otherwise the token is drawn by
-    inverse CDF (``u_resample``) from ``p`` with the draft removed and renormalised (:func:`resample_without_draft`).
-    ``p`` is the sampling distribution of :func:`sample` (after temperature and top-k / top-p), so the token is
-    distributed exactly as ``sample`` would draw it. Greedy: the argmax, "accepted" when it equals the draft (no
-    uniforms needed).
-
-    Returns ``(tokens int64[...], accepted bool[...], logprobs float32[...] | None)``; ``accepted`` is exactly
-    ``tokens == drafts``; the log-probability is that of the token under ``p`` (0 for greedy).
-    """
-    if config.greedy:
-        tokens = logits.argmax(-1)
-        logprobs = torch.zeros(tokens.shape, device=logits.device) if return_logprobs else None
-        return tokens, tokens == drafts, logprobs
-    logp = filtered_logprobs(logits, config)
-    accepted, draft_logp = draft_acceptance(logp, drafts, u_accept)
-    redrawn, redrawn_logp = resample_without_draft(logp, drafts, u_resample)
-    tokens = torch.where(accepted, drafts, redrawn)
-    accepted = tokens == drafts  # also where nothing but the draft could be drawn
-    return tokens, accepted, (torch.where(accepted, draft_logp, redrawn_logp) if return_logprobs else None)
-
-
-def draft_acceptance(
-    logp: torch.Tensor, drafts: torch.Tensor, u_accept: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The accept test of speculative sampling: ``(u_accept < p(draft), log p(draft))`` per row of the sampling
-    log-probabilities ``logp [..., V]`` (:func:`filtered_logprobs`)."""
-    draft_logp = logp.gather(-1, drafts.unsqueeze(-1)).squeeze(-1)
-    return u_accept < draft_logp.exp(), draft_logp
-
-
-def resample_without_draft(
-    logp: torch.Tensor, drafts: torch.Tensor, u_resample: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw from ``p`` with the draft removed and renormalised (the residual ``(p - q)+`` of a point-mass draft),
-    by inverse CDF from one uniform per row; where ``p`` holds nothing but the draft, the draft itself.
-
-    Returns ``(tokens int64[...], log p(token) float32[...])``.
-    """
-    residual = logp.exp().scatter_(-1, drafts.unsqueeze(-1), 0.0)
-    cdf = residual.cumsum(-1)
-    total = cdf[..., -1:]
-    # the first index whose cdf exceeds u * total: never a zero-probability token (the cdf does not rise there), and
-    # it exists because u <= 1 - 2^-24 makes the rounded u * total smaller than total
-    index = torch.searchsorted(cdf, u_resample.unsqueeze(-1) * total, right=True)
-    index = torch.where(total > 0, index, drafts.unsqueeze(-1))
-    return index.squeeze(-1), logp.gather(-1, index).squeeze(-1)
