@@ -53,15 +53,18 @@ def scenes_for(model):
     return [Scene(frames=rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8), actions=empty)]
 
 
-def time_world_model(model, num_envs: int, steps: int, decoding: str | None, top_p: float | None = None) -> float:
+def time_world_model(
+    model, num_envs: int, steps: int, decoding: str | None, top_p: float | None = None, seed: int = 0
+) -> float:
     env = WorldModelVectorEnv(num_envs, model=model, scenes=scenes_for(model), decoding=decoding, top_p=top_p)
-    return time_vector_env(env, steps)
+    return time_vector_env(env, steps, seed)
 
 
-def time_vector_env(env, steps: int) -> float:
-    """Env steps/s (summed over envs) of ``steps`` random steps after one untimed warm-up step; closes ``env``."""
-    env.reset(seed=0)
-    env.action_space.seed(0)
+def time_vector_env(env, steps: int, seed: int = 0) -> float:
+    """Env steps/s (summed over envs) of ``steps`` random steps (start scenes and actions from ``seed``) after one
+    untimed warm-up step; closes ``env``."""
+    env.reset(seed=seed)
+    env.action_space.seed(seed)
     env.step(env.action_space.sample())  # warm-up: first-call allocations
     start = time.perf_counter()
     for _ in range(steps):

@@ -2,8 +2,10 @@
 
 For each batch size the natively batched env (``RLIR-Crafter-v0``'s model, random actions, real start scenes) is
 stepped once with the eager decode step and once with the compiled static step (``compile=True``), rounds
-alternated so that load from other processes hits both alike; the first steps of each arm (compilation, first-call
-allocations) are not timed. Next to it: RLIR-CrafterDream-v0 (learned reward and termination on top), the real game, this machine's measured fp32 GEMM peak and streaming
+alternated so that load from other processes hits both alike; each round starts from other scenes and actions
+(seed = round), the same for every arm, since how many drafts a compiled step of few envs keeps depends on the
+content; frames/s are totals over the rounds (the harmonic mean); the first steps of each arm (compilation,
+first-call allocations) are not timed. Next to it: RLIR-CrafterDream-v0 (learned reward and termination on top), the real game, this machine's measured fp32 GEMM peak and streaming
 bandwidth, and what share of them the compiled step reaches (FLOPs of the transformer's projections per frame and
 bytes of KV cache each decode step must read). Prints markdown for docs/benchmarks.md.
 
@@ -28,6 +30,7 @@ import torch
 import rlir_env  # noqa: F401  (registers the ids)
 from bench_env import scenes_for, time_real_crafter, time_vector_env, time_world_model  # run as a script: bench/ is on sys.path
 from rlir_env.vector import WorldModelVectorEnv
+from worldmodels.mineworld.decoding import COMPILED_NAIVE_DRAFT_BATCH
 from worldmodels.registry import load_world_model
 
 
@@ -111,16 +114,17 @@ def main() -> None:
     compile_seconds: dict[int, float] = {}
     for b in batches:  # compile once per batch size before anything is timed
         start = time.perf_counter()
-        time_world_model(compiled_model, b, 1, "naive")
+        # steps that verify drafts have widths on both sides of the fused-loop threshold: a graph each
+        time_world_model(compiled_model, b, 8 if b <= COMPILED_NAIVE_DRAFT_BATCH else 1, "naive")
         compile_seconds[b] = time.perf_counter() - start
         if args.speculative:  # a dynamic width compiles one graph on each side of the fused-loop threshold
             time_world_model(compiled_model, b, 3, "speculative")
     real = []
-    for _ in range(args.rounds):
+    for round_index in range(args.rounds):  # each round other start scenes and actions, the same for every arm
         for b in batches:
             steps = max(2, args.frames // b)
             for name, (model, decoding) in arms.items():
-                fps.setdefault((name, b), []).append(time_world_model(model, b, steps, decoding))
+                fps.setdefault((name, b), []).append(time_world_model(model, b, steps, decoding, seed=round_index))
         real.append(time_real_crafter(300))
         if args.dream_envs:
             for name in ("eager", "compiled"):
@@ -136,7 +140,7 @@ def main() -> None:
           "per frame | projection GFLOP/s (share of peak) | KV read GB/s (share of bandwidth) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for b in batches:
-        eager, compiled = statistics.median(fps[("eager", b)]), statistics.median(fps[("compiled", b)])
+        eager, compiled = statistics.harmonic_mean(fps[("eager", b)]), statistics.harmonic_mean(fps[("compiled", b)])
         # FLOPs and bytes of one-token-per-forward decoding: a step that verifies drafts does fewer forwards
         gflops, gbytes = compiled * flops / 1e9, compiled * kv_bytes / 1e9
         forwards = decode_stats(compiled_model, b, "naive", steps=max(2, 32 // b)).forwards_per_frame
@@ -144,7 +148,7 @@ def main() -> None:
               f"{compiled / real_fps:.3f} | {forwards:.1f} | {gflops:.1f} ({gflops / peak:.0%}) | "
               f"{gbytes:.1f} ({gbytes / bandwidth:.0%}) |")
     if args.dream_envs:
-        eager, compiled = statistics.median(fps[("eager", "dream")]), statistics.median(fps[("compiled", "dream")])
+        eager, compiled = statistics.harmonic_mean(fps[("eager", "dream")]), statistics.harmonic_mean(fps[("compiled", "dream")])
         print(f"| RLIR-CrafterDream-v0, {args.dream_envs} envs (env steps/s) | {eager:.1f} | {compiled:.1f} | "
               f"{compiled / eager:.2f}x | | {compiled / real_fps:.3f} | | |")
     if args.speculative:
@@ -152,8 +156,8 @@ def main() -> None:
               "naive | forwards per frame | draft acceptance | compiled speculative / real game |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         for b in batches:
-            eager, naive = statistics.median(fps[("eager", b)]), statistics.median(fps[("compiled", b)])
-            speculative = statistics.median(fps[("speculative", b)])
+            eager, naive = statistics.harmonic_mean(fps[("eager", b)]), statistics.harmonic_mean(fps[("compiled", b)])
+            speculative = statistics.harmonic_mean(fps[("speculative", b)])
             stats = decode_stats(compiled_model, b, "speculative")
             print(f"| {b} | {eager:.1f} | {speculative:.1f} | {speculative / eager:.2f}x | {speculative / naive:.2f}x | "
                   f"{stats.forwards_per_frame:.1f} | {stats.acceptance_rate:.2f} | {speculative / real_fps:.3f} |")
