@@ -1,4 +1,4 @@
-"""Speculative decoding with a copy draft: same distribution as naive decoding, fewer forwards on static video.
+"""Speculative decoding with a copy draft: the tokens of naive decoding, in fewer forwards on static video.
 
 The references are independent of the code under test: greedy naive decoding (itself pinned against a no-cache
 decoder in test_mineworld_model.py), exact distributions enumerated from teacher-forced logits with the sampling

@@ -33,8 +33,8 @@ row above's newest input as the stand-in) is not implemented.
   become the next drafts (:attr:`FrameDecoder.refresh_drafts`). The boundary chunk carries the first drafts too.
   Slots advance at their own pace (per-slot positions); a slot that is done feeds no-ops until the slowest slot
   finishes. Speculative decoding syncs with the host once per forward (to know when to stop). Compiled naive
-  decoding of one slot runs this way (:meth:`FrameDecoder.verifies_drafts`): one env is bound by reading the
-  weights once per forward, and a forward verifies ~8 tokens on Crafter.
+  decoding of up to :data:`COMPILED_NAIVE_DRAFT_BATCH` slots runs this way (:meth:`FrameDecoder.verifies_drafts`):
+  a step of few envs is bound by reading the weights once per forward, and a forward decides ~7 tokens on Crafter.
 
   Cache correctness: a query attends to key positions ``<=`` its own, and every forward writes its inputs' K/V
   before attending, so the entries of rejected drafts (positions at or after the slot's first undecided token) are
@@ -53,10 +53,7 @@ import numpy as np
 import torch
 
 from worldmodels.errors import ConfigError, NumericalError
-from worldmodels.mineworld.sampling import (
-    SamplingConfig,
-    sample,
-)
+from worldmodels.mineworld.sampling import SamplingConfig, sample
 from worldmodels.mineworld.transformer import MATVEC_BATCH, KVCache, StepWeights, Transformer, static_decode_step
 
 
@@ -319,12 +316,12 @@ class FrameDecoder:
     at width 16 against 16 adaptive, +12% frames/s; docs/benchmarks.md §2). It only regroups forwards: every token is
     drawn from its own logits and uniform, so the tokens are the same either way."""
     acceptance_memory: float = 0.85
+    """Decay of the acceptance average per tested draft (about 1 / (1 - 0.85) ~ 7 drafts of memory)."""
     refresh_drafts: bool = True
     """Speculative decoding: after each forward, the tokens drawn past a slot's first rejected draft (from a prefix
     holding that draft) replace their drafts for the next forward, as in Jacobi decoding: when the frame changes
     (the view moves), a token usually depends on the previous frame more than on its left neighbour, so these draws
     are better drafts than the copy. Only the drafts change, never a token."""
-    """Decay of the acceptance average per tested draft (about 1 / (1 - 0.85) ~ 7 drafts of memory)."""
 
     @staticmethod
     def width_cost(batch: int) -> float:

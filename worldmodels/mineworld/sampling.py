@@ -144,7 +144,8 @@ def _draw_from_nucleus(
     sorted_probs: torch.Tensor, order: torch.Tensor, probs: torch.Tensor, u: torch.Tensor, top_p: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse-CDF draw from the nucleus of the ranked tokens ``sorted_probs`` (descending; ids ``order``), which
-    must hold every row's nucleus. Returns ``(tokens, probability of the token within the nucleus)``."""
+    must hold every row's nucleus. Returns ``(tokens, probability of the token within the nucleus)``. ``probs`` (the
+    whole distribution) is unused: both branches of :func:`sample`'s ``torch.cond`` take the same operands."""
     cdf = sorted_probs.cumsum(-1)
     # Tokens whose cumulative probability *before* them exceeds top_p are dropped: the kept set is a prefix
     # of the sorted order, so the kept mass is the cdf at its last element
