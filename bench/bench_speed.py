@@ -14,8 +14,9 @@ bytes of KV cache each decode step must read). Prints markdown for docs/benchmar
     .venv/bin/python bench/bench_speed.py --batch 1 --batch 4 --speculative   # + compiled speculative decoding
 
 ``--speculative`` adds compiled speculative decoding (the copy draft, refreshed; the same tokens as naive) as a
-third arm, with its forwards per frame and acceptance rate. Compiled naive decoding of one env verifies drafts
-itself (``FrameDecoder.verifies_drafts``); the table gives each compiled row's forwards per frame.
+third arm, with its forwards per frame and acceptance rate. Compiled naive decoding of up to
+``COMPILED_NAIVE_DRAFT_BATCH`` envs verifies drafts itself (``FrameDecoder.verifies_drafts``); the table gives each
+compiled row's forwards per frame.
 """
 
 from __future__ import annotations

@@ -489,21 +489,25 @@ class FrameDecoder:
         def on_device(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array)).to(device)
 
+        def draw(ids, positions, kv_len, index, skip=0):
+            """One forward; every query from ``skip`` on draws naive decoding's token from its own uniform (a draft
+            is kept iff it was drawn). Returns ``(tokens, logprobs, sum of the logits)``."""
+            u_index = None if u is None else on_device(u[rows, index])
+            if static is not None and not skip:  # the compiled step samples in its graph
+                return static(weights, cache, ids, positions, kv_len, u_index, return_logprobs=return_logprobs)
+            if static is not None:
+                logits = static.logits(weights, cache, ids, positions, kv_len)[:, skip:]
+            else:
+                logits = self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)[:, skip:]
+            return (*sample(logits, u_index, config, return_logprobs=return_logprobs), logits.sum(dtype=torch.float32))
+
         # the boundary chunk, followed by the first drafts: its last k positions predict grid indices 0..k-1
         k = k_max
         index = np.broadcast_to(offsets, (b, k))  # the grid index each query decides
         ids = torch.cat([chunk_ids, draft[:, : k - 1]], dim=1)
         positions = chunk_start[:, None] + torch.arange(chunk_len + k - 1, device=device)
-        kv_len = int(base.max()) + k - 1
-        if static is not None:
-            logits = static.logits(weights, cache, ids, positions, kv_len)
-        else:
-            logits = self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)
-        logits = logits[:, chunk_len - 1 :]
-        # every query draws naive decoding's token from its own uniform; a draft is kept iff it was drawn
-        drawn, drawn_logp = sample(logits, None if u is None else on_device(u[rows, index]), config,
-                                   return_logprobs=return_logprobs)  # fmt: skip
-        sums.append(logits.sum(dtype=torch.float32))
+        drawn, drawn_logp, logit_sum = draw(ids, positions, int(base.max()) + k - 1, index, skip=chunk_len - 1)
+        sums.append(logit_sum)
         forwards, slot_forwards, kept_total = 1, b, 0
         while True:
             drawn_host = drawn.cpu().numpy()
@@ -535,15 +539,7 @@ class FrameDecoder:
             index = counts[:, None] + offsets[:k]
             positions = np.minimum(base[:, None] + index - 1, last_pos)
             kv_len = int((base + np.minimum(counts + k - 2, n - 1)).max()) + 1
-            ids, positions = on_device(work[rows, index - 1]), on_device(positions)
-            u_index = None if u is None else on_device(u[rows, index])
-            if static is not None:
-                drawn, drawn_logp, logit_sum = static(weights, cache, ids, positions, kv_len, u_index,
-                                                      return_logprobs=return_logprobs)  # fmt: skip
-            else:
-                logits = self._decode(ids, positions, cache, kv_len, vocab_limit=self.image_vocab)
-                drawn, drawn_logp = sample(logits, u_index, config, return_logprobs=return_logprobs)
-                logit_sum = logits.sum(dtype=torch.float32)
+            drawn, drawn_logp, logit_sum = draw(on_device(work[rows, index - 1]), on_device(positions), kv_len, index)
             sums.append(logit_sum)
             forwards += 1
             slot_forwards += int((remaining > 0).sum())
